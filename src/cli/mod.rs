@@ -1,0 +1,96 @@
+//! The command line: one binary, subcommands. Each subcommand lives in its own module.
+//!
+//! Exit codes shared by every command: 0 success, 1 "not compliant / changes pending"
+//! where a command documents it, 2 bad input (a one-line error naming the problem).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod crd_cmd;
+pub mod policy_cmd;
+pub mod emulator_cmd;
+pub mod run_cmd;
+pub mod plan_cmd;
+pub mod demo_cmd;
+
+#[derive(Debug, Parser)]
+#[command(name = "msf-cmk-controller", version, about = "Keeps Amazon Managed Service for Apache Flink applications encrypted with the KMS key you declare")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the ApplicationEncryption CustomResourceDefinition (YAML).
+    Crd,
+    /// Work with KMS key policy files: check, simulate, merge.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// Print the operator's least-privilege IAM policy and the key policy statements.
+    IamPolicy(policy_cmd::IamPolicyArgs),
+    /// Run the embedded AWS emulator (MSF + KMS) standalone.
+    #[cfg(feature = "emulator")]
+    Emulator(emulator_cmd::EmulatorArgs),
+    /// Run the controller.
+    Run(run_cmd::RunArgs),
+    /// Show what reconciling manifests on disk would change, without a cluster.
+    Plan(plan_cmd::PlanArgs),
+    /// Converge manifests on disk once, without a cluster.
+    Apply(plan_cmd::ApplyArgs),
+    /// Everything end to end against the embedded emulator.
+    #[cfg(feature = "emulator")]
+    Demo(demo_cmd::DemoArgs),
+}
+
+/// An error that is the user's input: printed on one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain joined, so a pipeline log shows the cause.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            if e.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Crd => crd_cmd::run(),
+        Command::Policy(c) => policy_cmd::run(c),
+        Command::IamPolicy(a) => policy_cmd::run_iam_policy(a),
+        #[cfg(feature = "emulator")]
+        Command::Emulator(a) => emulator_cmd::run(a).await,
+        Command::Run(a) => run_cmd::run(a).await,
+        Command::Plan(a) => plan_cmd::run_plan(a).await,
+        Command::Apply(a) => plan_cmd::run_apply(a).await,
+        #[cfg(feature = "emulator")]
+        Command::Demo(a) => demo_cmd::run(a).await,
+    }
+}

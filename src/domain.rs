@@ -1,0 +1,244 @@
+//! Domain types shared by the AWS adapters, the emulator, the planner and the controller.
+//!
+//! These are what the controller *observed* in AWS, expressed in its own terms: no SDK type
+//! leaks past the adapters (`crate::aws`). Pure data, no I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// Which kind of key encrypts an application's state, as MSF reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AppliedKeyType {
+    /// `AWS_OWNED_KEY` (MSF's default).
+    AwsOwnedKey,
+    /// `CUSTOMER_MANAGED_KEY`.
+    CustomerManagedKey,
+}
+
+impl AppliedKeyType {
+    /// The wire value MSF uses (`KeyType` / `KeyTypeUpdate`).
+    pub fn as_wire(self) -> &'static str {
+        match self {
+            Self::AwsOwnedKey => "AWS_OWNED_KEY",
+            Self::CustomerManagedKey => "CUSTOMER_MANAGED_KEY",
+        }
+    }
+
+    pub fn from_wire(s: &str) -> Option<Self> {
+        match s {
+            "AWS_OWNED_KEY" => Some(Self::AwsOwnedKey),
+            "CUSTOMER_MANAGED_KEY" => Some(Self::CustomerManagedKey),
+            _ => None,
+        }
+    }
+}
+
+/// `ApplicationStatus` of an MSF application.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ApplicationStatus {
+    Deleting,
+    Starting,
+    Stopping,
+    Ready,
+    Running,
+    Updating,
+    AutoScaling,
+    ForceStopping,
+    RollingBack,
+    MaintenanceInProgress,
+    RolledBack,
+    /// A status this build does not know; treated as "not safe to update".
+    Other(String),
+}
+
+impl ApplicationStatus {
+    pub fn from_wire(s: &str) -> Self {
+        match s {
+            "DELETING" => Self::Deleting,
+            "STARTING" => Self::Starting,
+            "STOPPING" => Self::Stopping,
+            "READY" => Self::Ready,
+            "RUNNING" => Self::Running,
+            "UPDATING" => Self::Updating,
+            "AUTOSCALING" => Self::AutoScaling,
+            "FORCE_STOPPING" => Self::ForceStopping,
+            "ROLLING_BACK" => Self::RollingBack,
+            "MAINTENANCE" => Self::MaintenanceInProgress,
+            "ROLLED_BACK" => Self::RolledBack,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_wire(&self) -> &str {
+        match self {
+            Self::Deleting => "DELETING",
+            Self::Starting => "STARTING",
+            Self::Stopping => "STOPPING",
+            Self::Ready => "READY",
+            Self::Running => "RUNNING",
+            Self::Updating => "UPDATING",
+            Self::AutoScaling => "AUTOSCALING",
+            Self::ForceStopping => "FORCE_STOPPING",
+            Self::RollingBack => "ROLLING_BACK",
+            Self::MaintenanceInProgress => "MAINTENANCE",
+            Self::RolledBack => "ROLLED_BACK",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// MSF accepts UpdateApplication only in READY or RUNNING.
+    pub fn is_updatable(&self) -> bool {
+        matches!(self, Self::Ready | Self::Running)
+    }
+}
+
+/// The encryption configuration MSF reports for an application
+/// (`ApplicationEncryptionConfigurationDescription`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedEncryption {
+    pub key_type: AppliedKeyType,
+    /// As MSF reports it: key ARN, key id, alias ARN or alias name. Compare by resolved ARN.
+    pub key_id: Option<String>,
+}
+
+impl Default for AppliedEncryption {
+    fn default() -> Self {
+        Self {
+            key_type: AppliedKeyType::AwsOwnedKey,
+            key_id: None,
+        }
+    }
+}
+
+/// What DescribeApplication told us.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedApplication {
+    pub name: String,
+    pub arn: String,
+    pub version_id: i64,
+    /// Preferred over the version id for optimistic concurrency when present.
+    pub conditional_token: Option<String>,
+    pub status: ApplicationStatus,
+    /// e.g. `FLINK-1_20`.
+    pub runtime_environment: String,
+    pub encryption: AppliedEncryption,
+}
+
+/// `KeyState` of a KMS key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    PendingImport,
+    PendingReplicaDeletion,
+    Unavailable,
+    Creating,
+    Updating,
+    Other(String),
+}
+
+impl KeyState {
+    pub fn from_wire(s: &str) -> Self {
+        match s {
+            "Enabled" => Self::Enabled,
+            "Disabled" => Self::Disabled,
+            "PendingDeletion" => Self::PendingDeletion,
+            "PendingImport" => Self::PendingImport,
+            "PendingReplicaDeletion" => Self::PendingReplicaDeletion,
+            "Unavailable" => Self::Unavailable,
+            "Creating" => Self::Creating,
+            "Updating" => Self::Updating,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_wire(&self) -> &str {
+        match self {
+            Self::Enabled => "Enabled",
+            Self::Disabled => "Disabled",
+            Self::PendingDeletion => "PendingDeletion",
+            Self::PendingImport => "PendingImport",
+            Self::PendingReplicaDeletion => "PendingReplicaDeletion",
+            Self::Unavailable => "Unavailable",
+            Self::Creating => "Creating",
+            Self::Updating => "Updating",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// Who manages a KMS key (`KeyManager`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyManager {
+    Aws,
+    Customer,
+}
+
+/// What DescribeKey told us about a key (always resolved to its key ARN).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservedKey {
+    pub arn: String,
+    pub key_id: String,
+    pub account: String,
+    pub region: String,
+    pub state: KeyState,
+    /// `KeySpec`, e.g. `SYMMETRIC_DEFAULT`.
+    pub spec: String,
+    /// `KeyUsage`, e.g. `ENCRYPT_DECRYPT`.
+    pub usage: String,
+    pub manager: KeyManager,
+}
+
+impl ObservedKey {
+    /// MSF needs a symmetric encrypt/decrypt key.
+    pub fn is_symmetric_encrypt_decrypt(&self) -> bool {
+        self.spec == "SYMMETRIC_DEFAULT" && self.usage == "ENCRYPT_DECRYPT"
+    }
+}
+
+/// The three ways an AWS error can be handled. Drives requeue, event reason and metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCategory {
+    /// Throttling, 5xx, timeouts: retry with backoff and jitter.
+    Transient,
+    /// Someone else changed the resource (`ConcurrentModificationException`,
+    /// `ResourceInUseException`): re-observe and requeue.
+    Conflict,
+    /// Will not get better by retrying: wait for a spec (or AWS-side) change.
+    Terminal,
+}
+
+impl ErrorCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Conflict => "conflict",
+            Self::Terminal => "terminal",
+        }
+    }
+}
+
+/// The outcome of one read in the observe step, in terms the planner can reason about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Observed<T> {
+    Found(T),
+    /// The resource does not exist (AWS said so); message kept for the status.
+    NotFound(String),
+    /// The read failed; `code` is AWS's error code (e.g. `AccessDeniedException`).
+    Failed {
+        category: ErrorCategory,
+        code: String,
+        message: String,
+    },
+    /// Not read on purpose (e.g. `keyPolicy.mode: Ignore`, or no key wanted).
+    Skipped,
+}
+
+impl<T> Observed<T> {
+    pub fn found(&self) -> Option<&T> {
+        match self {
+            Self::Found(t) => Some(t),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    msf_cmk_controller::cli::main()
+}
