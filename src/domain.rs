@@ -242,3 +242,42 @@ impl<T> Observed<T> {
         }
     }
 }
+
+/// One `UpdateApplication` call that switches an application's encryption
+/// (`ApplicationConfigurationUpdate.ApplicationEncryptionConfigurationUpdate`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionUpdate {
+    pub region: String,
+    pub application_name: String,
+    /// `CurrentApplicationVersionId`; sent only when there is no conditional token.
+    pub current_version_id: i64,
+    /// `ConditionalToken`; preferred when MSF returned one.
+    pub conditional_token: Option<String>,
+    pub key_type: AppliedKeyType,
+    /// `KeyIdUpdate`; only with `CustomerManagedKey`. The resolved key ARN.
+    pub key_id: Option<String>,
+}
+
+impl EncryptionUpdate {
+    /// The request body MSF receives, as in the AWS documentation
+    /// (`fixtures/aws-docs/enable-cmk-update.json`). Used by `plan` to show the exact payload.
+    pub fn to_request_json(&self) -> serde_json::Value {
+        let mut update = serde_json::Map::new();
+        update.insert("KeyTypeUpdate".into(), self.key_type.as_wire().into());
+        if let Some(k) = &self.key_id {
+            update.insert("KeyIdUpdate".into(), k.clone().into());
+        }
+        let mut body = serde_json::Map::new();
+        body.insert("ApplicationName".into(), self.application_name.clone().into());
+        match &self.conditional_token {
+            Some(t) => body.insert("ConditionalToken".into(), t.clone().into()),
+            None => body.insert("CurrentApplicationVersionId".into(), self.current_version_id.into()),
+        };
+        body.insert(
+            "ApplicationConfigurationUpdate".into(),
+            serde_json::json!({ "ApplicationEncryptionConfigurationUpdate": update }),
+        );
+        serde_json::Value::Object(body)
+    }
+}

@@ -1,1 +1,69 @@
-//! Placeholder: filled in by its issue.
+//! AWS adapters: the only code that talks to AWS. Small traits in domain terms; SDK types
+//! never leak past this module. Every error is classified once ([`AwsError::category`]).
+//!
+//! Region is a per-call argument because one controller serves applications in several
+//! regions (`spec.region`); implementations keep one SDK client per region.
+
+use async_trait::async_trait;
+
+use crate::domain::{EncryptionUpdate, ErrorCategory, ObservedApplication, ObservedKey};
+
+/// An AWS call that failed, classified once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{operation}: {code}: {message}")]
+pub struct AwsError {
+    pub category: ErrorCategory,
+    /// The AWS operation, e.g. `PutKeyPolicy`.
+    pub operation: &'static str,
+    /// AWS's error code, e.g. `NotFoundException`, or a local code such as `Timeout`.
+    pub code: String,
+    /// AWS's own message, kept for the status condition.
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "ResourceNotFoundException" | "NotFoundException"
+        )
+    }
+
+    pub fn is_access_denied(&self) -> bool {
+        matches!(
+            self.code.as_str(),
+            "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation"
+        )
+    }
+}
+
+/// Managed Service for Apache Flink (`kinesisanalyticsv2`).
+#[async_trait]
+pub trait MsfApi: Send + Sync {
+    async fn describe_application(
+        &self,
+        region: &str,
+        application_name: &str,
+    ) -> Result<ObservedApplication, AwsError>;
+
+    /// `UpdateApplication` with only `ApplicationEncryptionConfigurationUpdate`.
+    /// Returns the application as MSF describes it right after the call.
+    async fn update_application_encryption(
+        &self,
+        update: &EncryptionUpdate,
+    ) -> Result<ObservedApplication, AwsError>;
+}
+
+/// KMS.
+#[async_trait]
+pub trait KmsApi: Send + Sync {
+    /// Resolves a key ARN, key id, alias name or alias ARN to the key.
+    async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError>;
+
+    /// The key policy named `default`, as text.
+    async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError>;
+
+    /// Replaces the key policy named `default`.
+    async fn put_key_policy(&self, region: &str, key_arn: &str, policy: &str)
+    -> Result<(), AwsError>;
+}
