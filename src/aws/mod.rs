@@ -6,6 +6,18 @@
 
 use async_trait::async_trait;
 
+mod classify;
+mod connect;
+mod ratelimit;
+mod sdk_kms;
+mod sdk_msf;
+
+pub use classify::{category_of, classify};
+pub use connect::{AwsClients, ConnectOptions, connect};
+pub use ratelimit::RateLimits;
+pub use sdk_kms::SdkKms;
+pub use sdk_msf::SdkMsf;
+
 use crate::domain::{EncryptionUpdate, ErrorCategory, ObservedApplication, ObservedKey};
 
 /// An AWS call that failed, classified once.
@@ -64,6 +76,10 @@ pub trait KmsApi: Send + Sync {
     async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError>;
 
     /// Replaces the key policy named `default`.
-    async fn put_key_policy(&self, region: &str, key_arn: &str, policy: &str)
-    -> Result<(), AwsError>;
+    async fn put_key_policy(
+        &self,
+        region: &str,
+        key_arn: &str,
+        policy: &str,
+    ) -> Result<(), AwsError>;
 }
