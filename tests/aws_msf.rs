@@ -381,3 +381,19 @@ async fn regions_are_separate() {
     assert!(e.is_not_found());
     emu.shutdown().await;
 }
+
+/// Nothing listening: the request cannot be sent, which is transient.
+#[tokio::test]
+async fn unreachable_endpoint_is_transient() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let aws = clients(&endpoint, 1).await;
+    let e = aws
+        .msf
+        .describe_application(REGION, "app")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "DispatchFailure", "{e}");
+    assert_eq!(e.category, ErrorCategory::Transient);
+}

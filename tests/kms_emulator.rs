@@ -132,3 +132,17 @@ async fn server_errors_are_transient_and_access_denied_terminal() {
     assert_eq!(emu.call_count("DescribeKey"), 1);
     emu.shutdown().await;
 }
+
+/// A key ARN of another region is described in its own region, so the controller can say
+/// "wrong region" instead of "not found".
+#[tokio::test]
+async fn key_arn_of_another_region_is_described_there() {
+    let emu = emulator().await;
+    let aws = clients(&emu.endpoint(), 1).await;
+    let key = emu.create_key("eu-west-1", None).unwrap();
+    let k = aws.kms.describe_key(REGION, &key).await.unwrap();
+    assert_eq!(k.region, "eu-west-1");
+    assert_eq!(k.arn, key);
+    aws.kms.get_key_policy(REGION, &key).await.unwrap();
+    emu.shutdown().await;
+}

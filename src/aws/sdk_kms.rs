@@ -38,6 +38,16 @@ impl SdkKms {
     }
 }
 
+/// The region to ask about `key_ref`: an ARN's own region, else the caller's. KMS refuses a
+/// key ARN of another region as "not found"; asking the key's region instead lets the
+/// controller report the real problem (a key in the wrong region).
+fn region_of<'a>(region: &'a str, key_ref: &'a str) -> &'a str {
+    match key_ref.strip_prefix("arn:").map(|r| r.split(':').nth(2)) {
+        Some(Some(r)) if !r.is_empty() => r,
+        _ => region,
+    }
+}
+
 fn build_client(shared: &Shared, region: &str) -> kms::Client {
     let mut b = kms::config::Builder::from(&shared.config)
         .region(Region::new(region.to_string()))
@@ -54,6 +64,7 @@ fn build_client(shared: &Shared, region: &str) -> kms::Client {
 impl KmsApi for SdkKms {
     async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError> {
         const OP: &str = "DescribeKey";
+        let region = region_of(region, key_id);
         self.describe_limit.wait(region).await;
         let out = self
             .clients
@@ -71,6 +82,7 @@ impl KmsApi for SdkKms {
 
     async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError> {
         const OP: &str = "GetKeyPolicy";
+        let region = region_of(region, key_arn);
         self.get_policy_limit.wait(region).await;
         let out = self
             .clients
@@ -93,6 +105,7 @@ impl KmsApi for SdkKms {
         policy: &str,
     ) -> Result<(), AwsError> {
         const OP: &str = "PutKeyPolicy";
+        let region = region_of(region, key_arn);
         self.put_policy_limit.wait(region).await;
         self.put_policy_per_key.wait(key_arn).await;
         self.clients
@@ -155,4 +168,18 @@ fn observed_key(meta: &KeyMetadata, region: &str) -> Result<ObservedKey, AwsErro
         },
         arn,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn region_of() {
+        assert_eq!(
+            super::region_of("us-east-1", "arn:aws:kms:eu-west-1:123456789012:key/x"),
+            "eu-west-1"
+        );
+        assert_eq!(super::region_of("us-east-1", "alias/x"), "us-east-1");
+        assert_eq!(super::region_of("us-east-1", "1234"), "us-east-1");
+        assert_eq!(super::region_of("us-east-1", "arn:aws:kms"), "us-east-1");
+    }
 }
