@@ -397,3 +397,33 @@ async fn unreachable_endpoint_is_transient() {
     assert_eq!(e.code, "DispatchFailure", "{e}");
     assert_eq!(e.category, ErrorCategory::Transient);
 }
+
+/// The client-side limit paces calls: 5/s with a burst of 5 makes 10 calls last about 1 s.
+#[tokio::test]
+async fn client_side_rate_limit_paces_calls() {
+    let emu = emulator().await;
+    emu.create_application(REGION, "app", "FLINK-1_20", ApplicationStatus::Ready)
+        .unwrap();
+    let mut opts = msf_cmk_controller::aws::ConnectOptions::local(emu.endpoint());
+    opts.rate_limits.describe_application = std::num::NonZeroU32::new(5);
+    let aws = msf_cmk_controller::aws::connect(&opts).await.unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        aws.msf.describe_application(REGION, "app").await.unwrap();
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    // Another region has its own quota.
+    emu.create_application("eu-west-1", "app", "FLINK-1_20", ApplicationStatus::Ready)
+        .unwrap();
+    let t = std::time::Instant::now();
+    aws.msf
+        .describe_application("eu-west-1", "app")
+        .await
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_millis(150));
+    emu.shutdown().await;
+}
