@@ -40,6 +40,12 @@ const TRANSIENT_CODES: &[&str] = &[
     "DependencyTimeoutException",
     "RequestTimeout",
     "RequestTimeoutException",
+    // Expired credentials: the credentials cache fetches fresh ones (IRSA / Pod Identity
+    // tokens rotate) on the next attempt, so waiting for a spec change would be wrong.
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "IDPCommunicationError",
 ];
 
 /// Codes that mean "someone else changed it, or it is busy": re-observe and requeue.

@@ -6,6 +6,16 @@
 //! Faithful where the controller depends on it (see `msf.rs` and `kms.rs`); not an IAM
 //! evaluator: requests are not authenticated, and "access denied" is a fault to inject.
 //!
+//! Admin API for scripts (JSON), next to the AWS API on the same port:
+//! - `GET /_emulator/counts` -> `{"calls": {OP: n}, "outcomes": {OP: {"ok"|CODE: n}}}`;
+//!   `DELETE /_emulator/counts` resets them.
+//! - `GET /_emulator/faults`; `PUT /_emulator/faults/{OP or *}` with
+//!   `{"latency_ms", "throttle_rate", "error_rate", "deny"}`; `DELETE /_emulator/faults`.
+//! - `GET /_emulator/state`: every application, key (with policy) and alias.
+//! - `GET /_emulator/health`.
+//!
+//! The server runs until [`EmulatorHandle::shutdown`] or until its tokio runtime ends.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use msf_cmk_controller::domain::ApplicationStatus;
