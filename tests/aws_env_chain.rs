@@ -2,8 +2,6 @@
 //! from the environment, a service-specific endpoint variable beating the global one. One
 //! test in its own binary, because it sets process environment variables.
 
-mod support_aws;
-
 use msf_cmk_controller::aws::{ConnectOptions, RateLimits, connect};
 use msf_cmk_controller::domain::ApplicationStatus;
 use msf_cmk_controller::emulator::{Emulator, EmulatorConfig};
