@@ -20,6 +20,7 @@ K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 KUBECTL_PY_VERSION=1.37.1
 HELM_VERSION=v3.22.0
+HELM_K8S_MINOR=37 # the k8s.io/client-go v0.<minor> that helm's go.mod requires
 
 CACHE_ROOT=${MSF_CMK_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/msf-cmk-e2e}
 K8S_DIR=$CACHE_ROOT/k8s-$K8S_VERSION
@@ -102,10 +103,16 @@ EOF
 build_helm() {
   need_go
   mkdir -p "$HELM_DIR/bin"
-  # helm's go.mod has no replace directives, so `go install module@version` works.
+  # helm's go.mod has no replace directives, so `go install module@version` works. Like
+  # helm's Makefile, tell it the Kubernetes version of its client libraries (v0.37 -> 1.37),
+  # which `helm template` uses for the chart's kubeVersion check.
+  local helm_k8s="" pkg
+  for pkg in pkg/chartutil pkg/lint/rules; do
+    helm_k8s+=" -X helm.sh/helm/v3/$pkg.k8sVersionMajor=1 -X helm.sh/helm/v3/$pkg.k8sVersionMinor=$HELM_K8S_MINOR"
+  done
   (cd "$CACHE_ROOT" && GOBIN="$HELM_DIR/bin.tmp" CGO_ENABLED=0 \
     nice -n 10 go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION $helm_k8s" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
   mv "$HELM_DIR/bin.tmp/helm" "$HELM_DIR/bin/helm"
   rmdir "$HELM_DIR/bin.tmp"
