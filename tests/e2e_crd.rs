@@ -329,16 +329,16 @@ fn controller_role_grants_what_the_controller_uses() {
         appenc,
         &["--subresource=finalizers", "-n", "team-x"],
     );
-    for events in ["events", "events.events.k8s.io"] {
-        check("create", events, &["-n", "team-x"]);
-        check("patch", events, &["-n", "team-x"]);
-    }
+    // kube-runtime's Recorder writes events.k8s.io/v1 Events.
+    check("create", "events.events.k8s.io", &["-n", "team-x"]);
+    check("patch", "events.events.k8s.io", &["-n", "team-x"]);
+    // kube-lease-manager: create the Lease, then get and server-side apply (PATCH) it.
     check(
         "create",
         "leases.coordination.k8s.io",
         &["-n", CONTROLLER_NAMESPACE],
     );
-    for verb in ["get", "update"] {
+    for verb in ["get", "patch"] {
         check(
             verb,
             "leases.coordination.k8s.io/msf-cmk-controller",
@@ -374,7 +374,10 @@ fn controller_role_grants_nothing_else() {
         check(verb, "namespaces", &[]);
         check(verb, "events", &["-n", "team-x"]);
     }
-    check("delete", "events", &["-n", "team-x"]);
+    check("delete", "events.events.k8s.io", &["-n", "team-x"]);
+    // The core Events API is not used (the same events are readable through it).
+    check("create", "events", &["-n", "team-x"]);
+    check("patch", "events", &["-n", "team-x"]);
     check(
         "create",
         "serviceaccounts/token",
@@ -394,10 +397,16 @@ fn controller_role_grants_nothing_else() {
         "leases.coordination.k8s.io/kube-controller-manager",
         &["-n", "kube-system"],
     );
+    let lease_ns = ["-n", CONTROLLER_NAMESPACE];
+    check(
+        "patch",
+        "leases.coordination.k8s.io/someone-else",
+        &lease_ns,
+    );
     check(
         "update",
-        "leases.coordination.k8s.io/someone-else",
-        &["-n", CONTROLLER_NAMESPACE],
+        "leases.coordination.k8s.io/msf-cmk-controller",
+        &lease_ns,
     );
     check(
         "delete",
@@ -495,16 +504,21 @@ async fn controller_service_account_real_calls() {
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => panic!("create lease: {e}"),
     }
-    let mut current = leases.get("msf-cmk-controller").await.expect("get lease");
-    current
-        .spec
-        .get_or_insert_with(Default::default)
-        .holder_identity = Some("e2e-renewed".into());
+    leases.get("msf-cmk-controller").await.expect("get lease");
+    let renew = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "spec": {"holderIdentity": "e2e-renewed", "leaseDurationSeconds": 15}
+    });
     leases
-        .replace("msf-cmk-controller", &PostParams::default(), &current)
+        .patch(
+            "msf-cmk-controller",
+            &PatchParams::apply("msf-cmk-controller").force(),
+            &Patch::Apply(renew),
+        )
         .await
-        .expect("update lease");
-    let elsewhere: Api<Lease> = Api::namespaced(sa, "default");
+        .expect("renew the lease by server-side apply");
+    let elsewhere: Api<Lease> = Api::namespaced(sa.clone(), "default");
     assert_forbidden(
         elsewhere
             .create(&PostParams::default(), &lease)

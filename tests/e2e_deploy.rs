@@ -181,10 +181,7 @@ fn chart_options_render() {
             .find(|e| e["name"].as_str() == Some(name))
             .map(|e| e["value"].as_str().unwrap_or("").to_string())
     };
-    assert_eq!(
-        var("MSF_CMK_WATCH_NAMESPACES").as_deref(),
-        Some("team-a,team-b")
-    );
+    assert_eq!(var("MSF_CMK_NAMESPACES").as_deref(), Some("team-a,team-b"));
     assert_eq!(var("MSF_CMK_LEADER_ELECTION").as_deref(), Some("false"));
 }
 
