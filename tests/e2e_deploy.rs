@@ -241,3 +241,37 @@ fn api_server_accepts_the_kustomize_base() {
         assert!(out.lines().any(|l| l == want), "{want} missing in {out}");
     }
 }
+
+#[test]
+fn dockerfile_builds_like_ci_and_runs_as_non_root() {
+    let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).expect("Dockerfile");
+    let script = std::fs::read_to_string(repo_path("scripts/build-release.sh")).expect("script");
+    let build = "cargo build --release --locked --no-default-features --bin msf-cmk-controller";
+    assert!(
+        dockerfile.contains(build),
+        "the Dockerfile must run: {build}"
+    );
+    assert!(
+        script.contains(build),
+        "scripts/build-release.sh must run: {build}"
+    );
+    let user = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("USER "))
+        .expect("a USER line");
+    let uid = user["USER ".len()..].split(':').next().unwrap_or("");
+    assert!(
+        uid.parse::<u32>().is_ok_and(|u| u != 0),
+        "numeric non-root USER (runAsNonRoot can verify it): {user}"
+    );
+    let base = find_run_as_user();
+    assert_eq!(uid, base, "the image user is the Deployment's runAsUser");
+}
+
+fn find_run_as_user() -> String {
+    let base = documents(
+        &std::fs::read_to_string(repo_path("deploy/kustomize/base/deployment.yaml")).unwrap(),
+    );
+    let v = &base[0]["spec"]["template"]["spec"]["securityContext"]["runAsUser"];
+    v.as_u64().expect("runAsUser").to_string()
+}
