@@ -113,3 +113,25 @@ fn service_account_kubeconfig_works_for_a_child_process() {
         .refused();
     assert!(denied.contains("forbidden"), "{denied}");
 }
+
+/// The controller helper wires a process the way controller scenarios need it; with the
+/// placeholder `run` of this branch it exits at once, so only the plumbing is checked.
+#[test]
+fn controller_helper_starts_the_binary_with_the_service_account() {
+    use support::controller::{ControllerOptions, start_controller};
+    let c = TestCluster::shared();
+    let mut ctl = start_controller(
+        c,
+        ControllerOptions::default().env("MSF_CMK_CONCURRENCY", "2"),
+    );
+    assert_eq!(ctl.process.name(), "controller-0");
+    assert!(ctl.http.ip().is_loopback());
+    let kubeconfig = c
+        .dir()
+        .join("sa-msf-cmk-system-msf-cmk-controller.kubeconfig");
+    assert!(
+        kubeconfig.exists(),
+        "the ServiceAccount kubeconfig was written"
+    );
+    ctl.process.stop(Duration::from_secs(5));
+}
