@@ -169,7 +169,9 @@ impl Statement {
             condition,
         };
         // An empty Sid names nothing; the index does.
-        let label = sid.filter(|s| !s.is_empty()).unwrap_or_else(|| index.to_string());
+        let label = sid
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| index.to_string());
         Ok(Self { raw, parsed, label })
     }
 
