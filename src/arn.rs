@@ -47,8 +47,10 @@ impl Arn {
                 "expected 6 colon-separated parts (arn:partition:service:region:account:resource)",
             ));
         };
-        if !matches!(partition, "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b")
-            && !partition.starts_with("aws-")
+        if !matches!(
+            partition,
+            "aws" | "aws-cn" | "aws-us-gov" | "aws-iso" | "aws-iso-b"
+        ) && !partition.starts_with("aws-")
         {
             return Err(err(s, format!("unknown partition {partition:?}")));
         }
@@ -56,7 +58,10 @@ impl Arn {
             return Err(err(s, "empty service"));
         }
         if !account.is_empty() && !is_account_id(account) {
-            return Err(err(s, format!("account {account:?} is not a 12-digit account id")));
+            return Err(err(
+                s,
+                format!("account {account:?} is not a 12-digit account id"),
+            ));
         }
         if resource.is_empty() {
             return Err(err(s, "empty resource"));
@@ -74,7 +79,10 @@ impl Arn {
     pub fn parse_application(s: &str) -> Result<Self, ArnError> {
         let arn = Self::parse(s)?;
         if arn.service != "kinesisanalytics" {
-            return Err(err(s, "not an MSF application ARN (service must be kinesisanalytics)"));
+            return Err(err(
+                s,
+                "not an MSF application ARN (service must be kinesisanalytics)",
+            ));
         }
         if arn.region.is_empty() || arn.account.is_empty() {
             return Err(err(s, "an application ARN needs a region and an account"));
@@ -185,7 +193,10 @@ impl KeyRef {
                 return Err(err(s, "alias name must be 1-250 characters after alias/"));
             }
             if name.starts_with("aws/") {
-                return Err(err(s, "alias/aws/... names an AWS managed key, which MSF cannot use"));
+                return Err(err(
+                    s,
+                    "alias/aws/... names an AWS managed key, which MSF cannot use",
+                ));
             }
             if !name
                 .bytes()
@@ -197,11 +208,15 @@ impl KeyRef {
         }
         if !s.is_empty()
             && s.len() <= 2048
-            && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'm' || b == b'r' || b == b'k')
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'm' || b == b'r' || b == b'k')
         {
             return Ok(Self::KeyId(s.to_string()));
         }
-        Err(err(s, "keyId must be a key ARN, key id, alias ARN or alias/NAME"))
+        Err(err(
+            s,
+            "keyId must be a key ARN, key id, alias ARN or alias/NAME",
+        ))
     }
 }
 
@@ -219,11 +234,14 @@ mod tests {
         assert_eq!(a.region, "us-east-1");
         assert!(Arn::parse_application("arn:aws:kms:us-east-1:123456789012:key/x").is_err());
         assert!(
-            Arn::parse_application("arn:aws:kinesisanalytics:us-east-1:1234:application/x").is_err()
+            Arn::parse_application("arn:aws:kinesisanalytics:us-east-1:1234:application/x")
+                .is_err()
         );
         assert!(
-            Arn::parse_application("arn:aws:kinesisanalytics:us-east-1:123456789012:application/a b")
-                .is_err()
+            Arn::parse_application(
+                "arn:aws:kinesisanalytics:us-east-1:123456789012:application/a b"
+            )
+            .is_err()
         );
         assert!(Arn::parse("not-an-arn").is_err());
         assert!(Arn::parse("arn:aws:kms").is_err());
@@ -232,19 +250,27 @@ mod tests {
     #[test]
     fn key_refs() {
         assert!(matches!(
-            KeyRef::parse("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+            KeyRef::parse(
+                "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            ),
             Ok(KeyRef::KeyArn(_))
         ));
         assert!(matches!(
             KeyRef::parse("arn:aws:kms:us-east-1:123456789012:alias/app"),
             Ok(KeyRef::AliasArn(_))
         ));
-        assert!(matches!(KeyRef::parse("alias/app-key"), Ok(KeyRef::AliasName(_))));
+        assert!(matches!(
+            KeyRef::parse("alias/app-key"),
+            Ok(KeyRef::AliasName(_))
+        ));
         assert!(matches!(
             KeyRef::parse("1234abcd-12ab-34cd-56ef-1234567890ab"),
             Ok(KeyRef::KeyId(_))
         ));
-        assert!(matches!(KeyRef::parse("mrk-1234abcd12ab34cd56ef1234567890ab"), Ok(KeyRef::KeyId(_))));
+        assert!(matches!(
+            KeyRef::parse("mrk-1234abcd12ab34cd56ef1234567890ab"),
+            Ok(KeyRef::KeyId(_))
+        ));
         assert!(KeyRef::parse("alias/aws/kinesisanalytics").is_err());
         assert!(KeyRef::parse("hello world").is_err());
         assert!(KeyRef::parse("").is_err());

@@ -269,10 +269,16 @@ impl EncryptionUpdate {
             update.insert("KeyIdUpdate".into(), k.clone().into());
         }
         let mut body = serde_json::Map::new();
-        body.insert("ApplicationName".into(), self.application_name.clone().into());
+        body.insert(
+            "ApplicationName".into(),
+            self.application_name.clone().into(),
+        );
         match &self.conditional_token {
             Some(t) => body.insert("ConditionalToken".into(), t.clone().into()),
-            None => body.insert("CurrentApplicationVersionId".into(), self.current_version_id.into()),
+            None => body.insert(
+                "CurrentApplicationVersionId".into(),
+                self.current_version_id.into(),
+            ),
         };
         body.insert(
             "ApplicationConfigurationUpdate".into(),

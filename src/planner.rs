@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::api::{ApplicationEncryptionSpec, KeyPolicyObservation};
-use crate::domain::{EncryptionUpdate, ObservedApplication, ObservedKey, Observed};
+use crate::domain::{EncryptionUpdate, Observed, ObservedApplication, ObservedKey};
 
 /// Controller-wide defaults a spec may leave out.
 #[derive(Clone, Debug, Default)]

@@ -22,5 +22,8 @@ fn crd_command_prints_the_same_yaml() {
         .output()
         .expect("binary runs");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), msf_cmk_controller::api::crd_yaml());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        msf_cmk_controller::api::crd_yaml()
+    );
 }

@@ -64,6 +64,10 @@ pub trait KmsApi: Send + Sync {
     async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError>;
 
     /// Replaces the key policy named `default`.
-    async fn put_key_policy(&self, region: &str, key_arn: &str, policy: &str)
-    -> Result<(), AwsError>;
+    async fn put_key_policy(
+        &self,
+        region: &str,
+        key_arn: &str,
+        policy: &str,
+    ) -> Result<(), AwsError>;
 }

@@ -8,14 +8,18 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod crd_cmd;
-pub mod policy_cmd;
-pub mod emulator_cmd;
-pub mod run_cmd;
-pub mod plan_cmd;
 pub mod demo_cmd;
+pub mod emulator_cmd;
+pub mod plan_cmd;
+pub mod policy_cmd;
+pub mod run_cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "msf-cmk-controller", version, about = "Keeps Amazon Managed Service for Apache Flink applications encrypted with the KMS key you declare")]
+#[command(
+    name = "msf-cmk-controller",
+    version,
+    about = "Keeps Amazon Managed Service for Apache Flink applications encrypted with the KMS key you declare"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -58,7 +62,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
