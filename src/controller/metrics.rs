@@ -57,6 +57,8 @@ pub struct Metrics {
     resources: Family<ReadyLabels, Gauge>,
     /// Ready state per object, so the gauge can be recomputed when an object changes state.
     ready_by_object: Mutex<HashMap<String, String>>,
+    /// Calls per operation, all outcomes: for the summaries `apply` and `demo` print.
+    call_totals: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +111,7 @@ impl Metrics {
             drift,
             resources,
             ready_by_object: Mutex::default(),
+            call_totals: Mutex::default(),
         }
     }
 
@@ -129,6 +132,20 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+        *self
+            .call_totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(operation.to_string())
+            .or_default() += 1;
+    }
+
+    /// AWS calls made so far, per operation.
+    pub fn aws_call_totals(&self) -> std::collections::BTreeMap<String, u64> {
+        self.call_totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn drift_corrected(&self, kind: &str) {

@@ -9,12 +9,14 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod batch;
 pub mod context;
 pub mod finalizer;
 pub mod http;
 pub mod key_locks;
 pub mod kube_loop;
 pub mod leader;
+pub mod manifests;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
