@@ -3,8 +3,28 @@
 //!
 //! Region is a per-call argument because one controller serves applications in several
 //! regions (`spec.region`); implementations keep one SDK client per region.
+//!
+//! - [`connect`] builds both adapters from the standard AWS configuration chain.
+//! - `classify.rs`: the one place where SDK errors become [`AwsError`]s:
+//!   transient = throttling, 5xx, timeouts, dispatch failures, expired credentials;
+//!   conflict = `ConcurrentModificationException`, `ResourceInUseException`;
+//!   terminal = everything else (not found, access denied, invalid argument or request,
+//!   key disabled or pending deletion, `LimitExceededException`, malformed policy).
+//! - `ratelimit.rs`: client-side pacing per operation and region ([`RateLimits`]).
 
 use async_trait::async_trait;
+
+mod classify;
+mod connect;
+mod ratelimit;
+mod sdk_kms;
+mod sdk_msf;
+
+pub use classify::{category_of, classify};
+pub use connect::{AwsClients, ConnectOptions, connect};
+pub use ratelimit::RateLimits;
+pub use sdk_kms::SdkKms;
+pub use sdk_msf::SdkMsf;
 
 use crate::domain::{EncryptionUpdate, ErrorCategory, ObservedApplication, ObservedKey};
 

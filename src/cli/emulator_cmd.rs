@@ -1,9 +1,130 @@
-//! Placeholder: `emulator` (AWS-side issue).
+//! `msf-cmk-controller emulator`: the embedded AWS emulator, standalone, for manual use and
+//! scripts. Prints `endpoint: http://127.0.0.1:PORT` on stdout once it listens.
+
+use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::domain::ApplicationStatus;
+use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle, MSF_PRINCIPALS};
 
 #[derive(Debug, clap::Args)]
-pub struct EmulatorArgs {}
+pub struct EmulatorArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// How long an application stays UPDATING (and STARTING / STOPPING), in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub update_delay_ms: u64,
+    /// Create a few demo applications, keys and aliases in us-east-1.
+    #[arg(long)]
+    pub seed_demo: bool,
+    /// The account every request acts in.
+    #[arg(long, default_value = crate::emulator::DEFAULT_ACCOUNT)]
+    pub account_id: String,
+}
 
-pub async fn run(_a: EmulatorArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
+    if !crate::arn::is_account_id(&a.account_id) {
+        return Err(crate::cli::BadInput(format!(
+            "--account-id {:?} is not a 12-digit account id",
+            a.account_id
+        ))
+        .into());
+    }
+    let emu = Emulator::start(EmulatorConfig {
+        bind: SocketAddr::from(([127, 0, 0, 1], a.port)),
+        account_id: a.account_id,
+        update_delay: Duration::from_millis(a.update_delay_ms),
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    if a.seed_demo {
+        for line in seed_demo(&emu)? {
+            eprintln!("seeded: {line}");
+        }
+    }
+    // The one line scripts parse; flushed so a pipe sees it at once.
+    let mut out = std::io::stdout();
+    writeln!(out, "endpoint: {}", emu.endpoint())?;
+    out.flush()?;
+    eprintln!(
+        "MSF + KMS emulator; admin API at {0}/_emulator/{{counts,faults,state}}. Use AWS_ENDPOINT_URL={0}. Ctrl-C stops it.",
+        emu.endpoint()
+    );
+    wait_for_signal().await;
+    emu.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM (what Kubernetes and `kill` send).
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A small estate to play with: applications in each status that matters, a key whose policy
+/// already lets MSF in, and one whose policy does not.
+pub fn seed_demo(emu: &EmulatorHandle) -> anyhow::Result<Vec<String>> {
+    let region = "us-east-1";
+    let mut lines = Vec::new();
+    for (name, runtime, status) in [
+        ("orders-enricher", "FLINK-1_20", ApplicationStatus::Running),
+        (
+            "clickstream-sessionizer",
+            "FLINK-1_20",
+            ApplicationStatus::Ready,
+        ),
+        ("legacy-etl", "FLINK-1_18", ApplicationStatus::Running),
+    ] {
+        let arn = emu.create_application(region, name, runtime, status)?;
+        lines.push(format!("application {arn} ({runtime})"));
+    }
+    let plain = emu.create_key(region, None)?;
+    let alias = emu.create_alias(region, "alias/msf-demo", &plain)?;
+    lines.push(format!("key {plain} (default policy; alias {alias})"));
+    let ready_policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Enable IAM User Permissions",
+                "Effect": "Allow",
+                "Principal": { "AWS": format!("arn:aws:iam::{}:root", emu.account_id()) },
+                "Action": "kms:*",
+                "Resource": "*"
+            },
+            {
+                "Sid": "AllowMSFServiceToUseKey",
+                "Effect": "Allow",
+                "Principal": { "Service": MSF_PRINCIPALS },
+                "Action": ["kms:DescribeKey", "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant"],
+                "Resource": "*"
+            }
+        ]
+    })
+    .to_string();
+    let ready = emu.create_key(region, Some(&ready_policy))?;
+    let alias = emu.create_alias(region, "alias/msf-demo-ready", &ready)?;
+    lines.push(format!(
+        "key {ready} (MSF principals allowed; alias {alias})"
+    ));
+    Ok(lines)
 }

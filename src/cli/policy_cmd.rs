@@ -1,19 +1,279 @@
-//! Placeholder: `policy simulate|check|merge` and `iam-policy` (pure-core issue).
+//! `policy simulate|check|merge` and `iam-policy`: the pure key-policy engine on files.
+//!
+//! Exit codes: 0 done (check: compliant), 1 check found the policy not compliant,
+//! 2 bad input (unreadable file, malformed policy, invalid ARN or principal).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::BadInput;
+use crate::arn::Arn;
+use crate::policy::merge::{Grant, merge};
+use crate::policy::requirements::MsfRequirements;
+use crate::policy::{self, Decision, PolicyDocument, Principal, Request, check, evaluate, iam};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
-    /// Not implemented yet.
-    Check,
+    /// Evaluate one request against a key policy; prints the decision and deciding statements.
+    Simulate(SimulateArgs),
+    /// Check that a key policy grants everything MSF needs for an application.
+    Check(CheckArgs),
+    /// Add (or remove) applications' controller-owned statements; prints the merged policy.
+    Merge(MergeArgs),
 }
 
 #[derive(Debug, clap::Args)]
-pub struct IamPolicyArgs {}
-
-pub fn run(_c: PolicyCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub struct SimulateArgs {
+    /// Key policy file (JSON).
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// AWS:<arn-or-account> or Service:<name>.
+    #[arg(long)]
+    pub principal: String,
+    /// e.g. kms:Decrypt.
+    #[arg(long)]
+    pub action: String,
+    /// The key ARN (the resource of every key policy request).
+    #[arg(long, default_value = "*")]
+    pub resource: String,
+    /// KEY=VALUE; repeat a key to make it multi-valued.
+    #[arg(long = "context")]
+    pub context: Vec<String>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
-pub fn run_iam_policy(_a: IamPolicyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub policy: PathBuf,
+    #[arg(long)]
+    pub application_arn: String,
+    #[arg(long)]
+    pub operator_role_arn: String,
+    /// Defaults to a key in the application's account and region (statements with
+    /// `Resource: "*"`, as key policies use, match any key).
+    #[arg(long)]
+    pub key_arn: Option<String>,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    #[arg(long)]
+    pub policy: PathBuf,
+    /// Applications to grant (repeatable).
+    #[arg(long = "application-arn")]
+    pub application_arns: Vec<String>,
+    /// The operator role for the granted applications (required with --application-arn).
+    #[arg(long)]
+    pub operator_role_arn: Option<String>,
+    /// Applications whose statements' values are removed (repeatable).
+    #[arg(long = "remove-application-arn")]
+    pub remove_application_arns: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IamPolicyArgs {
+    #[arg(long = "application-arn", required = true)]
+    pub application_arns: Vec<String>,
+    #[arg(long = "key-arn", required = true)]
+    pub key_arns: Vec<String>,
+    /// Without it the key policy statements hold the service principals' statements only.
+    #[arg(long)]
+    pub operator_role_arn: Option<String>,
+}
+
+pub fn run(c: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        PolicyCommand::Simulate(a) => simulate(a),
+        PolicyCommand::Check(a) => run_check(a),
+        PolicyCommand::Merge(a) => run_merge(a),
+    }
+}
+
+fn bad(msg: impl Into<String>) -> anyhow::Error {
+    BadInput(msg.into()).into()
+}
+
+fn read_policy(path: &Path) -> anyhow::Result<PolicyDocument> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("cannot read policy file {}: {e}", path.display())))?;
+    PolicyDocument::parse(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).context("serialising output")?
+    );
+    Ok(())
+}
+
+fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let doc = read_policy(&a.policy)?;
+    let principal = Principal::parse_cli(&a.principal).map_err(bad)?;
+    if a.action.trim().is_empty() || a.action.contains(char::is_whitespace) {
+        return Err(bad(format!(
+            "--action {:?} is not an action name",
+            a.action
+        )));
+    }
+    let mut context: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for kv in &a.context {
+        let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(bad(format!("--context {kv:?}: expected KEY=VALUE")));
+        };
+        context
+            .entry(k.to_ascii_lowercase())
+            .or_default()
+            .push(v.to_string());
+    }
+    let req = Request {
+        principal,
+        action: a.action,
+        resource: a.resource,
+        context,
+    };
+    let e = evaluate(&doc, &req);
+    match a.output {
+        Output::Json => print_json(&e)?,
+        Output::Text => {
+            println!(
+                "{}: {} {} on {}",
+                e.decision, req.principal, req.action, req.resource
+            );
+            match e.decision {
+                Decision::ImplicitDeny => println!("no statement allows it"),
+                _ => println!("decided by: {}", e.statements.join(", ")),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let doc = read_policy(&a.policy)?;
+    let reqs = MsfRequirements::for_application(&a.application_arn, &a.operator_role_arn)
+        .map_err(|e| bad(e.to_string()))?;
+    let key_arn = match a.key_arn {
+        Some(k) => {
+            Arn::parse_key(&k).map_err(|e| bad(e.to_string()))?;
+            k
+        }
+        None => default_key_arn(&a.application_arn)?,
+    };
+    let report = check(&doc, &key_arn, &reqs);
+    match a.output {
+        Output::Json => print_json(&report)?,
+        Output::Text => {
+            let verdict = if report.compliant {
+                "compliant"
+            } else {
+                "NOT compliant"
+            };
+            println!(
+                "{}: {verdict} for {}",
+                a.policy.display(),
+                a.application_arn
+            );
+            for m in report.missing() {
+                let why = match m.decision {
+                    Decision::ExplicitDeny => format!("denied by {}", m.statements.join(", ")),
+                    _ => "no statement allows it".to_string(),
+                };
+                println!(
+                    "  missing: {} {} ({why}; needed because {})",
+                    m.principal, m.action, m.purpose
+                );
+            }
+            for f in &report.findings {
+                println!(
+                    "  finding {} in statement {}: {}",
+                    f.code, f.statement, f.message
+                );
+            }
+        }
+    }
+    Ok(if report.compliant {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A stand-in key in the application's account and region.
+fn default_key_arn(application_arn: &str) -> anyhow::Result<String> {
+    let app = Arn::parse_application(application_arn).map_err(|e| bad(e.to_string()))?;
+    Ok(format!(
+        "arn:{}:kms:{}:{}:key/00000000-0000-0000-0000-000000000000",
+        app.partition, app.region, app.account
+    ))
+}
+
+fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
+    let doc = read_policy(&a.policy)?;
+    if a.application_arns.is_empty() && a.remove_application_arns.is_empty() {
+        return Err(bad(
+            "nothing to do: give --application-arn or --remove-application-arn",
+        ));
+    }
+    let grants = match (&a.operator_role_arn, a.application_arns.is_empty()) {
+        (_, true) => Vec::new(),
+        (Some(role), false) => a
+            .application_arns
+            .iter()
+            .map(|app| Grant {
+                application_arn: app.clone(),
+                operator_role_arn: role.clone(),
+            })
+            .collect(),
+        (None, false) => return Err(bad("--application-arn needs --operator-role-arn")),
+    };
+    let merged = merge(&doc, &grants, &a.remove_application_arns).map_err(|e| match e {
+        policy::merge::MergeError::Internal(_) => anyhow::Error::new(e),
+        other => bad(other.to_string()),
+    })?;
+    println!("{}", merged.to_pretty_json());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_iam_policy(a: IamPolicyArgs) -> anyhow::Result<ExitCode> {
+    for app in &a.application_arns {
+        Arn::parse_application(app).map_err(|e| bad(e.to_string()))?;
+    }
+    for key in &a.key_arns {
+        Arn::parse_key(key).map_err(|e| bad(e.to_string()))?;
+    }
+    let statements = match &a.operator_role_arn {
+        Some(role) => {
+            Arn::parse_role(role).map_err(|e| bad(e.to_string()))?;
+            let grants: Vec<Grant> = a
+                .application_arns
+                .iter()
+                .map(|app| Grant {
+                    application_arn: app.clone(),
+                    operator_role_arn: role.clone(),
+                })
+                .collect();
+            iam::key_policy_statements(&grants)
+        }
+        None => iam::service_statements(&a.application_arns),
+    };
+    print_json(&json!({
+        "operatorIamPolicy": iam::operator_iam_policy(&a.application_arns, &a.key_arns),
+        "keyPolicyStatements": statements,
+    }))?;
+    Ok(ExitCode::SUCCESS)
 }

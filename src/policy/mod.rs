@@ -1,1 +1,32 @@
-//! Placeholder: filled in by its issue.
+//! The key-policy engine, pure (no I/O): a lossless policy model ([`PolicyDocument`]), the
+//! evaluator ([`evaluate`]), MSF's requirements ([`requirements`]), compliance checks and
+//! findings ([`check`]), the merge of controller-owned statements ([`merge`]) and the
+//! operator's IAM policy ([`iam`]).
+//!
+//! Limits, stated once: only the key policy is evaluated (IAM policies, grants, SCPs and
+//! session policies are out of scope); policy variables such as `${aws:username}` are compared
+//! as literal text.
+
+mod compliance;
+mod condition;
+mod document;
+mod evaluator;
+mod findings;
+mod glob;
+pub mod iam;
+pub mod merge;
+mod owned;
+mod principal;
+pub mod requirements;
+
+pub use compliance::{AccessCheck, ComplianceReport, check, check_many};
+pub use document::{Effect, ParseError, PolicyDocument, Statement};
+pub use evaluator::{Decision, Evaluation, Request, evaluate};
+pub use findings::Finding;
+pub use principal::Principal;
+
+/// KMS's limit for a key policy, in bytes of the document as sent.
+pub const MAX_POLICY_BYTES: usize = 32_768;
+
+/// Statements whose Sid starts with this are the controller's; all others belong to people.
+pub const OWNED_SID_PREFIX: &str = "MsfCmk";

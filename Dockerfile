@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# The controller image: a release build without the embedded AWS emulator, on a distroless
+# runtime (glibc + CA certificates, no shell) as a numeric non-root user.
+#
+#   docker build -t msf-cmk-controller:0.1.0 .
+#
+# CI builds the same binary the same way (scripts/test.sh: `cargo build --release --locked
+# --no-default-features`), so a broken image build shows up without a Docker engine.
+
+ARG RUST_VERSION=1.95
+
+FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY crds ./crds
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --no-default-features --bin msf-cmk-controller \
+ && install -D -m 0755 target/release/msf-cmk-controller /out/msf-cmk-controller
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /out/msf-cmk-controller /usr/local/bin/msf-cmk-controller
+# 65532 is distroless' "nonroot"; numeric so that runAsNonRoot can verify it.
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/msf-cmk-controller"]
+CMD ["run"]

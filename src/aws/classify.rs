@@ -1,0 +1,228 @@
+//! Error classification, in one place: every SDK error becomes an [`AwsError`] with a
+//! category (transient / conflict / terminal), AWS's code and AWS's own message.
+//!
+//! Also the retry classifier that stops the SDK from retrying `LimitExceededException`
+//! forever: the SDK treats that code as throttling, but for KMS it means a quota (an
+//! oversize key policy for `PutKeyPolicy`), which no retry can fix.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::marker::PhantomData;
+
+use aws_smithy_runtime_api::client::interceptors::context::InterceptorContext;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::retries::classifiers::{
+    ClassifyRetry, RetryAction, RetryClassifierPriority,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+use super::AwsError;
+use crate::domain::ErrorCategory;
+
+/// Codes that mean "slow down" or "the service hiccuped": retry with backoff.
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "SlowDown",
+    "ProvisionedThroughputExceededException",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "KMSInternalException",
+    "DependencyTimeoutException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    // Expired credentials: the credentials cache fetches fresh ones (IRSA / Pod Identity
+    // tokens rotate) on the next attempt, so waiting for a spec change would be wrong.
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "RequestExpired",
+    "IDPCommunicationError",
+];
+
+/// Codes that mean "someone else changed it, or it is busy": re-observe and requeue.
+const CONFLICT_CODES: &[&str] = &["ConcurrentModificationException", "ResourceInUseException"];
+
+/// The category of an AWS error code. `status` is the HTTP status when there was a response.
+///
+/// Unknown codes fall back on the status: 5xx and 429 are transient, anything else terminal
+/// (a 4xx that we do not know will not get better by retrying the same request).
+pub fn category_of(code: &str, status: Option<u16>) -> ErrorCategory {
+    if CONFLICT_CODES.contains(&code) {
+        return ErrorCategory::Conflict;
+    }
+    if TRANSIENT_CODES.contains(&code) {
+        return ErrorCategory::Transient;
+    }
+    // Known terminal codes are listed implicitly: NotFoundException, ResourceNotFoundException,
+    // AccessDeniedException, InvalidArgumentException, InvalidRequestException,
+    // KMSInvalidStateException, DisabledException, LimitExceededException (a quota, e.g. an
+    // oversize key policy), MalformedPolicyDocumentException, UnsupportedOperationException...
+    match status {
+        Some(s) if s >= 500 || s == 429 => ErrorCategory::Transient,
+        _ if code.is_empty() => ErrorCategory::Transient,
+        _ => ErrorCategory::Terminal,
+    }
+}
+
+/// Classifies an SDK error of `operation`.
+pub fn classify<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> AwsError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let local = |code: &str, category, message: String| AwsError {
+        category,
+        operation,
+        code: code.to_string(),
+        message,
+    };
+    match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let e = se.err();
+            let code = e.code().unwrap_or_default().to_string();
+            let message = e
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            let category = category_of(&code, Some(status));
+            let code = if code.is_empty() {
+                format!("Http{status}")
+            } else {
+                code
+            };
+            AwsError {
+                category,
+                operation,
+                code,
+                message,
+            }
+        }
+        SdkError::TimeoutError(_) => local(
+            "Timeout",
+            ErrorCategory::Transient,
+            format!("request timed out: {}", chain(&err)),
+        ),
+        SdkError::DispatchFailure(_) => local(
+            "DispatchFailure",
+            ErrorCategory::Transient,
+            format!("could not send the request: {}", chain(&err)),
+        ),
+        SdkError::ResponseError(r) => {
+            // A response that could not be parsed: usually a truncated body or a proxy's page.
+            let status = r.raw().status().as_u16();
+            local(
+                "ResponseError",
+                category_of("", Some(status)),
+                format!("unreadable response (HTTP {status}): {}", chain(&err)),
+            )
+        }
+        // A request that could not even be built (e.g. no region, no credentials): terminal
+        // until the configuration changes.
+        _ => local(
+            "ConstructionFailure",
+            ErrorCategory::Terminal,
+            format!("could not build the request: {}", chain(&err)),
+        ),
+    }
+}
+
+/// The error and its sources on one line: SDK errors hide the useful part in `source()`.
+fn chain(err: &dyn StdError) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Forbids SDK retries of a quota error (`LimitExceededException`) of the operation whose
+/// error type is `E`. Registered on the client; other operations' errors do not downcast to
+/// `E` and are left to the SDK's classifiers.
+pub struct NoRetryOnQuota<E>(PhantomData<fn() -> E>);
+
+impl<E> NoRetryOnQuota<E> {
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E> Default for NoRetryOnQuota<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> fmt::Debug for NoRetryOnQuota<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NoRetryOnQuota")
+    }
+}
+
+impl<E> ClassifyRetry for NoRetryOnQuota<E>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = err
+            .as_operation_error()
+            .and_then(|e| e.downcast_ref::<E>())
+            .and_then(|e| e.code());
+        if code == Some("LimitExceededException") {
+            // RetryForbidden wins over every other classifier's verdict.
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "NoRetryOnQuota"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(
+            RetryClassifierPriority::modeled_as_retryable_classifier(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories() {
+        use ErrorCategory::*;
+        assert_eq!(category_of("ThrottlingException", Some(400)), Transient);
+        assert_eq!(category_of("KMSInternalException", Some(500)), Transient);
+        assert_eq!(category_of("Whatever", Some(503)), Transient);
+        assert_eq!(
+            category_of("ConcurrentModificationException", Some(400)),
+            Conflict
+        );
+        assert_eq!(category_of("ResourceInUseException", Some(400)), Conflict);
+        assert_eq!(category_of("LimitExceededException", Some(400)), Terminal);
+        assert_eq!(
+            category_of("MalformedPolicyDocumentException", Some(400)),
+            Terminal
+        );
+        assert_eq!(category_of("NotFoundException", Some(400)), Terminal);
+        assert_eq!(category_of("KMSInvalidStateException", Some(400)), Terminal);
+        assert_eq!(category_of("AccessDeniedException", Some(400)), Terminal);
+    }
+}

@@ -1,0 +1,156 @@
+//! Building the AWS clients: one shared `SdkConfig` from the standard configuration chain
+//! (`AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KMS`, `AWS_ENDPOINT_URL_KINESISANALYTICSV2`,
+//! web-identity credentials for IRSA / Pod Identity, ...), and per region one SDK client per
+//! service, built lazily because most controllers only ever see one or two regions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+
+use super::ratelimit::RateLimits;
+use super::sdk_kms::SdkKms;
+use super::sdk_msf::SdkMsf;
+use super::{KmsApi, MsfApi};
+
+/// How to reach AWS. `Default` = the standard chain, default rate limits, 3 attempts.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// One endpoint for both services (e.g. the emulator); overrides every endpoint variable.
+    pub endpoint_url: Option<String>,
+    /// Default region; else `AWS_REGION` / the shared config / the instance metadata.
+    pub region: Option<String>,
+    pub rate_limits: RateLimits,
+    /// SDK attempts per call, first one included (1 = no SDK retries).
+    pub max_attempts: u32,
+    /// Fixed dummy credentials and no metadata probing: for tests and the demo.
+    pub static_credentials: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            endpoint_url: None,
+            region: None,
+            rate_limits: RateLimits::default(),
+            max_attempts: 3,
+            static_credentials: false,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Options for talking to a local emulator (or moto) at `endpoint`: dummy credentials,
+    /// no client-side rate limits.
+    pub fn local(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint_url: Some(endpoint.into()),
+            region: Some("us-east-1".to_string()),
+            rate_limits: RateLimits::unlimited(),
+            max_attempts: 3,
+            static_credentials: true,
+        }
+    }
+}
+
+/// The two adapters, ready to use.
+#[derive(Clone)]
+pub struct AwsClients {
+    pub msf: Arc<dyn MsfApi>,
+    pub kms: Arc<dyn KmsApi>,
+    /// Used when a resource has no `spec.region`.
+    pub default_region: String,
+}
+
+impl std::fmt::Debug for AwsClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsClients")
+            .field("default_region", &self.default_region)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads the AWS configuration and builds both adapters.
+pub async fn connect(opts: &ConnectOptions) -> anyhow::Result<AwsClients> {
+    let shared = load_sdk_config(opts).await?;
+    let default_region = shared
+        .region()
+        .map(|r| r.as_ref().to_string())
+        .ok_or_else(|| anyhow::anyhow!("no AWS region: set AWS_REGION or pass a region"))?;
+    let shared = Arc::new(Shared {
+        config: shared,
+        endpoint_url: opts.endpoint_url.clone(),
+    });
+    Ok(AwsClients {
+        msf: Arc::new(SdkMsf::new(shared.clone(), &opts.rate_limits)),
+        kms: Arc::new(SdkKms::new(shared, &opts.rate_limits)),
+        default_region,
+    })
+}
+
+async fn load_sdk_config(opts: &ConnectOptions) -> anyhow::Result<SdkConfig> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::standard().with_max_attempts(opts.max_attempts.max(1)))
+        // Bounded calls: a hung connection must become a transient error, not a stuck reconcile.
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        );
+    let mut region = opts.region.clone();
+    if opts.static_credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            "AKIDEMULATOR",
+            "emulator-secret",
+            None,
+            None,
+            "msf-cmk-static",
+        ));
+        // The region chain would otherwise ask the instance metadata service.
+        if region.is_none() {
+            region = Some(std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()));
+        }
+    }
+    if let Some(r) = region {
+        loader = loader.region(Region::new(r));
+    }
+    Ok(loader.load().await)
+}
+
+/// What every per-region client is built from.
+pub(crate) struct Shared {
+    pub(crate) config: SdkConfig,
+    /// Explicit override; set on each service config so it beats service-specific variables.
+    pub(crate) endpoint_url: Option<String>,
+}
+
+/// Per-region SDK clients of one service, built on first use.
+pub(crate) struct PerRegion<C> {
+    shared: Arc<Shared>,
+    build: fn(&Shared, &str) -> C,
+    clients: Mutex<HashMap<String, C>>,
+}
+
+impl<C: Clone> PerRegion<C> {
+    pub(crate) fn new(shared: Arc<Shared>, build: fn(&Shared, &str) -> C) -> Self {
+        Self {
+            shared,
+            build,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn get(&self, region: &str) -> C {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+        let mut map = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(region.to_string())
+            .or_insert_with(|| (self.build)(&self.shared, region))
+            .clone()
+    }
+}

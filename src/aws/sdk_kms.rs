@@ -1,0 +1,185 @@
+//! `KmsApi` on `aws-sdk-kms`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_config::Region;
+use aws_sdk_kms as kms;
+use kms::operation::put_key_policy::PutKeyPolicyError;
+use kms::types::{KeyManagerType, KeyMetadata};
+
+use super::classify::{NoRetryOnQuota, classify};
+use super::connect::{PerRegion, Shared};
+use super::ratelimit::{Limiter, RateLimits};
+use super::{AwsError, KmsApi};
+use crate::arn::Arn;
+use crate::domain::{ErrorCategory, KeyManager, KeyState, ObservedKey};
+
+/// KMS has exactly one key policy per key, named `default`.
+const POLICY_NAME: &str = "default";
+
+pub struct SdkKms {
+    clients: PerRegion<kms::Client>,
+    describe_limit: Limiter,
+    get_policy_limit: Limiter,
+    put_policy_limit: Limiter,
+    put_policy_per_key: Limiter,
+}
+
+impl SdkKms {
+    pub(crate) fn new(shared: Arc<Shared>, limits: &RateLimits) -> Self {
+        Self {
+            clients: PerRegion::new(shared, build_client),
+            describe_limit: Limiter::new(limits.describe_key),
+            get_policy_limit: Limiter::new(limits.get_key_policy),
+            put_policy_limit: Limiter::new(limits.put_key_policy),
+            put_policy_per_key: Limiter::new(limits.put_key_policy_per_key),
+        }
+    }
+}
+
+/// The region to ask about `key_ref`: an ARN's own region, else the caller's. KMS refuses a
+/// key ARN of another region as "not found"; asking the key's region instead lets the
+/// controller report the real problem (a key in the wrong region).
+fn region_of<'a>(region: &'a str, key_ref: &'a str) -> &'a str {
+    match key_ref.strip_prefix("arn:").map(|r| r.split(':').nth(2)) {
+        Some(Some(r)) if !r.is_empty() => r,
+        _ => region,
+    }
+}
+
+fn build_client(shared: &Shared, region: &str) -> kms::Client {
+    let mut b = kms::config::Builder::from(&shared.config)
+        .region(Region::new(region.to_string()))
+        // The SDK retries LimitExceededException as throttling; from PutKeyPolicy it means
+        // "policy too large", which would then be retried until the attempts run out.
+        .retry_classifier(NoRetryOnQuota::<PutKeyPolicyError>::new());
+    if let Some(url) = &shared.endpoint_url {
+        b = b.endpoint_url(url);
+    }
+    kms::Client::from_conf(b.build())
+}
+
+#[async_trait]
+impl KmsApi for SdkKms {
+    async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError> {
+        const OP: &str = "DescribeKey";
+        let region = region_of(region, key_id);
+        self.describe_limit.wait(region).await;
+        let out = self
+            .clients
+            .get(region)
+            .describe_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let meta = out
+            .key_metadata()
+            .ok_or_else(|| incomplete(OP, "no KeyMetadata"))?;
+        observed_key(meta, region)
+    }
+
+    async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError> {
+        const OP: &str = "GetKeyPolicy";
+        let region = region_of(region, key_arn);
+        self.get_policy_limit.wait(region).await;
+        let out = self
+            .clients
+            .get(region)
+            .get_key_policy()
+            .key_id(key_arn)
+            .policy_name(POLICY_NAME)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        out.policy()
+            .map(str::to_string)
+            .ok_or_else(|| incomplete(OP, "no Policy"))
+    }
+
+    async fn put_key_policy(
+        &self,
+        region: &str,
+        key_arn: &str,
+        policy: &str,
+    ) -> Result<(), AwsError> {
+        const OP: &str = "PutKeyPolicy";
+        let region = region_of(region, key_arn);
+        self.put_policy_limit.wait(region).await;
+        self.put_policy_per_key.wait(key_arn).await;
+        self.clients
+            .get(region)
+            .put_key_policy()
+            .key_id(key_arn)
+            .policy_name(POLICY_NAME)
+            .policy(policy)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        Ok(())
+    }
+}
+
+fn incomplete(operation: &'static str, what: &str) -> AwsError {
+    AwsError {
+        category: ErrorCategory::Transient,
+        operation,
+        code: "IncompleteResponse".into(),
+        message: format!("response has {what}"),
+    }
+}
+
+/// `KeyMetadata` in domain terms. Account and region come from the key ARN (authoritative:
+/// an alias may be resolved to a key ARN), falling back on the metadata and the call's region.
+fn observed_key(meta: &KeyMetadata, region: &str) -> Result<ObservedKey, AwsError> {
+    let arn = meta
+        .arn()
+        .ok_or_else(|| incomplete("DescribeKey", "no key Arn"))?
+        .to_string();
+    let parsed = Arn::parse_key(&arn).ok();
+    Ok(ObservedKey {
+        key_id: meta.key_id().to_string(),
+        account: parsed
+            .as_ref()
+            .map(|a| a.account.clone())
+            .or_else(|| meta.aws_account_id().map(str::to_string))
+            .unwrap_or_default(),
+        region: parsed
+            .as_ref()
+            .map(|a| a.region.clone())
+            .unwrap_or_else(|| region.to_string()),
+        state: KeyState::from_wire(
+            meta.key_state()
+                .map(|s| s.as_str())
+                .unwrap_or("Unavailable"),
+        ),
+        spec: meta
+            .key_spec()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into()),
+        usage: meta
+            .key_usage()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "ENCRYPT_DECRYPT".into()),
+        manager: match meta.key_manager() {
+            Some(KeyManagerType::Aws) => KeyManager::Aws,
+            _ => KeyManager::Customer,
+        },
+        arn,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn region_of() {
+        assert_eq!(
+            super::region_of("us-east-1", "arn:aws:kms:eu-west-1:123456789012:key/x"),
+            "eu-west-1"
+        );
+        assert_eq!(super::region_of("us-east-1", "alias/x"), "us-east-1");
+        assert_eq!(super::region_of("us-east-1", "1234"), "us-east-1");
+        assert_eq!(super::region_of("us-east-1", "arn:aws:kms"), "us-east-1");
+    }
+}

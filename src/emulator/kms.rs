@@ -1,0 +1,346 @@
+//! The KMS subset (`TrentService.*`) the controller, its tests and the demo use.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+
+use super::policy_check::{self, MAX_POLICY_BYTES, PolicyProblem};
+use super::state::{Alias, Key, KeyLookup, Scope, World, new_key};
+use super::wire::{ApiError, Body, OpResult, epoch_seconds};
+use crate::domain::KeyState;
+
+pub const TARGET_PREFIX: &str = "TrentService.";
+
+pub const OPERATIONS: &[&str] = &[
+    "CreateKey",
+    "DescribeKey",
+    "CreateAlias",
+    "ListAliases",
+    "GetKeyPolicy",
+    "PutKeyPolicy",
+    "EnableKey",
+    "DisableKey",
+    "ScheduleKeyDeletion",
+    "CancelKeyDeletion",
+];
+
+const KEY_SPECS: &[&str] = &[
+    "SYMMETRIC_DEFAULT",
+    "RSA_2048",
+    "RSA_3072",
+    "RSA_4096",
+    "ECC_NIST_P256",
+    "ECC_NIST_P384",
+    "ECC_NIST_P521",
+    "ECC_SECG_P256K1",
+    "HMAC_224",
+    "HMAC_256",
+    "HMAC_384",
+    "HMAC_512",
+];
+
+const KEY_USAGES: &[&str] = &["ENCRYPT_DECRYPT", "SIGN_VERIFY", "GENERATE_VERIFY_MAC"];
+
+fn not_found(message: String) -> ApiError {
+    ApiError::client("NotFoundException", message)
+}
+
+fn invalid_state(message: String) -> ApiError {
+    ApiError::client("KMSInvalidStateException", message)
+}
+
+pub fn handle(op: &str, body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+    match op {
+        "CreateKey" => create_key(body, scope, world),
+        "DescribeKey" => {
+            let key = resolve(body, scope, world, true)?;
+            Ok(json!({ "KeyMetadata": metadata(key) }))
+        }
+        "CreateAlias" => create_alias(body, scope, world),
+        "ListAliases" => list_aliases(body, scope, world),
+        "GetKeyPolicy" => {
+            check_policy_name(body)?;
+            let key = resolve(body, scope, world, false)?;
+            Ok(json!({ "Policy": key.policy, "PolicyName": "default" }))
+        }
+        "PutKeyPolicy" => put_key_policy(body, scope, world),
+        "EnableKey" => set_enabled(body, scope, world, true),
+        "DisableKey" => set_enabled(body, scope, world, false),
+        "ScheduleKeyDeletion" => schedule_deletion(body, scope, world),
+        "CancelKeyDeletion" => cancel_deletion(body, scope, world),
+        _ => Err(ApiError::client(
+            "UnsupportedOperationException",
+            format!("operation {op} is not supported by the emulator"),
+        )),
+    }
+}
+
+fn lookup(
+    body: &Body,
+    scope: &Scope,
+    world: &World,
+    aliases: bool,
+) -> Result<(Scope, String), ApiError> {
+    let key_ref = body.required_str("KeyId", "ValidationException")?;
+    match world.lookup_key(scope, key_ref, aliases) {
+        KeyLookup::Found(s, id) => Ok((s, id)),
+        KeyLookup::Missing(why) => Err(not_found(why)),
+    }
+}
+
+fn resolve<'w>(
+    body: &Body,
+    scope: &Scope,
+    world: &'w World,
+    aliases: bool,
+) -> Result<&'w Key, ApiError> {
+    let (s, id) = lookup(body, scope, world, aliases)?;
+    world
+        .key(&s, &id)
+        .ok_or_else(|| not_found(format!("Key '{id}' does not exist")))
+}
+
+fn resolve_mut<'w>(
+    body: &Body,
+    scope: &Scope,
+    world: &'w mut World,
+) -> Result<&'w mut Key, ApiError> {
+    let (s, id) = lookup(body, scope, world, false)?;
+    world
+        .key_mut(&s, &id)
+        .ok_or_else(|| not_found(format!("Key '{id}' does not exist")))
+}
+
+fn check_policy_name(body: &Body) -> Result<(), ApiError> {
+    match body.str("PolicyName")? {
+        None | Some("default") => Ok(()),
+        Some(other) => Err(not_found(format!("Policy '{other}' does not exist"))),
+    }
+}
+
+/// KMS's answer to a policy it will not store.
+pub fn policy_error(problem: PolicyProblem) -> ApiError {
+    match problem {
+        PolicyProblem::TooLarge(n) => ApiError::client(
+            "LimitExceededException",
+            format!(
+                "Policy document of {n} bytes exceeds the maximum key policy size of {MAX_POLICY_BYTES} bytes"
+            ),
+        ),
+        PolicyProblem::Malformed(why) => ApiError::client(
+            "MalformedPolicyDocumentException",
+            format!("Malformed policy document: {why}"),
+        ),
+    }
+}
+
+fn create_key(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+    let spec = body
+        .str("KeySpec")?
+        .or(body.str("CustomerMasterKeySpec")?)
+        .unwrap_or("SYMMETRIC_DEFAULT");
+    let usage = body.str("KeyUsage")?.unwrap_or("ENCRYPT_DECRYPT");
+    if !KEY_SPECS.contains(&spec) || !KEY_USAGES.contains(&usage) {
+        return Err(ApiError::client(
+            "ValidationException",
+            format!("unsupported KeySpec {spec} or KeyUsage {usage}"),
+        ));
+    }
+    let symmetric = spec == "SYMMETRIC_DEFAULT";
+    if symmetric != (usage == "ENCRYPT_DECRYPT") && !spec.starts_with("RSA") {
+        return Err(ApiError::client(
+            "ValidationException",
+            format!("KeyUsage {usage} is not compatible with KeySpec {spec}"),
+        ));
+    }
+    let policy = match body.str("Policy")? {
+        Some(p) => {
+            policy_check::parse(p).map_err(policy_error)?;
+            p.to_string()
+        }
+        None => policy_check::default_policy(&scope.account),
+    };
+    let description = body.str("Description")?.unwrap_or_default();
+    let key = new_key(scope, policy, spec, usage, description);
+    let meta = metadata(&key);
+    world.scope_mut(scope).keys.insert(key.id.clone(), key);
+    Ok(json!({ "KeyMetadata": meta }))
+}
+
+fn create_alias(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+    let name = body.required_str("AliasName", "ValidationException")?;
+    let valid = name.len() > 6
+        && name.len() <= 256
+        && name.starts_with("alias/")
+        && name[6..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'));
+    if !valid {
+        return Err(ApiError::client(
+            "ValidationException",
+            format!("Alias name {name} must begin with alias/ and contain only [a-zA-Z0-9/_-]"),
+        ));
+    }
+    if name.starts_with("alias/aws/") {
+        return Err(ApiError::client(
+            "InvalidAliasNameException",
+            "Alias names beginning with alias/aws/ are reserved",
+        ));
+    }
+    let target = body.required_str("TargetKeyId", "ValidationException")?;
+    let (key_scope, key_id) = match world.lookup_key(scope, target, false) {
+        KeyLookup::Found(s, id) => (s, id),
+        KeyLookup::Missing(why) => return Err(not_found(why)),
+    };
+    if key_scope != *scope {
+        return Err(ApiError::client(
+            "ValidationException",
+            "An alias must be in the same account and region as its key",
+        ));
+    }
+    let region = world.scope_mut(scope);
+    if region.aliases.contains_key(name) {
+        return Err(ApiError::client(
+            "AlreadyExistsException",
+            format!(
+                "An alias with the name arn:aws:kms:{}:{}:{name} already exists",
+                scope.region, scope.account
+            ),
+        ));
+    }
+    region.aliases.insert(
+        name.to_string(),
+        Alias {
+            name: name.to_string(),
+            arn: format!("arn:aws:kms:{}:{}:{name}", scope.region, scope.account),
+            target_key_id: key_id,
+            created: SystemTime::now(),
+        },
+    );
+    Ok(json!({}))
+}
+
+fn list_aliases(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+    let filter = match body.str("KeyId")? {
+        None => None,
+        Some(_) => Some(lookup(body, scope, world, false)?.1),
+    };
+    let aliases: Vec<Value> = world
+        .scope_mut(scope)
+        .aliases
+        .values()
+        .filter(|a| filter.as_ref().is_none_or(|id| *id == a.target_key_id))
+        .map(|a| {
+            json!({
+                "AliasName": a.name,
+                "AliasArn": a.arn,
+                "TargetKeyId": a.target_key_id,
+                "CreationDate": epoch_seconds(a.created),
+                "LastUpdatedDate": epoch_seconds(a.created),
+            })
+        })
+        .collect();
+    Ok(json!({ "Aliases": aliases, "Truncated": false }))
+}
+
+fn put_key_policy(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+    check_policy_name(body)?;
+    let policy = body.required_str("Policy", "ValidationException")?;
+    let bypass = body
+        .bool("BypassPolicyLockoutSafetyCheck")?
+        .unwrap_or(false);
+    let key = resolve_mut(body, scope, world)?;
+    let statements = policy_check::parse(policy).map_err(policy_error)?;
+    if !bypass && !policy_check::passes_lockout_check(&statements, &key.account) {
+        return Err(ApiError::client(
+            "MalformedPolicyDocumentException",
+            "The new key policy will not allow you to update the key policy in the future.",
+        ));
+    }
+    key.policy = policy.to_string();
+    Ok(json!({}))
+}
+
+fn set_enabled(body: &Body, scope: &Scope, world: &mut World, enabled: bool) -> OpResult {
+    let key = resolve_mut(body, scope, world)?;
+    if key.state == KeyState::PendingDeletion {
+        return Err(invalid_state(format!("{} is pending deletion.", key.arn)));
+    }
+    key.state = if enabled {
+        KeyState::Enabled
+    } else {
+        KeyState::Disabled
+    };
+    Ok(json!({}))
+}
+
+fn schedule_deletion(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+    let days = body.i64("PendingWindowInDays")?.unwrap_or(30);
+    if !(7..=30).contains(&days) {
+        return Err(ApiError::client(
+            "ValidationException",
+            format!("PendingWindowInDays {days} must be between 7 and 30"),
+        ));
+    }
+    let key = resolve_mut(body, scope, world)?;
+    if key.state == KeyState::PendingDeletion {
+        return Err(invalid_state(format!("{} is pending deletion.", key.arn)));
+    }
+    schedule(key, days);
+    Ok(json!({
+        "KeyId": key.arn,
+        "DeletionDate": key.deletion_date.map(epoch_seconds),
+        "KeyState": "PendingDeletion",
+        "PendingWindowInDays": days,
+    }))
+}
+
+pub fn schedule(key: &mut Key, days: i64) {
+    key.state = KeyState::PendingDeletion;
+    key.pending_window_days = Some(days);
+    key.deletion_date = Some(SystemTime::now() + Duration::from_secs(days as u64 * 86_400));
+}
+
+fn cancel_deletion(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+    let key = resolve_mut(body, scope, world)?;
+    if key.state != KeyState::PendingDeletion {
+        return Err(invalid_state(format!(
+            "{} is not pending deletion.",
+            key.arn
+        )));
+    }
+    // KMS leaves a key whose deletion was cancelled disabled.
+    key.state = KeyState::Disabled;
+    key.deletion_date = None;
+    key.pending_window_days = None;
+    Ok(json!({ "KeyId": key.arn }))
+}
+
+/// `KeyMetadata` as KMS sends it.
+pub fn metadata(key: &Key) -> Value {
+    let mut m = json!({
+        "AWSAccountId": key.account,
+        "KeyId": key.id,
+        "Arn": key.arn,
+        "CreationDate": epoch_seconds(key.created),
+        "Enabled": key.state == KeyState::Enabled,
+        "Description": key.description,
+        "KeyUsage": key.usage,
+        "KeyState": key.state.as_wire(),
+        "Origin": "AWS_KMS",
+        "KeyManager": "CUSTOMER",
+        "CustomerMasterKeySpec": key.spec,
+        "KeySpec": key.spec,
+        "MultiRegion": false,
+    });
+    if key.spec == "SYMMETRIC_DEFAULT" {
+        m["EncryptionAlgorithms"] = json!(["SYMMETRIC_DEFAULT"]);
+    }
+    if let Some(d) = key.deletion_date {
+        m["DeletionDate"] = epoch_seconds(d).into();
+    }
+    if let Some(days) = key.pending_window_days {
+        m["PendingDeletionWindowInDays"] = days.into();
+    }
+    m
+}

@@ -1,0 +1,420 @@
+//! The `Condition` element: operators, set qualifiers, `IfExists`, and how each treats a
+//! context key that is missing from the request.
+//!
+//! Rules (AWS IAM documentation, "Condition operators" and "Single-valued vs. multivalued
+//! context keys"):
+//! - several operators, and several keys under one operator, are ANDed;
+//! - several values of one key are ORed; for negated operators (`StringNotEquals`, ...) no value
+//!   may match (AND of the negations);
+//! - a missing key makes a positive operator false and a negated operator true; `...IfExists`
+//!   makes any operator true on a missing key; `Null` tests presence itself;
+//! - `ForAllValues:` is true when the key is missing or empty, otherwise every request value
+//!   must match; `ForAnyValue:` is false when missing, otherwise one request value must match;
+//! - an empty list in the request counts as missing.
+//!
+//! Policy variables (`${aws:username}`) are not substituted: they compare as literal text.
+//! A request value that cannot be read as the operator's type (a number, a date, an IP)
+//! matches nothing, and makes the operator false whether or not it is negated.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::glob;
+use super::principal::kind_of;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Base {
+    StringEquals,
+    StringEqualsIgnoreCase,
+    StringLike,
+    NumericEquals,
+    NumericLessThan,
+    NumericLessThanEquals,
+    NumericGreaterThan,
+    NumericGreaterThanEquals,
+    DateEquals,
+    DateLessThan,
+    DateLessThanEquals,
+    DateGreaterThan,
+    DateGreaterThanEquals,
+    Bool,
+    BinaryEquals,
+    IpAddress,
+    ArnLike,
+    Null,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SetOp {
+    None,
+    ForAllValues,
+    ForAnyValue,
+}
+
+/// Operator name -> (base comparison, negated). Names compare case-insensitively.
+const OPERATORS: &[(&str, Base, bool)] = &[
+    ("StringEquals", Base::StringEquals, false),
+    ("StringNotEquals", Base::StringEquals, true),
+    (
+        "StringEqualsIgnoreCase",
+        Base::StringEqualsIgnoreCase,
+        false,
+    ),
+    (
+        "StringNotEqualsIgnoreCase",
+        Base::StringEqualsIgnoreCase,
+        true,
+    ),
+    ("StringLike", Base::StringLike, false),
+    ("StringNotLike", Base::StringLike, true),
+    ("NumericEquals", Base::NumericEquals, false),
+    ("NumericNotEquals", Base::NumericEquals, true),
+    ("NumericLessThan", Base::NumericLessThan, false),
+    ("NumericLessThanEquals", Base::NumericLessThanEquals, false),
+    ("NumericGreaterThan", Base::NumericGreaterThan, false),
+    (
+        "NumericGreaterThanEquals",
+        Base::NumericGreaterThanEquals,
+        false,
+    ),
+    ("DateEquals", Base::DateEquals, false),
+    ("DateNotEquals", Base::DateEquals, true),
+    ("DateLessThan", Base::DateLessThan, false),
+    ("DateLessThanEquals", Base::DateLessThanEquals, false),
+    ("DateGreaterThan", Base::DateGreaterThan, false),
+    ("DateGreaterThanEquals", Base::DateGreaterThanEquals, false),
+    ("Bool", Base::Bool, false),
+    ("BinaryEquals", Base::BinaryEquals, false),
+    ("IpAddress", Base::IpAddress, false),
+    ("NotIpAddress", Base::IpAddress, true),
+    // ArnEquals and ArnLike are the same comparison in IAM (both take wildcards per ARN part).
+    ("ArnEquals", Base::ArnLike, false),
+    ("ArnLike", Base::ArnLike, false),
+    ("ArnNotEquals", Base::ArnLike, true),
+    ("ArnNotLike", Base::ArnLike, true),
+    ("Null", Base::Null, false),
+];
+
+/// A policy value, pre-parsed for its operator so evaluation does no parsing of the policy.
+#[derive(Clone, Debug, PartialEq)]
+enum PValue {
+    Str(String),
+    Num(f64),
+    /// Milliseconds since the Unix epoch.
+    Date(i64),
+    Net(IpNet),
+    Flag(bool),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Clause {
+    base: Base,
+    negated: bool,
+    set: SetOp,
+    if_exists: bool,
+    /// Lower-cased: condition key names are case-insensitive.
+    key: String,
+    values: Vec<PValue>,
+}
+
+/// A parsed `Condition` element (all clauses ANDed).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Condition {
+    clauses: Vec<Clause>,
+}
+
+/// The request context as evaluation sees it: lower-cased keys, possibly several values.
+pub type Context = BTreeMap<String, Vec<String>>;
+
+impl Condition {
+    pub fn parse(v: &Value) -> Result<Self, String> {
+        let Value::Object(ops) = v else {
+            return Err(format!("must be an object, found {}", kind_of(v)));
+        };
+        let mut clauses = Vec::new();
+        for (op_name, keys) in ops {
+            let (base, negated, set, if_exists) = parse_operator(op_name)?;
+            let Value::Object(keys) = keys else {
+                return Err(format!("{op_name}: must be an object of key: values"));
+            };
+            if keys.is_empty() {
+                return Err(format!("{op_name}: no condition keys"));
+            }
+            for (key, vals) in keys {
+                let values =
+                    parse_values(base, vals).map_err(|e| format!("{op_name}.{key}: {e}"))?;
+                clauses.push(Clause {
+                    base,
+                    negated,
+                    set,
+                    if_exists,
+                    key: key.to_ascii_lowercase(),
+                    values,
+                });
+            }
+        }
+        Ok(Self { clauses })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clauses.is_empty()
+    }
+
+    /// True when every clause holds for `ctx`.
+    pub fn matches(&self, ctx: &Context) -> bool {
+        self.clauses.iter().all(|c| c.matches(lookup(ctx, &c.key)))
+    }
+
+    /// Lower-cased names of the keys constrained by a positive, non-`IfExists` operator: the
+    /// keys a request must carry (used by findings to tell a restricting condition).
+    pub fn required_keys(&self) -> impl Iterator<Item = &str> {
+        self.clauses
+            .iter()
+            .filter(|c| {
+                !c.negated && !c.if_exists && c.set != SetOp::ForAllValues && c.base != Base::Null
+            })
+            .map(|c| c.key.as_str())
+    }
+}
+
+/// Keys are expected lower-cased; a caller that did not lower-case still gets a match.
+fn lookup<'a>(ctx: &'a Context, key: &str) -> Option<&'a [String]> {
+    let found = ctx.get(key).or_else(|| {
+        ctx.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    });
+    found.map(Vec::as_slice).filter(|v| !v.is_empty())
+}
+
+fn parse_operator(name: &str) -> Result<(Base, bool, SetOp, bool), String> {
+    let (set, rest) = match name.split_once(':') {
+        Some((q, rest)) if q.eq_ignore_ascii_case("ForAllValues") => (SetOp::ForAllValues, rest),
+        Some((q, rest)) if q.eq_ignore_ascii_case("ForAnyValue") => (SetOp::ForAnyValue, rest),
+        Some((q, _)) => {
+            return Err(format!(
+                "unknown set operator {q:?} in {name:?} (expected ForAllValues or ForAnyValue)"
+            ));
+        }
+        None => (SetOp::None, name),
+    };
+    let lower = rest.to_ascii_lowercase();
+    let (core, if_exists) = match lower.strip_suffix("ifexists") {
+        Some(core) => (core, true),
+        None => (lower.as_str(), false),
+    };
+    let Some(&(_, base, negated)) = OPERATORS
+        .iter()
+        .find(|(n, _, _)| n.eq_ignore_ascii_case(core))
+    else {
+        return Err(format!("unknown condition operator {name:?}"));
+    };
+    if base == Base::Null && (if_exists || set != SetOp::None) {
+        return Err(format!(
+            "{name:?}: Null takes neither IfExists nor a set operator"
+        ));
+    }
+    Ok((base, negated, set, if_exists))
+}
+
+fn parse_values(base: Base, v: &Value) -> Result<Vec<PValue>, String> {
+    let scalars: Vec<&Value> = match v {
+        Value::Array(items) if items.is_empty() => return Err("no values".into()),
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    scalars
+        .into_iter()
+        .map(|s| {
+            let text = match s {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => return Err(format!("a value cannot be {}", kind_of(other))),
+            };
+            parse_value(base, &text)
+        })
+        .collect()
+}
+
+fn parse_value(base: Base, text: &str) -> Result<PValue, String> {
+    use Base::*;
+    Ok(match base {
+        NumericEquals
+        | NumericLessThan
+        | NumericLessThanEquals
+        | NumericGreaterThan
+        | NumericGreaterThanEquals => {
+            PValue::Num(parse_number(text).ok_or_else(|| format!("{text:?} is not a number"))?)
+        }
+        DateEquals
+        | DateLessThan
+        | DateLessThanEquals
+        | DateGreaterThan
+        | DateGreaterThanEquals => PValue::Date(
+            parse_date(text)
+                .ok_or_else(|| format!("{text:?} is not an ISO 8601 date or epoch seconds"))?,
+        ),
+        IpAddress => PValue::Net(
+            parse_net(text)
+                .ok_or_else(|| format!("{text:?} is not an IP address or CIDR block"))?,
+        ),
+        Null | Bool => match text.to_ascii_lowercase().as_str() {
+            "true" => PValue::Flag(true),
+            "false" => PValue::Flag(false),
+            _ => return Err(format!("{text:?} must be true or false")),
+        },
+        StringEquals | StringEqualsIgnoreCase | StringLike | BinaryEquals | ArnLike => {
+            PValue::Str(text.to_string())
+        }
+    })
+}
+
+fn parse_number(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// ISO 8601 (full timestamp with offset, without offset meaning UTC, or a date) or epoch seconds.
+fn parse_date(s: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<i64>().ok()?.checked_mul(1000);
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d.timestamp_millis());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), fmt) {
+            return Some(d.and_utc().timestamp_millis());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc().timestamp_millis())
+}
+
+impl Clause {
+    fn matches(&self, request: Option<&[String]>) -> bool {
+        if self.base == Base::Null {
+            let want_missing = self.values.contains(&PValue::Flag(true));
+            let want_present = self.values.contains(&PValue::Flag(false));
+            return if request.is_none() {
+                want_missing
+            } else {
+                want_present
+            };
+        }
+        let Some(values) = request else {
+            return match self.set {
+                _ if self.if_exists => true,
+                SetOp::ForAllValues => true,
+                SetOp::ForAnyValue => false,
+                SetOp::None => self.negated,
+            };
+        };
+        // Some(true): the request value matches one of the policy values; None: unreadable.
+        let hits: Vec<Option<bool>> = values.iter().map(|v| self.hit(v)).collect();
+        if hits.iter().any(Option::is_none) {
+            return false;
+        }
+        let hit = |h: &Option<bool>| *h == Some(true);
+        match (self.set, self.negated) {
+            (SetOp::ForAllValues, false) => hits.iter().all(hit),
+            (SetOp::ForAnyValue, true) => hits.iter().any(|h| !hit(h)),
+            (SetOp::ForAllValues | SetOp::None, true) => !hits.iter().any(hit),
+            (SetOp::ForAnyValue | SetOp::None, false) => hits.iter().any(hit),
+        }
+    }
+
+    /// Does one request value match any policy value (the positive form of the operator)?
+    fn hit(&self, req: &str) -> Option<bool> {
+        use Base::*;
+        Some(match self.base {
+            StringEquals | BinaryEquals => self.strs().any(|p| p == req),
+            StringEqualsIgnoreCase => self.strs().any(|p| p.to_lowercase() == req.to_lowercase()),
+            StringLike => self.strs().any(|p| glob::matches(p, req)),
+            ArnLike => self.strs().any(|p| arn_like(p, req)),
+            Bool => {
+                let r = match req.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return None,
+                };
+                self.values.contains(&PValue::Flag(r))
+            }
+            NumericEquals
+            | NumericLessThan
+            | NumericLessThanEquals
+            | NumericGreaterThan
+            | NumericGreaterThanEquals => {
+                let r = parse_number(req)?;
+                self.values.iter().any(|v| match v {
+                    PValue::Num(p) => compare(self.base, r.partial_cmp(p)),
+                    _ => false,
+                })
+            }
+            DateEquals
+            | DateLessThan
+            | DateLessThanEquals
+            | DateGreaterThan
+            | DateGreaterThanEquals => {
+                let r = parse_date(req)?;
+                self.values.iter().any(|v| match v {
+                    PValue::Date(p) => compare(self.base, Some(r.cmp(p))),
+                    _ => false,
+                })
+            }
+            IpAddress => {
+                let r: IpAddr = req.trim().parse().ok()?;
+                self.values.iter().any(|v| match v {
+                    PValue::Net(n) => n.contains(&r),
+                    _ => false,
+                })
+            }
+            Null => false,
+        })
+    }
+
+    fn strs(&self) -> impl Iterator<Item = &str> {
+        self.values.iter().filter_map(|v| match v {
+            PValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// Request value `ord` policy value, for the ordering operators.
+fn compare(base: Base, ord: Option<std::cmp::Ordering>) -> bool {
+    use std::cmp::Ordering::*;
+    let Some(ord) = ord else { return false };
+    match base {
+        Base::NumericEquals | Base::DateEquals => ord == Equal,
+        Base::NumericLessThan | Base::DateLessThan => ord == Less,
+        Base::NumericLessThanEquals | Base::DateLessThanEquals => ord != Greater,
+        Base::NumericGreaterThan | Base::DateGreaterThan => ord == Greater,
+        Base::NumericGreaterThanEquals | Base::DateGreaterThanEquals => ord != Less,
+        _ => false,
+    }
+}
+
+/// ARN comparison: each of the six colon-separated parts matched on its own, wildcards allowed.
+fn arn_like(pattern: &str, arn: &str) -> bool {
+    if pattern == arn {
+        return true;
+    }
+    let p: Vec<&str> = pattern.splitn(6, ':').collect();
+    let a: Vec<&str> = arn.splitn(6, ':').collect();
+    p.len() == 6 && a.len() == 6 && p.iter().zip(&a).all(|(p, a)| glob::matches(p, a))
+}

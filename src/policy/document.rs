@@ -1,0 +1,366 @@
+//! The key policy document: a lossless model.
+//!
+//! Every statement keeps its raw JSON object (field order, string-vs-array forms, unknown
+//! fields) next to the parsed form used for evaluation, and serialisation writes the raw
+//! object back. So a statement the controller does not own comes out exactly as it went in.
+//! Numbers are kept as serde_json reads them (integers exactly; floats may be re-formatted).
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::OWNED_SID_PREFIX;
+use super::condition::Condition;
+use super::glob;
+use super::principal::{PrincipalSpec, kind_of, string_list};
+
+/// A malformed policy: where (statement index and Sid, field) and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ParseError {
+    /// Zero-based statement index, when the problem is inside a statement.
+    pub statement: Option<usize>,
+    pub sid: Option<String>,
+    /// The field (e.g. `Condition.StringEquals.kms:ViaService`), when known.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid key policy")?;
+        if let Some(i) = self.statement {
+            write!(f, ": statement {i}")?;
+            if let Some(sid) = &self.sid {
+                write!(f, " (Sid {sid:?})")?;
+            }
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl ParseError {
+    fn top(field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            statement: None,
+            sid: None,
+            field: field.map(str::to_string),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// A list element with its negation: `Action` vs `NotAction`, and so on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matcher<T> {
+    pub negated: bool,
+    pub items: T,
+}
+
+/// The parsed form of one statement. Patterns are stored ready to match.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parsed {
+    pub effect: Effect,
+    pub principal: Matcher<PrincipalSpec>,
+    /// Lower-cased action patterns.
+    pub action: Matcher<Vec<String>>,
+    pub resource: Matcher<Vec<String>>,
+    pub condition: Condition,
+}
+
+#[derive(Clone, Debug)]
+pub struct Statement {
+    pub(crate) raw: Map<String, Value>,
+    pub(crate) parsed: Parsed,
+    /// `Sid`, or the statement index as text when there is none.
+    pub(crate) label: String,
+}
+
+impl PartialEq for Statement {
+    // The raw JSON is the statement; the parsed form is derived from it.
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Statement {
+    pub fn sid(&self) -> Option<&str> {
+        self.raw.get("Sid").and_then(Value::as_str)
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn is_owned(&self) -> bool {
+        self.sid().is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
+    }
+
+    pub fn raw(&self) -> &Map<String, Value> {
+        &self.raw
+    }
+
+    pub fn parsed(&self) -> &Parsed {
+        &self.parsed
+    }
+
+    pub(crate) fn from_raw(index: usize, raw: Map<String, Value>) -> Result<Self, ParseError> {
+        let sid = raw.get("Sid").and_then(Value::as_str).map(str::to_string);
+        let err = |field: &str, message: String| ParseError {
+            statement: Some(index),
+            sid: sid.clone(),
+            field: Some(field.to_string()),
+            message,
+        };
+        if let Some(s) = raw.get("Sid")
+            && !s.is_string()
+        {
+            return Err(err(
+                "Sid",
+                format!("must be a string, found {}", kind_of(s)),
+            ));
+        }
+        let effect = match raw.get("Effect") {
+            Some(Value::String(s)) if s == "Allow" => Effect::Allow,
+            Some(Value::String(s)) if s == "Deny" => Effect::Deny,
+            Some(other) => {
+                return Err(err(
+                    "Effect",
+                    format!("must be \"Allow\" or \"Deny\", found {other}"),
+                ));
+            }
+            None => return Err(err("Effect", "is required".into())),
+        };
+        let (pname, pvalue, pneg) =
+            pick(&raw, "Principal", "NotPrincipal").map_err(|m| err("Principal", m))?;
+        let principal = Matcher {
+            negated: pneg,
+            items: PrincipalSpec::parse(pvalue).map_err(|m| err(pname, m))?,
+        };
+        let (aname, avalue, aneg) =
+            pick(&raw, "Action", "NotAction").map_err(|m| err("Action", m))?;
+        let actions = string_list(avalue).map_err(|m| err(aname, m))?;
+        let (rname, rvalue, rneg) =
+            pick(&raw, "Resource", "NotResource").map_err(|m| err("Resource", m))?;
+        let resources = string_list(rvalue).map_err(|m| err(rname, m))?;
+        let condition = match raw.get("Condition") {
+            Some(c) => Condition::parse(c).map_err(|m| err("Condition", m))?,
+            None => Condition::default(),
+        };
+        let parsed = Parsed {
+            effect,
+            principal,
+            action: Matcher {
+                negated: aneg,
+                items: actions.iter().map(|a| a.to_ascii_lowercase()).collect(),
+            },
+            resource: Matcher {
+                negated: rneg,
+                items: resources,
+            },
+            condition,
+        };
+        let label = sid.unwrap_or_else(|| index.to_string());
+        Ok(Self { raw, parsed, label })
+    }
+
+    /// Does the statement's Action / NotAction cover `action_lower` (already lower-cased)?
+    pub fn covers_action(&self, action_lower: &str) -> bool {
+        let m = &self.parsed.action;
+        let hit = m.items.iter().any(|p| {
+            if glob::is_literal(p) {
+                p == action_lower
+            } else {
+                glob::matches(p, action_lower)
+            }
+        });
+        hit != m.negated
+    }
+
+    pub fn covers_resource(&self, resource: &str) -> bool {
+        let m = &self.parsed.resource;
+        m.items.iter().any(|p| glob::matches(p, resource)) != m.negated
+    }
+}
+
+/// Exactly one of `name` / `not_name` must be present.
+fn pick<'a>(
+    raw: &'a Map<String, Value>,
+    name: &'static str,
+    not_name: &'static str,
+) -> Result<(&'static str, &'a Value, bool), String> {
+    match (raw.get(name), raw.get(not_name)) {
+        (Some(v), None) => Ok((name, v, false)),
+        (None, Some(v)) => Ok((not_name, v, true)),
+        (Some(_), Some(_)) => Err(format!("{name} and {not_name} cannot both be present")),
+        (None, None) => Err(format!("{name} or {not_name} is required")),
+    }
+}
+
+/// Whether `Statement` was a single object or a list, so it is written back the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatementForm {
+    Single,
+    List,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDocument {
+    /// Top-level fields in their order; the `Statement` entry is a placeholder filled on output.
+    top: Map<String, Value>,
+    form: StatementForm,
+    pub(crate) statements: Vec<Statement>,
+}
+
+impl PolicyDocument {
+    pub fn parse(json: &str) -> Result<Self, ParseError> {
+        let value: Value = serde_json::from_str(json).map_err(|e| {
+            ParseError::top(
+                None,
+                format!(
+                    "not valid JSON (line {}, column {}): {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, ParseError> {
+        let Value::Object(mut top) = value else {
+            return Err(ParseError::top(
+                None,
+                format!("must be a JSON object, found {}", kind_of(&value)),
+            ));
+        };
+        match top.get("Version") {
+            None => {}
+            Some(Value::String(v)) if v == "2012-10-17" || v == "2008-10-17" => {}
+            Some(other) => {
+                return Err(ParseError::top(
+                    Some("Version"),
+                    format!("must be \"2012-10-17\" or \"2008-10-17\", found {other}"),
+                ));
+            }
+        }
+        if let Some(id) = top.get("Id")
+            && !id.is_string()
+        {
+            return Err(ParseError::top(
+                Some("Id"),
+                format!("must be a string, found {}", kind_of(id)),
+            ));
+        }
+        let Some(stmts) = top.get_mut("Statement") else {
+            return Err(ParseError::top(Some("Statement"), "is required"));
+        };
+        let (form, raws) = match stmts.take() {
+            Value::Array(items) => (StatementForm::List, items),
+            obj @ Value::Object(_) => (StatementForm::Single, vec![obj]),
+            other => {
+                return Err(ParseError::top(
+                    Some("Statement"),
+                    format!(
+                        "must be a list of statements or one statement, found {}",
+                        kind_of(&other)
+                    ),
+                ));
+            }
+        };
+        let statements = raws
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Object(m) => Statement::from_raw(i, m),
+                other => Err(ParseError {
+                    statement: Some(i),
+                    sid: None,
+                    field: None,
+                    message: format!("a statement must be an object, found {}", kind_of(&other)),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            top,
+            form,
+            statements,
+        })
+    }
+
+    /// Builds a document from statements (used by merge); labels follow the new positions.
+    pub(crate) fn with_statements(
+        &self,
+        raws: Vec<Map<String, Value>>,
+    ) -> Result<Self, ParseError> {
+        let statements = raws
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Statement::from_raw(i, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A single-object policy that now holds several statements must become a list.
+        let form = if self.form == StatementForm::Single && statements.len() == 1 {
+            StatementForm::Single
+        } else {
+            StatementForm::List
+        };
+        let mut top = self.top.clone();
+        if !top.contains_key("Statement") {
+            top.insert("Statement".into(), Value::Null);
+        }
+        Ok(Self {
+            top,
+            form,
+            statements,
+        })
+    }
+
+    pub fn statements(&self) -> &[Statement] {
+        &self.statements
+    }
+
+    pub fn to_value(&self) -> Value {
+        let mut out = Map::with_capacity(self.top.len());
+        for (k, v) in &self.top {
+            if k == "Statement" {
+                let raws = self.statements.iter().map(|s| Value::Object(s.raw.clone()));
+                let value = match self.form {
+                    StatementForm::Single if self.statements.len() == 1 => {
+                        raws.into_iter().next().unwrap_or(Value::Null)
+                    }
+                    _ => Value::Array(raws.collect()),
+                };
+                out.insert(k.clone(), value);
+            } else {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
+
+    /// The form sent to PutKeyPolicy; its byte length is what KMS compares with the limit.
+    pub fn to_compact_json(&self) -> String {
+        serde_json::to_string(&self.to_value()).unwrap_or_default()
+    }
+
+    pub fn to_pretty_json(&self) -> String {
+        serde_json::to_string_pretty(&self.to_value()).unwrap_or_default()
+    }
+
+    /// Sids of the statements the controller owns, in document order.
+    pub fn owned_sids(&self) -> Vec<String> {
+        self.statements
+            .iter()
+            .filter(|s| s.is_owned())
+            .filter_map(|s| s.sid().map(str::to_string))
+            .collect()
+    }
+}

@@ -1,0 +1,12 @@
+//! The KMS adapter against moto, an independent KMS implementation. Needs
+//! `MOTO_SERVER_BIN` (scripts/setup-moto.sh); fails without it.
+
+mod support_aws;
+
+use support_aws::{Moto, kms_suite};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_suite_against_moto() {
+    let moto = Moto::start();
+    kms_suite(&moto.endpoint).await;
+}

@@ -1,0 +1,578 @@
+//! Table tests of the pure planner: spec + observation -> steps + conditions.
+//! The real policy engine is used (it is pure too); nothing here touches a network.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use msf_cmk_controller::api::{ApplicationEncryptionSpec, KeyPolicyMode, KeyType};
+use msf_cmk_controller::domain::*;
+use msf_cmk_controller::planner::{
+    CoTenant, ConditionStatus, Defaults, Plan, PlanInput, Step, plan,
+};
+use msf_cmk_controller::policy::requirements::MsfRequirements;
+use msf_cmk_controller::policy::{self, PolicyDocument};
+
+const ACCOUNT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const KEY2: &str = "arn:aws:kms:us-east-1:123456789012:key/99999999-12ab-34cd-56ef-1234567890ab";
+const APP: &str = "arn:aws:kinesisanalytics:us-east-1:123456789012:application/MyCmkApplication";
+const OPERATOR: &str = "arn:aws:iam::123456789012:role/Operator";
+
+fn default_key_policy() -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Id": "key-default-1",
+        "Statement": [{
+            "Sid": "Enable IAM User Permissions",
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+            "Action": "kms:*",
+            "Resource": "*"
+        }]
+    })
+    .to_string()
+}
+
+fn reference_policy() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/cmk-key-policy.json"
+    ))
+    .unwrap()
+}
+
+fn spec(key_type: KeyType, key_id: Option<&str>) -> ApplicationEncryptionSpec {
+    serde_json::from_value(serde_json::json!({
+        "applicationName": "MyCmkApplication",
+        "keyType": key_type,
+        "keyId": key_id,
+    }))
+    .unwrap()
+}
+
+fn app(
+    status: ApplicationStatus,
+    key_type: AppliedKeyType,
+    key_id: Option<&str>,
+) -> ObservedApplication {
+    ObservedApplication {
+        name: "MyCmkApplication".into(),
+        arn: APP.into(),
+        version_id: 7,
+        conditional_token: Some("token-7".into()),
+        status,
+        runtime_environment: "FLINK-1_20".into(),
+        encryption: AppliedEncryption {
+            key_type,
+            key_id: key_id.map(str::to_string),
+        },
+    }
+}
+
+fn key(arn: &str) -> ObservedKey {
+    let region = arn.split(':').nth(3).unwrap().to_string();
+    let account = arn.split(':').nth(4).unwrap().to_string();
+    ObservedKey {
+        arn: arn.into(),
+        key_id: arn.rsplit('/').next().unwrap().into(),
+        account,
+        region,
+        state: KeyState::Enabled,
+        spec: "SYMMETRIC_DEFAULT".into(),
+        usage: "ENCRYPT_DECRYPT".into(),
+        manager: KeyManager::Customer,
+    }
+}
+
+struct Case {
+    spec: ApplicationEncryptionSpec,
+    app: Observed<ObservedApplication>,
+    desired_key: Observed<ObservedKey>,
+    current_key: Observed<ObservedKey>,
+    policy: Observed<String>,
+    co_tenants: Vec<CoTenant>,
+}
+
+impl Case {
+    fn cmk(policy: String) -> Self {
+        Self {
+            spec: spec(KeyType::CustomerManagedKey, Some(KEY)),
+            app: Observed::Found(app(
+                ApplicationStatus::Running,
+                AppliedKeyType::AwsOwnedKey,
+                None,
+            )),
+            desired_key: Observed::Found(key(KEY)),
+            current_key: Observed::Skipped,
+            policy: Observed::Found(policy),
+            co_tenants: vec![],
+        }
+    }
+
+    fn run(&self) -> Plan {
+        let defaults = Defaults {
+            region: REGION.into(),
+            operator_role_arn: Some(OPERATOR.into()),
+        };
+        plan(&PlanInput {
+            spec: &self.spec,
+            generation: Some(1),
+            defaults: &defaults,
+            application: &self.app,
+            desired_key: &self.desired_key,
+            current_key: &self.current_key,
+            key_policy: &self.policy,
+            co_tenants: &self.co_tenants,
+            now: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
+        })
+    }
+}
+
+fn cond<'a>(p: &'a Plan, t: &str) -> (&'a str, ConditionStatus) {
+    let c = p
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} in {p:#?}"));
+    (c.reason.as_str(), c.status)
+}
+
+fn kinds(p: &Plan) -> Vec<&'static str> {
+    p.steps
+        .iter()
+        .map(|s| match s {
+            Step::PutKeyPolicy { .. } => "PutKeyPolicy",
+            Step::UpdateApplication(_) => "UpdateApplication",
+            Step::Requeue { .. } => "Requeue",
+            Step::Blocked { .. } => "Blocked",
+        })
+        .collect()
+}
+
+fn update(p: &Plan) -> &EncryptionUpdate {
+    p.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::UpdateApplication(u) => Some(u),
+            _ => None,
+        })
+        .expect("an UpdateApplication step")
+}
+
+#[test]
+fn aws_owned_converged_plans_nothing() {
+    let mut c = Case::cmk(default_key_policy());
+    c.spec = spec(KeyType::AwsOwnedKey, None);
+    c.desired_key = Observed::Skipped;
+    c.policy = Observed::Skipped;
+    let p = c.run();
+    assert!(p.is_converged(), "{p:#?}");
+    assert_eq!(cond(&p, "Ready"), ("Converged", ConditionStatus::True));
+    assert_eq!(p.conditions.len(), 4);
+}
+
+#[test]
+fn revert_to_aws_owned_is_one_update_and_keeps_the_policy() {
+    let mut c = Case::cmk(reference_policy());
+    c.spec = spec(KeyType::AwsOwnedKey, None);
+    c.app = Observed::Found(app(
+        ApplicationStatus::Running,
+        AppliedKeyType::CustomerManagedKey,
+        Some(KEY),
+    ));
+    c.desired_key = Observed::Skipped;
+    let p = c.run();
+    assert_eq!(kinds(&p), ["UpdateApplication"]);
+    let u = update(&p);
+    assert_eq!(u.key_type, AppliedKeyType::AwsOwnedKey);
+    assert_eq!(u.key_id, None);
+    assert_eq!(u.conditional_token.as_deref(), Some("token-7"));
+    assert_eq!(cond(&p, "Ready").1, ConditionStatus::False);
+}
+
+#[test]
+fn switch_to_cmk_repairs_policy_first_then_updates_once() {
+    let c = Case::cmk(default_key_policy());
+    let p = c.run();
+    assert_eq!(kinds(&p), ["PutKeyPolicy", "UpdateApplication"], "{p:#?}");
+    let Step::PutKeyPolicy {
+        policy: text,
+        key_arn,
+        ..
+    } = &p.steps[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(key_arn, KEY);
+    let merged = PolicyDocument::parse(text).unwrap();
+    let reqs = MsfRequirements::for_application(APP, OPERATOR).unwrap();
+    assert!(policy::check(&merged, KEY, &reqs).compliant);
+    // The human's root statement survives.
+    assert!(text.contains("Enable IAM User Permissions"));
+    let u = update(&p);
+    assert_eq!(u.key_type, AppliedKeyType::CustomerManagedKey);
+    assert_eq!(u.key_id.as_deref(), Some(KEY));
+    assert_eq!(u.application_name, "MyCmkApplication");
+    assert_eq!(
+        cond(&p, "KeyPolicyCompliant"),
+        ("MissingServicePrincipal", ConditionStatus::False)
+    );
+    assert_eq!(cond(&p, "Ready"), ("Reconciling", ConditionStatus::False));
+}
+
+#[test]
+fn compliant_policy_switches_without_writing() {
+    let p = Case::cmk(reference_policy()).run();
+    assert_eq!(kinds(&p), ["UpdateApplication"]);
+    assert_eq!(
+        cond(&p, "KeyPolicyCompliant"),
+        ("Compliant", ConditionStatus::True)
+    );
+}
+
+#[test]
+fn converged_cmk_plans_nothing_even_when_msf_reports_an_alias() {
+    let mut c = Case::cmk(reference_policy());
+    c.app = Observed::Found(app(
+        ApplicationStatus::Running,
+        AppliedKeyType::CustomerManagedKey,
+        Some("alias/app-key"),
+    ));
+    c.current_key = Observed::Found(key(KEY));
+    c.spec = spec(KeyType::CustomerManagedKey, Some("alias/app-key"));
+    let p = c.run();
+    assert!(p.is_converged(), "{p:#?}");
+    assert_eq!(cond(&p, "Ready"), ("Converged", ConditionStatus::True));
+    assert_eq!(
+        cond(&p, "EncryptionApplied"),
+        ("CustomerManagedKeyInUse", ConditionStatus::True)
+    );
+}
+
+#[test]
+fn cmk_to_another_cmk() {
+    let mut c = Case::cmk(reference_policy());
+    c.app = Observed::Found(app(
+        ApplicationStatus::Ready,
+        AppliedKeyType::CustomerManagedKey,
+        Some(KEY2),
+    ));
+    c.current_key = Observed::Found(key(KEY2));
+    let p = c.run();
+    assert_eq!(kinds(&p), ["UpdateApplication"]);
+    assert_eq!(update(&p).key_id.as_deref(), Some(KEY));
+}
+
+#[test]
+fn drift_deleted_statement_is_repaired_without_update() {
+    let mut c = Case::cmk(default_key_policy());
+    c.app = Observed::Found(app(
+        ApplicationStatus::Running,
+        AppliedKeyType::CustomerManagedKey,
+        Some(KEY),
+    ));
+    c.current_key = Observed::Found(key(KEY));
+    let p = c.run();
+    assert_eq!(kinds(&p), ["PutKeyPolicy"]);
+}
+
+#[test]
+fn audit_mode_reports_and_never_writes_or_switches() {
+    let mut c = Case::cmk(default_key_policy());
+    c.spec.key_policy.mode = KeyPolicyMode::Audit;
+    let p = c.run();
+    assert_eq!(kinds(&p), ["Blocked"]);
+    assert_eq!(
+        cond(&p, "KeyPolicyCompliant"),
+        ("MissingServicePrincipal", ConditionStatus::False)
+    );
+    assert_eq!(
+        cond(&p, "EncryptionApplied"),
+        ("KeyPolicyNotCompliant", ConditionStatus::False)
+    );
+    let kp = p.key_policy.as_ref().unwrap();
+    assert!(!kp.compliant);
+    assert!(
+        kp.missing_accesses
+            .iter()
+            .any(|m| m.contains("Service:kinesisanalytics.amazonaws.com")),
+        "{kp:?}"
+    );
+    // Once compliant, Audit mode switches.
+    let mut c = Case::cmk(reference_policy());
+    c.spec.key_policy.mode = KeyPolicyMode::Audit;
+    assert_eq!(kinds(&c.run()), ["UpdateApplication"]);
+}
+
+#[test]
+fn ignore_mode_does_not_need_the_policy() {
+    let mut c = Case::cmk(String::new());
+    c.spec.key_policy.mode = KeyPolicyMode::Ignore;
+    c.policy = Observed::Skipped;
+    let p = c.run();
+    assert_eq!(kinds(&p), ["UpdateApplication"]);
+    assert_eq!(
+        cond(&p, "KeyPolicyCompliant"),
+        ("NotChecked", ConditionStatus::Unknown)
+    );
+}
+
+#[test]
+fn suspend_changes_nothing() {
+    let mut c = Case::cmk(default_key_policy());
+    c.spec.suspend = true;
+    let p = c.run();
+    assert!(
+        !kinds(&p)
+            .iter()
+            .any(|k| *k == "PutKeyPolicy" || *k == "UpdateApplication"),
+        "{p:#?}"
+    );
+    assert_eq!(cond(&p, "Ready").1, ConditionStatus::False);
+    let mut c = Case::cmk(reference_policy());
+    c.spec.suspend = true;
+    let p = c.run();
+    assert_eq!(kinds(&p), ["Blocked"]);
+    assert_eq!(
+        cond(&p, "EncryptionApplied"),
+        ("Suspended", ConditionStatus::False)
+    );
+}
+
+#[test]
+fn updates_only_in_ready_or_running() {
+    for (status, updates) in [
+        (ApplicationStatus::Ready, true),
+        (ApplicationStatus::Running, true),
+        (ApplicationStatus::Updating, false),
+        (ApplicationStatus::Starting, false),
+        (ApplicationStatus::Stopping, false),
+        (ApplicationStatus::AutoScaling, false),
+        (ApplicationStatus::RollingBack, false),
+        (ApplicationStatus::Other("NEW".into()), false),
+    ] {
+        let mut c = Case::cmk(reference_policy());
+        c.app = Observed::Found(app(status.clone(), AppliedKeyType::AwsOwnedKey, None));
+        let p = c.run();
+        if updates {
+            assert_eq!(kinds(&p), ["UpdateApplication"], "{status:?}");
+        } else {
+            assert_eq!(kinds(&p), ["Requeue"], "{status:?}");
+            assert_eq!(
+                cond(&p, "EncryptionApplied").0,
+                "WaitingForApplicationStatus"
+            );
+            let Step::Requeue { after, .. } = &p.steps[0] else {
+                unreachable!()
+            };
+            assert!(*after <= Duration::from_secs(60));
+        }
+    }
+}
+
+#[test]
+fn unusable_keys_block_with_precise_reasons() {
+    type Mutation = Box<dyn Fn(&mut ObservedKey)>;
+    let cases: Vec<(Mutation, &str)> = vec![
+        (Box::new(|k| k.state = KeyState::Disabled), "KeyDisabled"),
+        (
+            Box::new(|k| k.state = KeyState::PendingDeletion),
+            "KeyPendingDeletion",
+        ),
+        (Box::new(|k| k.spec = "RSA_2048".into()), "KeyNotSymmetric"),
+        (
+            Box::new(|k| k.usage = "SIGN_VERIFY".into()),
+            "KeyNotSymmetric",
+        ),
+        (Box::new(|k| k.manager = KeyManager::Aws), "AwsManagedKey"),
+        (
+            Box::new(|k| k.region = "eu-west-1".into()),
+            "KeyInWrongRegion",
+        ),
+        (
+            Box::new(|k| k.account = "210987654321".into()),
+            "KeyInWrongAccount",
+        ),
+    ];
+    for (mutate, reason) in cases {
+        let mut k = key(KEY);
+        mutate(&mut k);
+        let mut c = Case::cmk(default_key_policy());
+        c.desired_key = Observed::Found(k);
+        let p = c.run();
+        assert_eq!(cond(&p, "KeyUsable"), (reason, ConditionStatus::False));
+        assert!(
+            !kinds(&p).contains(&"UpdateApplication"),
+            "{reason}: {p:#?}"
+        );
+        assert!(kinds(&p).contains(&"Blocked"));
+        assert_eq!(cond(&p, "Ready"), (reason, ConditionStatus::False));
+    }
+}
+
+#[test]
+fn old_runtime_blocks() {
+    let mut c = Case::cmk(reference_policy());
+    let mut a = app(
+        ApplicationStatus::Running,
+        AppliedKeyType::AwsOwnedKey,
+        None,
+    );
+    a.runtime_environment = "FLINK-1_19".into();
+    c.app = Observed::Found(a);
+    let p = c.run();
+    assert_eq!(
+        cond(&p, "KeyUsable"),
+        ("RuntimeNotSupported", ConditionStatus::False)
+    );
+    assert_eq!(kinds(&p), ["Blocked"]);
+}
+
+#[test]
+fn application_not_found_and_observe_errors() {
+    let mut c = Case::cmk(reference_policy());
+    c.app = Observed::NotFound("Application MyCmkApplication not found".into());
+    let p = c.run();
+    assert_eq!(kinds(&p), ["Blocked"]);
+    assert_eq!(
+        cond(&p, "Ready"),
+        ("ApplicationNotFound", ConditionStatus::False)
+    );
+
+    c.app = Observed::Failed {
+        category: ErrorCategory::Transient,
+        code: "ThrottlingException".into(),
+        message: "Rate exceeded".into(),
+    };
+    let p = c.run();
+    assert_eq!(kinds(&p), ["Requeue"]);
+    assert_eq!(cond(&p, "Ready").1, ConditionStatus::Unknown);
+
+    c.app = Observed::Failed {
+        category: ErrorCategory::Terminal,
+        code: "AccessDeniedException".into(),
+        message: "no".into(),
+    };
+    let p = c.run();
+    assert_eq!(kinds(&p), ["Blocked"]);
+    assert_eq!(cond(&p, "Ready").0, "NotPermitted");
+}
+
+#[test]
+fn key_not_found() {
+    let mut c = Case::cmk(reference_policy());
+    c.desired_key = Observed::NotFound("Alias alias/nope is not found.".into());
+    let p = c.run();
+    assert_eq!(
+        cond(&p, "KeyUsable"),
+        ("KeyNotFound", ConditionStatus::False)
+    );
+    assert_eq!(kinds(&p), ["Blocked"]);
+}
+
+#[test]
+fn malformed_policy_is_never_overwritten() {
+    let p = Case::cmk("{not json".into()).run();
+    assert_eq!(kinds(&p), ["Blocked"]);
+    assert_eq!(cond(&p, "KeyPolicyCompliant").0, "MalformedKeyPolicy");
+}
+
+#[test]
+fn a_humans_deny_blocks_without_a_write() {
+    let mut doc: serde_json::Value = serde_json::from_str(&reference_policy()).unwrap();
+    doc["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "Sid": "NoDecryptForMsf",
+            "Effect": "Deny",
+            "Principal": {"Service": "kinesisanalytics.amazonaws.com"},
+            "Action": "kms:Decrypt",
+            "Resource": "*"
+        }));
+    let p = Case::cmk(doc.to_string()).run();
+    assert_eq!(kinds(&p), ["Blocked"], "{p:#?}");
+    assert_eq!(
+        cond(&p, "KeyPolicyCompliant"),
+        ("ExplicitDeny", ConditionStatus::False)
+    );
+}
+
+#[test]
+fn co_tenants_share_one_write() {
+    let mut c = Case::cmk(default_key_policy());
+    let others: Vec<String> = (0..5)
+        .map(|i| format!("arn:aws:kinesisanalytics:us-east-1:123456789012:application/other-{i}"))
+        .collect();
+    c.co_tenants = others
+        .iter()
+        .map(|a| CoTenant {
+            application_arn: a.clone(),
+            operator_role_arn: OPERATOR.into(),
+        })
+        .collect();
+    let p = c.run();
+    let Step::PutKeyPolicy {
+        policy: text,
+        applications,
+        ..
+    } = &p.steps[0]
+    else {
+        panic!("{p:#?}")
+    };
+    assert_eq!(applications.len(), 6);
+    let merged = PolicyDocument::parse(text).unwrap();
+    for a in &others {
+        let reqs = MsfRequirements::for_application(a, OPERATOR).unwrap();
+        assert!(policy::check(&merged, KEY, &reqs).compliant, "{a}");
+    }
+}
+
+#[test]
+fn invalid_spec_is_refused_before_anything_else() {
+    let mut c = Case::cmk(reference_policy());
+    c.spec.key_id = None;
+    let p = c.run();
+    assert_eq!(kinds(&p), ["Blocked"]);
+    assert_eq!(cond(&p, "Ready").0, "InvalidSpec");
+    let mut c = Case::cmk(reference_policy());
+    c.spec.key_id = Some("not a key".into());
+    assert_eq!(cond(&c.run(), "Ready").0, "InvalidSpec");
+    let mut c = Case::cmk(reference_policy());
+    c.spec.application_name = "bad name".into();
+    assert_eq!(cond(&c.run(), "Ready").0, "InvalidSpec");
+}
+
+#[test]
+fn missing_operator_role_blocks() {
+    let c = Case::cmk(default_key_policy());
+    let defaults = Defaults {
+        region: REGION.into(),
+        operator_role_arn: None,
+    };
+    let p = plan(&PlanInput {
+        spec: &c.spec,
+        generation: Some(1),
+        defaults: &defaults,
+        application: &c.app,
+        desired_key: &c.desired_key,
+        current_key: &c.current_key,
+        key_policy: &c.policy,
+        co_tenants: &[],
+        now: Utc::now(),
+    });
+    assert_eq!(cond(&p, "KeyPolicyCompliant").0, "OperatorRoleUnknown");
+    assert!(!kinds(&p).contains(&"UpdateApplication"));
+}
+
+#[test]
+fn runtime_versions() {
+    use msf_cmk_controller::planner::runtime_supports_cmk;
+    assert!(runtime_supports_cmk("FLINK-1_20"));
+    assert!(runtime_supports_cmk("FLINK-1_21"));
+    assert!(runtime_supports_cmk("FLINK-2_0"));
+    assert!(!runtime_supports_cmk("FLINK-1_19"));
+    assert!(!runtime_supports_cmk("FLINK-1_6"));
+    assert!(!runtime_supports_cmk("SQL-1_0"));
+}
