@@ -125,7 +125,8 @@ async fn prepare(c: &CommonArgs) -> anyhow::Result<(Core, Vec<Manifest>)> {
         .into());
     }
     if let Some(role) = &c.operator_role_arn {
-        crate::arn::Arn::parse_role(role).map_err(|e| BadInput(format!("--operator-role-arn: {e}")))?;
+        crate::arn::Arn::parse_role(role)
+            .map_err(|e| BadInput(format!("--operator-role-arn: {e}")))?;
     }
     let tenancy = load_tenancy(c.tenancy_config.as_ref())?;
     let opts = ConnectOptions {
@@ -170,14 +171,18 @@ pub async fn run_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `apply_all` with progress on stderr: every resource when there are few, else about every 5%.
-pub async fn apply_with_progress(core: &Core, manifests: &[Manifest], opts: ApplyOptions) -> Vec<Done> {
+pub async fn apply_with_progress(
+    core: &Core,
+    manifests: &[Manifest],
+    opts: ApplyOptions,
+) -> Vec<Done> {
     let total = manifests.len();
     let finished = AtomicUsize::new(0);
     let start = Instant::now();
     let step = if total <= 50 { 1 } else { total.div_ceil(20) };
     batch::apply_all(core, manifests, opts, |d| {
         let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
-        if n % step == 0 || n == total {
+        if n.is_multiple_of(step) || n == total {
             let m = &manifests[d.index];
             let (ready, reason) = ready_of(&d.outcome);
             eprintln!(
@@ -205,9 +210,12 @@ fn ready_message(o: &Outcome) -> String {
 /// A write step, or a transient wait: the resource is not in its desired state yet.
 fn has_changes(o: &Outcome) -> bool {
     o.first_plan.as_ref().is_some_and(|p| {
-        p.steps
-            .iter()
-            .any(|s| matches!(s, Step::PutKeyPolicy { .. } | Step::UpdateApplication(_) | Step::Requeue { .. }))
+        p.steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::PutKeyPolicy { .. } | Step::UpdateApplication(_) | Step::Requeue { .. }
+            )
+        })
     })
 }
 
@@ -337,7 +345,11 @@ pub fn print_plan(
         return Ok(code);
     }
 
-    writeln!(out, "Plan for {} ApplicationEncryption resource(s)", manifests.len())?;
+    writeln!(
+        out,
+        "Plan for {} ApplicationEncryption resource(s)",
+        manifests.len()
+    )?;
     if !writes.is_empty() {
         writeln!(out, "\nKey policy writes ({}):", writes.len())?;
         for s in &writes {
@@ -349,8 +361,16 @@ pub fn print_plan(
                 changed_sids,
             } = s
             {
-                writeln!(out, "  PutKeyPolicy {key_arn} ({region}), {} bytes", policy.len())?;
-                writeln!(out, "    add or repair statements: {}", changed_sids.join(", "))?;
+                writeln!(
+                    out,
+                    "  PutKeyPolicy {key_arn} ({region}), {} bytes",
+                    policy.len()
+                )?;
+                writeln!(
+                    out,
+                    "    add or repair statements: {}",
+                    changed_sids.join(", ")
+                )?;
                 writeln!(out, "    for applications:")?;
                 for a in applications.iter() {
                     writeln!(out, "      {a}")?;
@@ -452,7 +472,11 @@ pub fn print_apply(
         .max()
         .unwrap_or(8)
         .max(8);
-    writeln!(out, "{:<width$}  {:<6}  {:<28}  MESSAGE", "RESOURCE", "READY", "REASON")?;
+    writeln!(
+        out,
+        "{:<width$}  {:<6}  {:<28}  MESSAGE",
+        "RESOURCE", "READY", "REASON"
+    )?;
     for d in done {
         let m = &manifests[d.index];
         let (ready, reason) = ready_of(&d.outcome);
@@ -470,7 +494,11 @@ pub fn print_apply(
         out,
         "\n{converged}/{} converged; {puts} key policy write(s), {updates} application update(s).\nAWS calls: {}",
         done.len(),
-        if call_list.is_empty() { "none".to_string() } else { call_list.join(", ") }
+        if call_list.is_empty() {
+            "none".to_string()
+        } else {
+            call_list.join(", ")
+        }
     )?;
     Ok(code)
 }

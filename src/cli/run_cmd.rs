@@ -125,9 +125,14 @@ pub fn load_tenancy(path: Option<&PathBuf>) -> anyhow::Result<Tenancy> {
     let Some(path) = path else {
         return Ok(Tenancy(None));
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BadInput(format!("cannot read tenancy config {}: {e}", path.display())))?;
-    let cfg = TenancyConfig::parse(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BadInput(format!(
+            "cannot read tenancy config {}: {e}",
+            path.display()
+        ))
+    })?;
+    let cfg =
+        TenancyConfig::parse(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
     Ok(Tenancy(Some(cfg)))
 }
 
@@ -135,10 +140,13 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(a.log_format, "info");
     let tenancy = load_tenancy(a.tenancy_config.as_ref())?;
     if tenancy.admits_all() {
-        tracing::warn!("no tenancy configuration (--tenancy-config): every namespace may claim any application and key");
+        tracing::warn!(
+            "no tenancy configuration (--tenancy-config): every namespace may claim any application and key"
+        );
     }
     if let Some(role) = &a.operator_role_arn {
-        crate::arn::Arn::parse_role(role).map_err(|e| BadInput(format!("--operator-role-arn: {e}")))?;
+        crate::arn::Arn::parse_role(role)
+            .map_err(|e| BadInput(format!("--operator-role-arn: {e}")))?;
     }
     let lease_namespace = a
         .lease_namespace
@@ -146,7 +154,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .filter(|s| !s.is_empty());
     if a.leader_election && lease_namespace.is_none() {
-        return Err(BadInput("--leader-election needs --lease-namespace or POD_NAMESPACE".into()).into());
+        return Err(
+            BadInput("--leader-election needs --lease-namespace or POD_NAMESPACE".into()).into(),
+        );
     }
 
     let metrics = Arc::new(Metrics::new());
@@ -162,6 +172,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         ..ConnectOptions::default()
     };
     let aws = connect(&opts).await.context("configuring AWS clients")?;
+    // Two rustls crypto providers are linked (ring for kube, aws-lc-rs for the AWS SDK):
+    // without a process-wide choice the Kubernetes client cannot build its TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .context("configuring the Kubernetes client (kubeconfig or in-cluster)")?;

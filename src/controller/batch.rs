@@ -58,7 +58,12 @@ fn peers(manifests: &[Manifest]) -> Vec<Peer> {
 fn conflicts(manifests: &[Manifest], default_region: &str) -> Vec<Option<String>> {
     let regions: Vec<String> = manifests
         .iter()
-        .map(|m| m.spec.region.clone().unwrap_or_else(|| default_region.to_string()))
+        .map(|m| {
+            m.spec
+                .region
+                .clone()
+                .unwrap_or_else(|| default_region.to_string())
+        })
         .collect();
     let claims: Vec<Claim<'_>> = manifests
         .iter()
@@ -164,9 +169,10 @@ async fn converge(
         let outcome = reconcile::reconcile(core, &subject, peers, Mode::Execute, Utc::now()).await;
         let wait = match outcome.next {
             Next::Waiting(d) => d.min(opts.poll),
-            Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => {
-                core.backoff.failed(&key).min(opts.poll.max(Duration::from_millis(100)) * 4)
-            }
+            Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => core
+                .backoff
+                .failed(&key)
+                .min(opts.poll.max(Duration::from_millis(100)) * 4),
             _ => {
                 return Done {
                     index,

@@ -49,7 +49,11 @@ pub async fn cleanup(core: &Core, subject: &Subject<'_>) -> Result<Vec<Note>, Cl
         .unwrap_or_else(|| core.defaults.region.clone());
 
     if spec.deletion_policy == DeletionPolicy::RevertToAwsOwnedKey {
-        match core.msf.describe_application(&region, &spec.application_name).await {
+        match core
+            .msf
+            .describe_application(&region, &spec.application_name)
+            .await
+        {
             Ok(app) if app.encryption.key_type == AppliedKeyType::CustomerManagedKey => {
                 if !app.status.is_updatable() {
                     return Err(CleanupError::NotUpdatable(
@@ -116,7 +120,11 @@ async fn remove_statements(
             }));
         }
     };
-    if core.tenancy.check_key(subject.namespace, key_id, Some(&key.arn)) != KeyVerdict::Permitted {
+    if core
+        .tenancy
+        .check_key(subject.namespace, key_id, Some(&key.arn))
+        != KeyVerdict::Permitted
+    {
         return Ok(None);
     }
     let Some(app_arn) = observe::application_arn_for_key(&key.arn, &subject.spec.application_name)
@@ -152,7 +160,11 @@ async fn remove_statements(
         return Ok(None);
     }
     let new_text = merged.to_compact_json();
-    if let Err(e) = core.kms.put_key_policy(&key.region, &key.arn, &new_text).await {
+    if let Err(e) = core
+        .kms
+        .put_key_policy(&key.region, &key.arn, &new_text)
+        .await
+    {
         core.key_locks.forget_policy(&key.arn);
         return Err(e.into());
     }

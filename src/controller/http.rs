@@ -112,7 +112,10 @@ mod tests {
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         health.set(Health::STANDBY);
         let r = get(addr, "/readyz").await;
-        assert!(r.starts_with("HTTP/1.1 200") && r.contains("standby"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.contains("standby"),
+            "{r}"
+        );
         let m = get(addr, "/metrics").await;
         assert!(m.contains("msfcmk_reconciles_total"), "{m}");
     }

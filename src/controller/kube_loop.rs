@@ -19,7 +19,7 @@ use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
@@ -184,7 +184,8 @@ async fn apply(
         previous: obj.status.as_ref(),
         conflict,
     };
-    let outcome = reconcile::reconcile(&ctx.core, &subject, &peers, Mode::Execute, Utc::now()).await;
+    let outcome =
+        reconcile::reconcile(&ctx.core, &subject, &peers, Mode::Execute, Utc::now()).await;
 
     // Status last, so it tells what this reconcile found and did.
     let patch = serde_json::json!({
@@ -192,9 +193,13 @@ async fn apply(
         "kind": "ApplicationEncryption",
         "status": outcome.status,
     });
-    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Status)?;
     publish(ctx, &obj, &outcome.events).await;
 
     let result = match outcome.next {
@@ -215,7 +220,9 @@ async fn apply(
 /// When to look at an object again.
 pub fn requeue_after(core: &Core, key: &str, next: Next) -> Duration {
     match next {
-        Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => core.backoff.failed(key),
+        Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => {
+            core.backoff.failed(key)
+        }
         Next::Waiting(d) => {
             core.backoff.reset(key);
             d
@@ -276,7 +283,13 @@ fn conflict_message(
     };
     let owned: Vec<(String, String, String)> = all
         .iter()
-        .map(|o| (o.namespace().unwrap_or_default(), o.name_any(), region_of(o)))
+        .map(|o| {
+            (
+                o.namespace().unwrap_or_default(),
+                o.name_any(),
+                region_of(o),
+            )
+        })
         .collect();
     let claims: Vec<Claim<'_>> = all
         .iter()
@@ -284,7 +297,11 @@ fn conflict_message(
         .map(|(o, (ns, name, region))| Claim {
             namespace: ns,
             name,
-            created: o.meta().creation_timestamp.as_ref().map(|t| chrono_time(&t.0)),
+            created: o
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .map(|t| chrono_time(&t.0)),
             region,
             application_name: &o.spec.application_name,
         })

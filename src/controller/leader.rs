@@ -44,7 +44,13 @@ where
         .with_field_manager("msf-cmk-controller")
         .build()
         .await
-        .map_err(|e| anyhow::anyhow!("leader election on Lease {}/{}: {e}", cfg.lease_namespace, cfg.lease_name))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "leader election on Lease {}/{}: {e}",
+                cfg.lease_namespace,
+                cfg.lease_name
+            )
+        })?;
     let (mut leading, _task) = manager.watch().await;
     on_role(false);
     tracing::info!(lease = %cfg.lease_name, namespace = %cfg.lease_namespace, identity = %cfg.identity, "waiting to become the leader");

@@ -84,7 +84,9 @@ pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), Strin
         }
         let kind = value.get("kind").and_then(|k| k.as_str());
         let api_version = value.get("apiVersion").and_then(|k| k.as_str());
-        if kind != Some("ApplicationEncryption") || !api_version.is_some_and(|v| v.starts_with("msfcmk.dev/")) {
+        if kind != Some("ApplicationEncryption")
+            || !api_version.is_some_and(|v| v.starts_with("msfcmk.dev/"))
+        {
             out.skipped += 1;
             continue;
         }
@@ -93,6 +95,14 @@ pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), Strin
                 "{source}: apiVersion {} is not served (msfcmk.dev/v1alpha1)",
                 api_version.unwrap_or_default()
             ));
+        }
+        let has_name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .is_some_and(|n| !n.is_empty());
+        if !has_name {
+            return Err(format!("{source}: metadata.name is required"));
         }
         let obj: ApplicationEncryption =
             serde_yaml::from_value(value).map_err(|e| format!("{source}: {e}"))?;
@@ -104,7 +114,11 @@ pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), Strin
             .ok_or_else(|| format!("{source}: metadata.name is required"))?;
         validate(&obj.spec).map_err(|e| format!("{source} ({name}): {e}"))?;
         out.manifests.push(Manifest {
-            namespace: obj.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            namespace: obj
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             name,
             spec: obj.spec,
             source,
@@ -123,23 +137,29 @@ pub fn validate(spec: &ApplicationEncryptionSpec) -> Result<(), String> {
     }
     if let Some(r) = &spec.region {
         let ok = r.split('-').count() >= 3
-            && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && r.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
-            return Err(format!("spec.region {r:?} is not a region name (e.g. us-east-1)"));
+            return Err(format!(
+                "spec.region {r:?} is not a region name (e.g. us-east-1)"
+            ));
         }
     }
     match (spec.key_type, spec.key_id.as_deref()) {
         (KeyType::CustomerManagedKey, None | Some("")) => {
             Err("spec.keyId is required when keyType is CustomerManagedKey".into())
         }
-        (KeyType::CustomerManagedKey, Some(k)) => KeyRef::parse(k).map(|_| ()).map_err(|e| format!("spec.keyId: {e}")),
+        (KeyType::CustomerManagedKey, Some(k)) => KeyRef::parse(k)
+            .map(|_| ())
+            .map_err(|e| format!("spec.keyId: {e}")),
         (KeyType::AwsOwnedKey, Some(_)) => {
             Err("spec.keyId must be omitted when keyType is AwsOwnedKey".into())
         }
         (KeyType::AwsOwnedKey, None) => Ok(()),
     }?;
     if let Some(role) = &spec.key_policy.operator_role_arn {
-        crate::arn::Arn::parse_role(role).map_err(|e| format!("spec.keyPolicy.operatorRoleArn: {e}"))?;
+        crate::arn::Arn::parse_role(role)
+            .map_err(|e| format!("spec.keyPolicy.operatorRoleArn: {e}"))?;
     }
     Ok(())
 }
@@ -182,12 +202,27 @@ spec: {applicationName: payments, keyType: AwsOwnedKey}
     #[test]
     fn invalid_resources_are_named() {
         let bad = [
-            ("spec: {applicationName: 'a b', keyType: AwsOwnedKey}", "applicationName"),
-            ("spec: {applicationName: a, keyType: CustomerManagedKey}", "keyId is required"),
-            ("spec: {applicationName: a, keyType: AwsOwnedKey, keyId: alias/x}", "must be omitted"),
-            ("spec: {applicationName: a, keyType: CustomerManagedKey, keyId: 'no way'}", "keyId"),
+            (
+                "spec: {applicationName: 'a b', keyType: AwsOwnedKey}",
+                "applicationName",
+            ),
+            (
+                "spec: {applicationName: a, keyType: CustomerManagedKey}",
+                "keyId is required",
+            ),
+            (
+                "spec: {applicationName: a, keyType: AwsOwnedKey, keyId: alias/x}",
+                "must be omitted",
+            ),
+            (
+                "spec: {applicationName: a, keyType: CustomerManagedKey, keyId: 'no way'}",
+                "keyId",
+            ),
             ("spec: {applicationName: a, keyType: Other}", "x.yaml#0"),
-            ("spec: {applicationName: a, keyType: AwsOwnedKey, region: Mars}", "region"),
+            (
+                "spec: {applicationName: a, keyType: AwsOwnedKey, region: Mars}",
+                "region",
+            ),
         ];
         for (spec, needle) in bad {
             let doc = format!(
@@ -197,7 +232,11 @@ spec: {applicationName: payments, keyType: AwsOwnedKey}
             assert!(err.contains(needle), "{spec}: {err}");
         }
         let nameless = "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nspec: {applicationName: a, keyType: AwsOwnedKey}\n";
-        assert!(load_text(nameless, "x", &mut Loaded::default()).unwrap_err().contains("metadata.name"));
+        assert!(
+            load_text(nameless, "x", &mut Loaded::default())
+                .unwrap_err()
+                .contains("metadata.name")
+        );
         assert!(load_text("a: [", "x", &mut Loaded::default()).is_err());
     }
 
