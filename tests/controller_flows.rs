@@ -637,3 +637,52 @@ async fn cleanup_reverts_and_is_idempotent() {
     assert!(e.emu.delete_application(REGION, "orders"));
     finalizer::cleanup(&e.core, &subject(&spec)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_full_key_takes_what_fits_in_few_writes_and_reports_the_rest() {
+    let e = env().await;
+    let key = e.emu.create_key(REGION, None).unwrap();
+    let n = 70;
+    let manifests: Vec<Manifest> = (0..n)
+        .map(|i| {
+            let name = format!("streaming-application-{i:03}");
+            e.app(&name, ApplicationStatus::Ready);
+            Manifest {
+                namespace: "ns".into(),
+                name: name.clone(),
+                spec: cmk(&name, &key),
+                source: "test".into(),
+            }
+        })
+        .collect();
+    let opts = ApplyOptions {
+        concurrency: 8,
+        timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(30),
+    };
+    let done = batch::apply_all(&e.core, &manifests, opts, |_| {}).await;
+    let converged = done.iter().filter(|d| d.outcome.ready() == "True").count();
+    let too_large = done
+        .iter()
+        .filter(|d| condition(&d.outcome, "KeyPolicyCompliant").reason == "KeyPolicyTooLarge")
+        .count();
+    assert_eq!(
+        converged + too_large,
+        n,
+        "every resource either fits or says why"
+    );
+    assert!(
+        converged >= 30 && too_large > 0,
+        "{converged} converged, {too_large} too large"
+    );
+    assert!(
+        e.count("PutKeyPolicy") <= 3,
+        "{} writes",
+        e.count("PutKeyPolicy")
+    );
+    assert!(e.emu.key_policy(&key).unwrap().len() <= 32_768);
+    eprintln!(
+        "capacity: {converged} applications on one key, {} PutKeyPolicy",
+        e.count("PutKeyPolicy")
+    );
+}
