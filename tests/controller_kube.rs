@@ -256,3 +256,100 @@ async fn with_two_replicas_one_acts_and_the_other_takes_over() {
     // Two applications, one switch each: nobody acted twice.
     assert_eq!(emu.call_count("UpdateApplication"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenancy_and_conflicts_across_watched_namespaces() {
+    let c = TestCluster::shared();
+    let emu = emulator().await;
+    for name in ["orders", "payments"] {
+        emu.create_application(REGION, name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    let key = emu.create_key(REGION, None).unwrap();
+    let team = c.create_namespace("ctl-team");
+    let other = c.create_namespace("ctl-other");
+    let tenancy = c.dir().join(format!("tenancy-{team}.yaml"));
+    std::fs::write(
+        &tenancy,
+        format!("namespaces:\n  {team}:\n    applications: [\"orders\"]\n    keys: [\"arn:aws:kms:*\"]\n  {other}:\n    applications: [\"*\"]\n    keys: [\"*\"]\n"),
+    )
+    .unwrap();
+    let ctl = start_controller(
+        c,
+        ControllerOptions {
+            identity: "tenancy-0".into(),
+            resync_period: "5m".into(),
+            leader_election: false,
+            env: vec![],
+        }
+        .env("MSF_CMK_AWS_ENDPOINT_URL", &emu.endpoint())
+        .env("MSF_CMK_NAMESPACES", &format!("{team},{other}"))
+        .env("MSF_CMK_TENANCY_CONFIG", tenancy.to_str().unwrap())
+        .env(
+            "MSF_CMK_OPERATOR_ROLE_ARN",
+            &format!("arn:aws:iam::{}:role/operator", emu.account_id()),
+        ),
+    );
+    let client = c.client().await;
+    let team_api: Api<ApplicationEncryption> = Api::namespaced(client.clone(), &team);
+    let other_api: Api<ApplicationEncryption> = Api::namespaced(client.clone(), &other);
+
+    // Outside the namespace's allowance: NotPermitted, nothing touched in AWS.
+    c.apply_yaml(&manifest("payments", &key), &team)
+        .expect("apply");
+    let reason = |api: Api<ApplicationEncryption>, name: &'static str, want: &'static str| async move {
+        wait_until_async(
+            &format!("{name}: Ready reason {want}"),
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || async {
+                let o = api.get(name).await.map_err(|e| e.to_string())?;
+                let r = o
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.reason.clone());
+                if r.as_deref() == Some(want) {
+                    Ok(())
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+        )
+        .await
+    };
+    reason(team_api.clone(), "payments", "NotPermitted").await;
+    assert_eq!(
+        emu.call_count("DescribeApplication"),
+        0,
+        "{}",
+        ctl.process.log()
+    );
+
+    // Allowed: converges. A newer claim on the same application from another namespace: Conflict.
+    c.apply_yaml(&manifest("orders", &key), &team)
+        .expect("apply");
+    wait_ready(&team_api, "orders", || ctl.process.log()).await;
+    c.apply_yaml(&manifest("orders", &key), &other)
+        .expect("apply");
+    reason(other_api.clone(), "orders", "Conflict").await;
+    assert_eq!(emu.call_count("UpdateApplication"), 1);
+    // Deleting the loser touches nothing (its RevertToAwsOwnedKey is not honoured).
+    c.kubectl(&[
+        "delete",
+        "appenc",
+        "orders",
+        "-n",
+        &other,
+        "--wait=true",
+        "--timeout=30s",
+    ])
+    .ok();
+    assert_eq!(
+        emu.application(REGION, "orders")
+            .unwrap()
+            .encryption
+            .key_type,
+        AppliedKeyType::CustomerManagedKey
+    );
+}
