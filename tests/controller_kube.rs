@@ -353,3 +353,59 @@ async fn tenancy_and_conflicts_across_watched_namespaces() {
         AppliedKeyType::CustomerManagedKey
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_made_in_aws_is_corrected_at_the_next_resync() {
+    let c = TestCluster::shared();
+    let emu = emulator().await;
+    emu.create_application(REGION, "drifty", "FLINK-1_20", ApplicationStatus::Running)
+        .unwrap();
+    let key = emu.create_key(REGION, None).unwrap();
+    let ns = c.create_namespace("ctl-drift");
+    let ctl = start_controller(
+        c,
+        ControllerOptions {
+            identity: "drift-0".into(),
+            resync_period: "2s".into(),
+            leader_election: false,
+            env: vec![],
+        }
+        .env("MSF_CMK_AWS_ENDPOINT_URL", &emu.endpoint())
+        .env("MSF_CMK_NAMESPACES", &ns)
+        .env(
+            "MSF_CMK_OPERATOR_ROLE_ARN",
+            &format!("arn:aws:iam::{}:role/operator", emu.account_id()),
+        ),
+    );
+    let client = c.client().await;
+    let api: Api<ApplicationEncryption> = Api::namespaced(client, &ns);
+    c.apply_yaml(&manifest("drifty", &key), &ns).expect("apply");
+    wait_ready(&api, "drifty", || ctl.process.log()).await;
+
+    // Behind the controller's back: the key policy reset to KMS's default (no watch event).
+    let before = emu.call_count("PutKeyPolicy");
+    let default_policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#,
+        emu.account_id()
+    );
+    emu.put_key_policy_direct(&key, &default_policy).unwrap();
+    wait_until(
+        "the policy to be repaired by a resync",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let p = emu.key_policy(&key).unwrap_or_default();
+            if p.contains("kinesisanalytics.amazonaws.com") {
+                Ok(())
+            } else {
+                Err(ctl.process.log())
+            }
+        },
+    );
+    assert_eq!(emu.call_count("PutKeyPolicy"), before + 1);
+    let (_, metrics) = ctl.get("/metrics").expect("metrics");
+    assert!(
+        metrics.contains(r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#),
+        "{metrics}"
+    );
+}
