@@ -151,7 +151,7 @@ async fn reconcile_object(
 fn error_policy(obj: Arc<ApplicationEncryption>, err: &Error, ctx: Arc<KubeContext>) -> Action {
     let delay = ctx.core.backoff.failed(&object_key(&obj));
     tracing::warn!(resource = %object_key(&obj), error = %err, retry_in = ?delay, "reconcile failed");
-    ctx.core.metrics.reconciled("error", 0.0);
+    ctx.core.metrics.reconcile_errored();
     Action::requeue(delay)
 }
 
