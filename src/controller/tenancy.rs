@@ -152,31 +152,9 @@ fn list(patterns: &[String]) -> String {
     }
 }
 
-/// `*` matches any run of characters (including none), `?` exactly one. Everything else is
-/// literal and case-sensitive (names and ARNs are).
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = s.chars().collect();
-    // Iterative matcher with one backtrack point: linear in practice, no recursion.
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+/// `*` matches any run of characters (including none), `?` exactly one; everything else is
+/// literal and case-sensitive (names and ARNs are). The same matcher as the policy engine's.
+pub use crate::policy::glob::matches as glob;
 
 /// One resource's claim on an application, for conflict detection.
 #[derive(Clone, Debug, PartialEq, Eq)]
