@@ -1,9 +1,193 @@
-//! Placeholder: `demo` (controller issue).
+//! `demo`: the whole flow against the embedded emulator, in-process: no cloud, no cluster.
+//!
+//! Creates sample applications (some RUNNING, some READY) and one shared customer managed key
+//! whose policy is KMS's default (account root `kms:*`, none of MSF's statements), writes sample
+//! manifests, then runs `plan` and `apply` exactly as the commands do and shows the converged
+//! status, the final key policy and the AWS calls it cost. A second plan shows the steady state.
+
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::aws::{ConnectOptions, connect};
+use crate::cli::plan_cmd::{self, Output, batch_core};
+use crate::cli::run_cmd::{LogFormat, init_logging};
+use crate::controller::batch::{self, ApplyOptions};
+use crate::controller::manifests;
+use crate::controller::tenancy::Tenancy;
+use crate::domain::ApplicationStatus;
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::planner::Defaults;
+
+const REGION: &str = "us-east-1";
+const NAMESPACE: &str = "streaming";
 
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Where to write the sample manifests (default: a temporary directory, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
 
-pub async fn run(_a: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// (name, status, desired key: true = the shared CMK)
+const APPS: [(&str, ApplicationStatus, bool); 4] = [
+    ("orders", ApplicationStatus::Running, true),
+    ("payments", ApplicationStatus::Running, true),
+    ("fraud-detection", ApplicationStatus::Ready, true),
+    ("clickstream", ApplicationStatus::Ready, false),
+];
+
+fn manifest(name: &str, cmk: bool, key_ref: &str) -> String {
+    let key = if cmk {
+        format!("  keyType: CustomerManagedKey\n  keyId: {key_ref}\n")
+    } else {
+        "  keyType: AwsOwnedKey\n".to_string()
+    };
+    format!(
+        "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\nspec:\n  applicationName: {name}\n  region: {REGION}\n{key}"
+    )
+}
+
+pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    init_logging(LogFormat::Text, "warn");
+    let emu = Emulator::start(EmulatorConfig {
+        // Long enough to show the wait for UPDATING, short enough for a demo.
+        update_delay: Duration::from_millis(300),
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let account = emu.account_id().to_string();
+    let operator = format!("arn:aws:iam::{account}:role/msf-cmk-operator");
+    for (name, status, _) in &APPS {
+        emu.create_application(REGION, name, "FLINK-1_20", status.clone())?;
+    }
+    let key_arn = emu.create_key(REGION, None)?;
+    emu.create_alias(REGION, "alias/flink-state", &key_arn)?;
+
+    let tmp;
+    let dir = match &a.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempdir()?;
+            tmp.0.clone()
+        }
+    };
+    let mut docs = Vec::new();
+    for (i, (name, _, cmk)) in APPS.iter().enumerate() {
+        // One by alias, the others by key ARN: keys are compared by resolved ARN.
+        let key_ref = if i == 0 {
+            "alias/flink-state"
+        } else {
+            key_arn.as_str()
+        };
+        docs.push(manifest(name, *cmk, key_ref));
+    }
+    let file = dir.join("applicationencryptions.yaml");
+    std::fs::write(&file, docs.join("---\n"))?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "== Embedded AWS emulator at {} (account {account}, {REGION})",
+        emu.endpoint()
+    )?;
+    for (name, status, _) in &APPS {
+        writeln!(
+            out,
+            "   application {name}: {} with the AWS owned key",
+            status.as_wire()
+        )?;
+    }
+    writeln!(
+        out,
+        "   shared key {key_arn} (alias/flink-state): KMS default policy, no MSF statements"
+    )?;
+    writeln!(out, "== Manifests written to {}\n", file.display())?;
+
+    let aws = connect(&ConnectOptions::local(emu.endpoint())).await?;
+    let core = batch_core(
+        aws.msf,
+        aws.kms,
+        Defaults {
+            region: REGION.to_string(),
+            operator_role_arn: Some(operator),
+        },
+        Tenancy(None),
+    );
+    let loaded = manifests::load(std::slice::from_ref(&file)).map_err(anyhow::Error::msg)?;
+
+    writeln!(out, "== msf-cmk-controller plan -f {}\n", file.display())?;
+    let outcomes = batch::plan_all(&core, &loaded.manifests, 8).await;
+    plan_cmd::print_plan(&mut out, &loaded.manifests, &outcomes, Output::Text)?;
+
+    writeln!(out, "\n== msf-cmk-controller apply -f {}\n", file.display())?;
+    out.flush()?;
+    emu.reset_counts();
+    let opts = ApplyOptions {
+        concurrency: 8,
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(250),
+    };
+    let done = plan_cmd::apply_with_progress(&core, &loaded.manifests, opts).await;
+    let code = plan_cmd::print_apply(&mut out, &core, &loaded.manifests, &done, Output::Text)?;
+    let apply_calls = emu.call_counts();
+
+    writeln!(
+        out,
+        "\n== Status of {NAMESPACE}/orders (as `kubectl get appenc orders -o yaml` would show it)\n"
+    )?;
+    if let Some(d) = done.first() {
+        write!(out, "{}", serde_yaml::to_string(&d.outcome.status)?)?;
+    }
+    writeln!(out, "\n== Final key policy of {key_arn}\n")?;
+    let policy = emu.key_policy(&key_arn).unwrap_or_default();
+    let pretty = serde_json::from_str::<serde_json::Value>(&policy)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or(policy);
+    writeln!(out, "{pretty}")?;
+
+    writeln!(out, "\n== AWS calls made by apply (emulator's count)\n")?;
+    for (op, n) in &apply_calls {
+        writeln!(out, "   {op:<22} {n}")?;
+    }
+
+    // Steady state: what a resync costs once everything has converged.
+    emu.reset_counts();
+    let again = batch::plan_all(&core, &loaded.manifests, 8).await;
+    let pending = again
+        .iter()
+        .filter(|o| o.first_plan.as_ref().is_some_and(|p| !p.steps.is_empty()))
+        .count();
+    writeln!(
+        out,
+        "\n== Resync (plan again): {pending} resource(s) with changes; AWS calls: {}",
+        emu.call_counts()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(out, "   (reads only: a converged resource costs no write)")?;
+    out.flush()?;
+    emu.shutdown().await;
+    Ok(ExitCode::from(code))
+}
+
+/// A temporary directory removed on drop (tempfile is a dev-dependency only).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> anyhow::Result<TempDir> {
+    let p = std::env::temp_dir().join(format!("msf-cmk-demo-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&p)?;
+    Ok(TempDir(p))
 }

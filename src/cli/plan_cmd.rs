@@ -1,16 +1,515 @@
-//! Placeholder: `plan` and `apply` (controller issue).
+//! `plan` and `apply`: the controller's reconcile for manifests on disk, without a cluster
+//! (what a GitOps pipeline runs before merge). Resources that share a key share one policy
+//! write. See docs/controller.md for the exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-#[derive(Debug, clap::Args)]
-pub struct PlanArgs {}
+use anyhow::Context as _;
+use serde_json::{Value, json};
 
-#[derive(Debug, clap::Args)]
-pub struct ApplyArgs {}
+use crate::aws::{ConnectOptions, connect};
+use crate::cli::BadInput;
+use crate::cli::run_cmd::{LogFormat, init_logging, load_tenancy, parse_duration};
+use crate::controller::batch::{self, ApplyOptions, Done};
+use crate::controller::context::{Core, Settings};
+use crate::controller::manifests::{self, Manifest};
+use crate::controller::metrics::Metrics;
+use crate::controller::reconcile::{Next, Outcome};
+use crate::controller::status;
+use crate::controller::tenancy::Tenancy;
+use crate::planner::{Defaults, Step};
 
-pub async fn run_plan(_a: PlanArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Exit codes (documented in docs/controller.md).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+pub const EXIT_CHANGES_PENDING: u8 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
-pub async fn run_apply(_a: ApplyArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
+    /// Manifest files or directories (YAML, multi-document; other kinds are skipped).
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    pub paths: Vec<PathBuf>,
+
+    /// Default AWS region for resources without spec.region.
+    #[arg(long, env = "MSF_CMK_REGION")]
+    pub region: Option<String>,
+
+    /// The operator role named in the key policy when a resource does not set one.
+    #[arg(long, env = "MSF_CMK_OPERATOR_ROLE_ARN")]
+    pub operator_role_arn: Option<String>,
+
+    /// One endpoint for MSF and KMS (e.g. the embedded emulator).
+    #[arg(long, env = "MSF_CMK_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Tenancy configuration, as for `run`.
+    #[arg(long, env = "MSF_CMK_TENANCY_CONFIG")]
+    pub tenancy_config: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: Output,
+
+    /// Resources processed at the same time.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Give up waiting for one resource after this long (e.g. while its application is UPDATING).
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Poll at most this far apart while an application is in a transient status.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+}
+
+/// Builds the shared core for a batch run.
+pub fn batch_core(
+    aws_msf: Arc<dyn crate::aws::MsfApi>,
+    aws_kms: Arc<dyn crate::aws::KmsApi>,
+    defaults: Defaults,
+    tenancy: Tenancy,
+) -> Core {
+    Core::new(
+        aws_msf,
+        aws_kms,
+        defaults,
+        tenancy,
+        Settings {
+            // One run: a policy read is shared by every resource of the key for the whole run
+            // (a write always re-reads first).
+            policy_share_window: Duration::from_secs(3600),
+            ..Settings::default()
+        },
+        Arc::new(Metrics::new()),
+    )
+}
+
+async fn prepare(c: &CommonArgs) -> anyhow::Result<(Core, Vec<Manifest>)> {
+    init_logging(LogFormat::Text, "warn");
+    let loaded = manifests::load(&c.paths).map_err(BadInput)?;
+    if loaded.manifests.is_empty() {
+        return Err(BadInput(format!(
+            "no ApplicationEncryption in {} ({} other documents skipped)",
+            c.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            loaded.skipped
+        ))
+        .into());
+    }
+    if let Some(role) = &c.operator_role_arn {
+        crate::arn::Arn::parse_role(role)
+            .map_err(|e| BadInput(format!("--operator-role-arn: {e}")))?;
+    }
+    let tenancy = load_tenancy(c.tenancy_config.as_ref())?;
+    let opts = ConnectOptions {
+        endpoint_url: c.aws_endpoint_url.clone(),
+        region: c.region.clone(),
+        static_credentials: c.aws_endpoint_url.is_some()
+            && std::env::var_os("AWS_ACCESS_KEY_ID").is_none(),
+        ..ConnectOptions::default()
+    };
+    let aws = connect(&opts).await.context("configuring AWS clients")?;
+    let core = batch_core(
+        aws.msf,
+        aws.kms,
+        Defaults {
+            region: aws.default_region,
+            operator_role_arn: c.operator_role_arn.clone(),
+        },
+        tenancy,
+    );
+    Ok((core, loaded.manifests))
+}
+
+pub async fn run_plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
+    let (core, manifests) = prepare(&a.common).await?;
+    let outcomes = batch::plan_all(&core, &manifests, a.common.concurrency).await;
+    let mut out = std::io::stdout().lock();
+    let code = print_plan(&mut out, &manifests, &outcomes, a.common.output)?;
+    Ok(ExitCode::from(code))
+}
+
+pub async fn run_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let (core, manifests) = prepare(&a.common).await?;
+    let opts = ApplyOptions {
+        concurrency: a.common.concurrency.max(1),
+        timeout: a.timeout,
+        poll: a.poll_interval,
+    };
+    let done = apply_with_progress(&core, &manifests, opts).await;
+    let mut out = std::io::stdout().lock();
+    let code = print_apply(&mut out, &core, &manifests, &done, a.common.output)?;
+    Ok(ExitCode::from(code))
+}
+
+/// `apply_all` with progress on stderr: every resource when there are few, else about every 5%.
+pub async fn apply_with_progress(
+    core: &Core,
+    manifests: &[Manifest],
+    opts: ApplyOptions,
+) -> Vec<Done> {
+    let total = manifests.len();
+    let finished = AtomicUsize::new(0);
+    let start = Instant::now();
+    let step = if total <= 50 { 1 } else { total.div_ceil(20) };
+    batch::apply_all(core, manifests, opts, |d| {
+        let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
+        if n.is_multiple_of(step) || n == total {
+            let m = &manifests[d.index];
+            let (ready, reason) = ready_of(&d.outcome);
+            eprintln!(
+                "[{n:>width$}/{total}] {:.1}s {}/{}: Ready={ready} {reason}",
+                start.elapsed().as_secs_f64(),
+                m.namespace,
+                m.name,
+                width = total.to_string().len()
+            );
+        }
+    })
+    .await
+}
+
+fn ready_of(o: &Outcome) -> (String, String) {
+    status::ready(&o.status).map_or(("Unknown".into(), String::new()), |c| {
+        (c.status.clone(), c.reason.clone())
+    })
+}
+
+fn ready_message(o: &Outcome) -> String {
+    status::ready(&o.status).map_or(String::new(), |c| c.message.clone())
+}
+
+/// A write step, or a transient wait: the resource is not in its desired state yet.
+fn has_changes(o: &Outcome) -> bool {
+    o.first_plan.as_ref().is_some_and(|p| {
+        p.steps.iter().any(|s| {
+            matches!(
+                s,
+                Step::PutKeyPolicy { .. } | Step::UpdateApplication(_) | Step::Requeue { .. }
+            )
+        })
+    })
+}
+
+fn is_failure(o: &Outcome) -> bool {
+    matches!(o.next, Next::Blocked | Next::Refused | Next::Failed(_))
+}
+
+fn step_json(step: &Step) -> Value {
+    match step {
+        Step::UpdateApplication(u) => json!({
+            "step": "updateApplication",
+            "region": u.region,
+            "applicationName": u.application_name,
+            "request": u.to_request_json(),
+        }),
+        Step::PutKeyPolicy {
+            region,
+            key_arn,
+            applications,
+            changed_sids,
+            ..
+        } => json!({
+            "step": "putKeyPolicy",
+            "region": region,
+            "keyArn": key_arn,
+            "applications": applications,
+            "changedSids": changed_sids,
+        }),
+        other => serde_json::to_value(other).unwrap_or(Value::Null),
+    }
+}
+
+/// Distinct key policy writes across all plans (co-tenants make them identical per key).
+fn policy_writes(outcomes: &[Outcome]) -> Vec<&Step> {
+    let mut seen = std::collections::BTreeSet::new();
+    outcomes
+        .iter()
+        .filter_map(|o| o.first_plan.as_ref())
+        .flat_map(|p| p.steps.iter())
+        .filter(|s| match s {
+            Step::PutKeyPolicy { key_arn, .. } => seen.insert(key_arn.clone()),
+            _ => false,
+        })
+        .collect()
+}
+
+/// Prints the plan; returns the exit code.
+pub fn print_plan(
+    out: &mut impl Write,
+    manifests: &[Manifest],
+    outcomes: &[Outcome],
+    format: Output,
+) -> anyhow::Result<u8> {
+    let writes = policy_writes(outcomes);
+    let updates: Vec<(&Manifest, &Step)> = manifests
+        .iter()
+        .zip(outcomes)
+        .flat_map(|(m, o)| {
+            o.first_plan
+                .iter()
+                .flat_map(|p| p.steps.iter())
+                .filter(|s| matches!(s, Step::UpdateApplication(_)))
+                .map(move |s| (m, s))
+        })
+        .collect();
+    let pending = outcomes.iter().filter(|o| has_changes(o)).count();
+    let failed = outcomes.iter().filter(|o| is_failure(o)).count();
+    let code = if failed > 0 {
+        EXIT_FAILED
+    } else if pending > 0 {
+        EXIT_CHANGES_PENDING
+    } else {
+        EXIT_OK
+    };
+    if format == Output::Json {
+        let resources: Vec<Value> = manifests
+            .iter()
+            .zip(outcomes)
+            .map(|(m, o)| {
+                let (ready, reason) = ready_of(o);
+                json!({
+                    "namespace": m.namespace,
+                    "name": m.name,
+                    "applicationName": m.spec.application_name,
+                    "ready": ready,
+                    "reason": reason,
+                    "message": ready_message(o),
+                    "steps": o.first_plan.iter().flat_map(|p| p.steps.iter()).map(step_json).collect::<Vec<_>>(),
+                    "conditions": o.status.conditions,
+                    "keyPolicy": o.status.key_policy,
+                })
+            })
+            .collect();
+        let key_writes: Vec<Value> = writes
+            .iter()
+            .filter_map(|s| match s {
+                Step::PutKeyPolicy {
+                    region,
+                    key_arn,
+                    policy,
+                    applications,
+                    changed_sids,
+                } => Some(json!({
+                    "region": region,
+                    "keyArn": key_arn,
+                    "applications": applications,
+                    "changedSids": changed_sids,
+                    "policyBytes": policy.len(),
+                    "policy": serde_json::from_str::<Value>(policy).unwrap_or_else(|_| Value::String(policy.clone())),
+                })),
+                _ => None,
+            })
+            .collect();
+        let doc = json!({
+            "resources": resources,
+            "keyPolicyWrites": key_writes,
+            "summary": {
+                "resources": manifests.len(),
+                "keyPolicyWrites": writes.len(),
+                "applicationUpdates": updates.len(),
+                "pending": pending,
+                "blocked": failed,
+                "exitCode": code,
+            }
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(code);
+    }
+
+    writeln!(
+        out,
+        "Plan for {} ApplicationEncryption resource(s)",
+        manifests.len()
+    )?;
+    if !writes.is_empty() {
+        writeln!(out, "\nKey policy writes ({}):", writes.len())?;
+        for s in &writes {
+            if let Step::PutKeyPolicy {
+                region,
+                key_arn,
+                policy,
+                applications,
+                changed_sids,
+            } = s
+            {
+                writeln!(
+                    out,
+                    "  PutKeyPolicy {key_arn} ({region}), {} bytes",
+                    policy.len()
+                )?;
+                writeln!(
+                    out,
+                    "    add or repair statements: {}",
+                    changed_sids.join(", ")
+                )?;
+                writeln!(out, "    for applications:")?;
+                for a in applications.iter() {
+                    writeln!(out, "      {a}")?;
+                }
+            }
+        }
+    }
+    if !updates.is_empty() {
+        writeln!(out, "\nApplication updates ({}):", updates.len())?;
+        for (m, s) in &updates {
+            if let Step::UpdateApplication(u) = s {
+                writeln!(
+                    out,
+                    "  {}/{}: UpdateApplication in {} (restarts the application if it is RUNNING)",
+                    m.namespace, m.name, u.region
+                )?;
+                for line in serde_json::to_string_pretty(&u.to_request_json())?.lines() {
+                    writeln!(out, "    {line}")?;
+                }
+            }
+        }
+    }
+    writeln!(out, "\nResources:")?;
+    for (m, o) in manifests.iter().zip(outcomes) {
+        let (ready, reason) = ready_of(o);
+        let what = if has_changes(o) {
+            "changes pending"
+        } else if is_failure(o) {
+            "blocked"
+        } else {
+            "no change"
+        };
+        writeln!(
+            out,
+            "  {}/{} (application {}): {what}; Ready={ready} {reason}",
+            m.namespace, m.name, m.spec.application_name
+        )?;
+        if ready != "True" {
+            writeln!(out, "      {}", ready_message(o))?;
+        }
+    }
+    writeln!(
+        out,
+        "\n{} key policy write(s), {} application update(s), {} blocked. Exit code {code}.",
+        writes.len(),
+        updates.len(),
+        failed
+    )?;
+    Ok(code)
+}
+
+/// Prints the result of `apply`; returns the exit code.
+pub fn print_apply(
+    out: &mut impl Write,
+    core: &Core,
+    manifests: &[Manifest],
+    done: &[Done],
+    format: Output,
+) -> anyhow::Result<u8> {
+    let converged = done
+        .iter()
+        .filter(|d| d.outcome.next == Next::Converged && d.outcome.ready() == "True")
+        .count();
+    let code = if converged == done.len() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    };
+    let calls = core.metrics.aws_call_totals();
+    let puts: u32 = done.iter().map(|d| d.outcome.key_policy_writes).sum();
+    let updates: u32 = done.iter().map(|d| d.outcome.application_updates).sum();
+    if format == Output::Json {
+        let resources: Vec<Value> = done
+            .iter()
+            .map(|d| {
+                let m = &manifests[d.index];
+                let (ready, reason) = ready_of(&d.outcome);
+                json!({
+                    "namespace": m.namespace,
+                    "name": m.name,
+                    "applicationName": m.spec.application_name,
+                    "ready": ready,
+                    "reason": reason,
+                    "status": d.outcome.status,
+                })
+            })
+            .collect();
+        let doc = json!({
+            "resources": resources,
+            "awsCalls": calls,
+            "summary": {"resources": done.len(), "converged": converged, "exitCode": code},
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(code);
+    }
+    let width = manifests
+        .iter()
+        .map(|m| m.namespace.len() + m.name.len() + 1)
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    writeln!(
+        out,
+        "{:<width$}  {:<6}  {:<28}  MESSAGE",
+        "RESOURCE", "READY", "REASON"
+    )?;
+    for d in done {
+        let m = &manifests[d.index];
+        let (ready, reason) = ready_of(&d.outcome);
+        writeln!(
+            out,
+            "{:<width$}  {:<6}  {:<28}  {}",
+            format!("{}/{}", m.namespace, m.name),
+            ready,
+            reason,
+            ready_message(&d.outcome)
+        )?;
+    }
+    let call_list: Vec<String> = calls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    writeln!(
+        out,
+        "\n{converged}/{} converged; {puts} key policy write(s), {updates} application update(s).\nAWS calls: {}",
+        done.len(),
+        if call_list.is_empty() {
+            "none".to_string()
+        } else {
+            call_list.join(", ")
+        }
+    )?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exit_codes_are_distinct() {
+        use super::*;
+        let codes = [EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CHANGES_PENDING];
+        let set: std::collections::BTreeSet<_> = codes.iter().collect();
+        assert_eq!(set.len(), codes.len());
+    }
 }

@@ -1,9 +1,250 @@
-//! Placeholder: `run` (controller issue).
+//! `run`: the controller. Every flag has an environment fallback (`MSF_CMK_*`) so the
+//! Deployment can be configured either way. See docs/controller.md.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::aws::{ConnectOptions, connect};
+use crate::cli::BadInput;
+use crate::controller::context::{Core, Settings};
+use crate::controller::http::{self, Health};
+use crate::controller::kube_loop;
+use crate::controller::leader::{self, LeaderConfig};
+use crate::controller::metrics::Metrics;
+use crate::controller::tenancy::{Tenancy, TenancyConfig};
+use crate::planner::Defaults;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Namespace to watch (repeatable, or comma-separated in the env var). Default: all.
+    #[arg(long = "namespace", env = "MSF_CMK_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
 
-pub async fn run(_a: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+    /// Steady-state resync: how often a converged resource is compared with AWS again (drift
+    /// made in AWS raises no watch event). e.g. 30s, 5m, 1h.
+    #[arg(long, env = "MSF_CMK_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    pub resync_period: Duration,
+
+    /// The IAM role that calls UpdateApplication, named in the key policy statements, when a
+    /// resource does not set spec.keyPolicy.operatorRoleArn.
+    #[arg(long, env = "MSF_CMK_OPERATOR_ROLE_ARN")]
+    pub operator_role_arn: Option<String>,
+
+    /// Default AWS region (else AWS_REGION / the shared config / instance metadata).
+    #[arg(long, env = "MSF_CMK_REGION")]
+    pub region: Option<String>,
+
+    /// Tenancy configuration file (YAML or JSON; mount it from a ConfigMap). Without it every
+    /// namespace may claim any application and key.
+    #[arg(long, env = "MSF_CMK_TENANCY_CONFIG")]
+    pub tenancy_config: Option<PathBuf>,
+
+    /// Elect a leader on a Lease so that only one replica acts.
+    #[arg(long, env = "MSF_CMK_LEADER_ELECTION")]
+    pub leader_election: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "MSF_CMK_LEASE_NAME", default_value = "msf-cmk-controller")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease. Default: POD_NAMESPACE.
+    #[arg(long, env = "MSF_CMK_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// A leader that has not renewed its lease for this long is replaced.
+    #[arg(long, env = "MSF_CMK_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Address of /metrics, /livez and /readyz.
+    #[arg(long, env = "MSF_CMK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "MSF_CMK_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// One endpoint for MSF and KMS (an emulator); default: the standard AWS endpoint chain.
+    #[arg(long, env = "MSF_CMK_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Resources reconciled at the same time.
+    #[arg(long, env = "MSF_CMK_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+}
+
+/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 1h)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    if d.is_zero() {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(d)
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default level.
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Reads and parses the tenancy file (bad input: exit code 2).
+pub fn load_tenancy(path: Option<&PathBuf>) -> anyhow::Result<Tenancy> {
+    let Some(path) = path else {
+        return Ok(Tenancy(None));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BadInput(format!(
+            "cannot read tenancy config {}: {e}",
+            path.display()
+        ))
+    })?;
+    let cfg =
+        TenancyConfig::parse(&text).map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
+    Ok(Tenancy(Some(cfg)))
+}
+
+pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    init_logging(a.log_format, "info");
+    let tenancy = load_tenancy(a.tenancy_config.as_ref())?;
+    if tenancy.admits_all() {
+        tracing::warn!(
+            "no tenancy configuration (--tenancy-config): every namespace may claim any application and key"
+        );
+    }
+    if let Some(role) = &a.operator_role_arn {
+        crate::arn::Arn::parse_role(role)
+            .map_err(|e| BadInput(format!("--operator-role-arn: {e}")))?;
+    }
+    let lease_namespace = a
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .filter(|s| !s.is_empty());
+    if a.leader_election && lease_namespace.is_none() {
+        return Err(
+            BadInput("--leader-election needs --lease-namespace or POD_NAMESPACE".into()).into(),
+        );
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let (addr, _server) = http::serve(a.metrics_addr, metrics.clone(), health.clone()).await?;
+    tracing::info!(%addr, "serving /metrics, /livez, /readyz");
+
+    let opts = ConnectOptions {
+        endpoint_url: a.aws_endpoint_url.clone(),
+        region: a.region.clone(),
+        static_credentials: a.aws_endpoint_url.is_some()
+            && std::env::var_os("AWS_ACCESS_KEY_ID").is_none(),
+        ..ConnectOptions::default()
+    };
+    let aws = connect(&opts).await.context("configuring AWS clients")?;
+    // Two rustls crypto providers are linked (ring for kube, aws-lc-rs for the AWS SDK):
+    // without a process-wide choice the Kubernetes client cannot build its TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_default()
+        .await
+        .context("configuring the Kubernetes client (kubeconfig or in-cluster)")?;
+    let core = Arc::new(Core::new(
+        aws.msf.clone(),
+        aws.kms.clone(),
+        Defaults {
+            region: aws.default_region.clone(),
+            operator_role_arn: a.operator_role_arn.clone(),
+        },
+        tenancy,
+        Settings {
+            resync: a.resync_period,
+            // Share reads within a resync wave, never longer than half a resync.
+            policy_share_window: (a.resync_period / 2).min(Duration::from_secs(30)),
+            ..Settings::default()
+        },
+        metrics,
+    ));
+    tracing::info!(
+        namespaces = ?a.namespaces,
+        region = %aws.default_region,
+        resync = ?a.resync_period,
+        leader_election = a.leader_election,
+        "starting"
+    );
+
+    let namespaces = a.namespaces.clone();
+    let concurrency = a.concurrency.max(1);
+    if a.leader_election {
+        let cfg = LeaderConfig {
+            lease_name: a.lease_name.clone(),
+            lease_namespace: lease_namespace.unwrap_or_default(),
+            identity: std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("msf-cmk-controller-{}", uuid::Uuid::new_v4())),
+            duration: a.lease_duration,
+            grace: (a.lease_duration / 3).max(Duration::from_secs(1)),
+        };
+        let h = health.clone();
+        let run_client = client.clone();
+        let shutdown = tokio::signal::ctrl_c();
+        tokio::select! {
+            r = leader::run_when_leader(
+                client,
+                cfg,
+                move |leading| h.set(if leading { Health::LEADER } else { Health::STANDBY }),
+                move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency),
+            ) => r?,
+            _ = shutdown => tracing::info!("interrupted: stopping"),
+        }
+    } else {
+        health.set(Health::LEADER);
+        kube_loop::run_controllers(client, core, namespaces, concurrency).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
 }

@@ -1,1 +1,24 @@
-//! Placeholder: filled in by its issue.
+//! The controller: turns the pure core (planner, policy engine) and the AWS adapters into a
+//! product that converges every `ApplicationEncryption` and tells the truth about it.
+//!
+//! The pipeline of one reconcile ([`reconcile`]) is observe -> plan -> apply -> status:
+//! - I/O: [`observe`] (reads), [`apply`] (writes), and the Kubernetes side in [`kube_loop`]
+//!   (finalizer, status patch, events), [`finalizer`], [`http`], [`leader`].
+//! - PURE: [`status`] (the status builder), [`tenancy`] (the guard), [`backoff`].
+//! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
+
+pub mod apply;
+pub mod backoff;
+pub mod batch;
+pub mod context;
+pub mod finalizer;
+pub mod http;
+pub mod key_locks;
+pub mod kube_loop;
+pub mod leader;
+pub mod manifests;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod status;
+pub mod tenancy;

@@ -1,0 +1,194 @@
+//! Reconciling many manifests at once, without a cluster (`plan` / `apply`, the demo, the
+//! benchmarks). Every resource sees all the others as peers, so the applications sharing a key
+//! are written in one PutKeyPolicy (the key lock and the shared read do the rest).
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+
+use crate::api::ApplicationEncryptionStatus;
+use crate::controller::context::Core;
+use crate::controller::manifests::Manifest;
+use crate::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
+use crate::controller::tenancy::{Claim, conflicting_owner};
+use crate::domain::ErrorCategory;
+
+/// How `apply` waits for resources in transient states.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyOptions {
+    pub concurrency: usize,
+    /// Give up on one resource after this long (it is reported as not converged).
+    pub timeout: Duration,
+    /// Poll at most this far apart while an application is UPDATING.
+    pub poll: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            timeout: Duration::from_secs(900),
+            poll: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One resource's result.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub index: usize,
+    pub outcome: Outcome,
+    pub passes: u32,
+}
+
+fn peers(manifests: &[Manifest]) -> Vec<Peer> {
+    manifests
+        .iter()
+        .map(|m| Peer {
+            namespace: m.namespace.clone(),
+            name: m.name.clone(),
+            spec: m.spec.clone(),
+        })
+        .collect()
+}
+
+/// The conflict message of each manifest: among files there is no creation time, so the
+/// first by namespace/name keeps the application.
+fn conflicts(manifests: &[Manifest], default_region: &str) -> Vec<Option<String>> {
+    let regions: Vec<String> = manifests
+        .iter()
+        .map(|m| {
+            m.spec
+                .region
+                .clone()
+                .unwrap_or_else(|| default_region.to_string())
+        })
+        .collect();
+    let claims: Vec<Claim<'_>> = manifests
+        .iter()
+        .zip(&regions)
+        .map(|(m, r)| Claim {
+            namespace: &m.namespace,
+            name: &m.name,
+            created: None,
+            region: r,
+            application_name: &m.spec.application_name,
+        })
+        .collect();
+    claims
+        .iter()
+        .map(|me| {
+            conflicting_owner(me, &claims).map(|o| {
+                format!(
+                    "Application {} in {} is already claimed by ApplicationEncryption {}/{}.",
+                    me.application_name, me.region, o.namespace, o.name
+                )
+            })
+        })
+        .collect()
+}
+
+/// Plans every manifest (reads only). Results in input order.
+pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -> Vec<Outcome> {
+    let peers = peers(manifests);
+    let conflicts = conflicts(manifests, &core.defaults.region);
+    let mut out: Vec<(usize, Outcome)> = futures::stream::iter(manifests.iter().enumerate())
+        .map(|(i, m)| {
+            let subject = Subject {
+                namespace: &m.namespace,
+                name: &m.name,
+                spec: &m.spec,
+                generation: Some(1),
+                previous: None,
+                conflict: conflicts[i].clone(),
+            };
+            let peers = &peers;
+            async move {
+                let o = reconcile::reconcile(core, &subject, peers, Mode::DryRun, Utc::now()).await;
+                (i, o)
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, o)| o).collect()
+}
+
+/// Converges every manifest once: each is reconciled until converged, blocked or out of time.
+/// `on_done` is called as each finishes (progress output). Results in input order.
+pub async fn apply_all(
+    core: &Core,
+    manifests: &[Manifest],
+    opts: ApplyOptions,
+    on_done: impl Fn(&Done) + Sync,
+) -> Vec<Done> {
+    let peers = peers(manifests);
+    let conflicts = conflicts(manifests, &core.defaults.region);
+    let on_done = &on_done;
+    let mut out: Vec<Done> = futures::stream::iter(manifests.iter().enumerate())
+        .map(|(i, m)| {
+            let peers = &peers;
+            let conflict = conflicts[i].clone();
+            async move {
+                let done = converge(core, i, m, peers, conflict, opts).await;
+                on_done(&done);
+                done
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|d| d.index);
+    out
+}
+
+async fn converge(
+    core: &Core,
+    index: usize,
+    m: &Manifest,
+    peers: &[Peer],
+    conflict: Option<String>,
+    opts: ApplyOptions,
+) -> Done {
+    let start = Instant::now();
+    let key = format!("{}/{}", m.namespace, m.name);
+    let mut previous: Option<ApplicationEncryptionStatus> = None;
+    let mut passes = 0u32;
+    loop {
+        passes += 1;
+        let subject = Subject {
+            namespace: &m.namespace,
+            name: &m.name,
+            spec: &m.spec,
+            generation: Some(1),
+            previous: previous.as_ref(),
+            conflict: conflict.clone(),
+        };
+        let outcome = reconcile::reconcile(core, &subject, peers, Mode::Execute, Utc::now()).await;
+        let wait = match outcome.next {
+            Next::Waiting(d) => d.min(opts.poll),
+            Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => core
+                .backoff
+                .failed(&key)
+                .min(opts.poll.max(Duration::from_millis(100)) * 4),
+            _ => {
+                return Done {
+                    index,
+                    outcome,
+                    passes,
+                };
+            }
+        };
+        if start.elapsed() + wait > opts.timeout {
+            return Done {
+                index,
+                outcome,
+                passes,
+            };
+        }
+        previous = Some(outcome.status.clone());
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -1,0 +1,79 @@
+//! The state shared by every reconcile in one process: AWS clients (metered), controller-wide
+//! defaults, the tenancy guard, per-key locks and caches, per-object backoff, metrics.
+//!
+//! Used alike by `run` (the Kubernetes controller) and by `plan` / `apply` (manifests on disk).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aws::{KmsApi, MsfApi};
+use crate::controller::backoff::{Backoff, BackoffPolicy};
+use crate::controller::key_locks::{KeyLocks, ResolvedKeys};
+use crate::controller::metrics::{MeteredKms, MeteredMsf, Metrics};
+use crate::controller::tenancy::Tenancy;
+use crate::planner::Defaults;
+
+/// Timing knobs.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Steady-state resync: drift made in AWS raises no watch event, so look again this often.
+    pub resync: Duration,
+    /// How long one reconcile's GetKeyPolicy result may be reused by the other applications of
+    /// the same key (shared reads within a resync wave).
+    pub policy_share_window: Duration,
+    /// Backoff for transient errors.
+    pub backoff: BackoffPolicy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(300),
+            policy_share_window: Duration::from_secs(30),
+            backoff: BackoffPolicy::default(),
+        }
+    }
+}
+
+pub struct Core {
+    pub msf: Arc<dyn MsfApi>,
+    pub kms: Arc<dyn KmsApi>,
+    pub defaults: Defaults,
+    pub tenancy: Tenancy,
+    pub key_locks: KeyLocks,
+    pub resolved_keys: ResolvedKeys,
+    pub backoff: Backoff,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+}
+
+impl Core {
+    /// Wraps the clients in the metering decorators so every AWS call is counted.
+    pub fn new(
+        msf: Arc<dyn MsfApi>,
+        kms: Arc<dyn KmsApi>,
+        defaults: Defaults,
+        tenancy: Tenancy,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            msf: Arc::new(MeteredMsf {
+                inner: msf,
+                metrics: metrics.clone(),
+            }),
+            kms: Arc::new(MeteredKms {
+                inner: kms,
+                metrics: metrics.clone(),
+            }),
+            defaults,
+            tenancy,
+            key_locks: KeyLocks::new(settings.policy_share_window),
+            // Aliases are rarely re-pointed; a resync period is a fair bound on staleness.
+            resolved_keys: ResolvedKeys::new(settings.resync),
+            backoff: Backoff::new(settings.backoff),
+            metrics,
+            settings,
+        }
+    }
+}

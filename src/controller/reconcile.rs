@@ -1,0 +1,562 @@
+//! The reconcile of one `ApplicationEncryption`, independent of Kubernetes:
+//!
+//! ```text
+//! admit (tenancy, conflict; pure) -> observe (reads) -> plan (pure) -> apply one write step
+//!        -> re-plan from what AWS now says ... -> status (pure) + events + what to do next
+//! ```
+//!
+//! Used by `run` (the kube-runtime controller wraps it with finalizer, status patch and events)
+//! and by `plan` / `apply` (manifests on disk). Only `observe` and `apply` do I/O.
+//!
+//! Why re-plan after each write instead of executing the whole plan blindly: the status must
+//! tell the truth, and the truth after a write is what AWS answers (the key policy re-read to
+//! verify, the application as MSF describes it after UpdateApplication, e.g. UPDATING). It also
+//! makes a crash between PutKeyPolicy and UpdateApplication harmless: the next reconcile reads
+//! a compliant policy and plans only the update.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{
+    ApplicationEncryptionSpec, ApplicationEncryptionStatus, KeyPolicyMode, KeyType, condition_types,
+};
+use crate::controller::apply;
+use crate::controller::context::Core;
+use crate::controller::key_locks::KeyGuard;
+use crate::controller::observe::{self, kms_region};
+use crate::controller::status::{self, StatusInput};
+use crate::controller::tenancy::KeyVerdict;
+use crate::domain::{AppliedKeyType, ErrorCategory, Observed, ObservedApplication, ObservedKey};
+use crate::planner::{self, CoTenant, ConditionReport, ConditionStatus, Plan, PlanInput, Step};
+
+/// Requeue while a write just happened but another is still wanted (e.g. MSF still reports
+/// the old key right after the update): short, the application is changing.
+const SHORT_REQUEUE: Duration = Duration::from_secs(15);
+
+/// Guards against a plan that keeps asking for writes; a real reconcile needs at most 4 passes
+/// (re-read, put, update, final).
+const MAX_PASSES: usize = 6;
+
+/// The resource being reconciled.
+#[derive(Clone, Debug)]
+pub struct Subject<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a ApplicationEncryptionSpec,
+    pub generation: Option<i64>,
+    pub previous: Option<&'a ApplicationEncryptionStatus>,
+    /// Set by the caller when an older resource claims the same application and region.
+    pub conflict: Option<String>,
+}
+
+/// Another resource of the same controller, a possible co-tenant of the key.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub namespace: String,
+    pub name: String,
+    pub spec: ApplicationEncryptionSpec,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Make the planned changes.
+    Execute,
+    /// Plan only (the `plan` command): reads, no write.
+    DryRun,
+}
+
+/// What the reconcile concluded about when to look again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing to do: steady-state resync.
+    Converged,
+    /// A transient state (application UPDATING, ...): look again soon.
+    Waiting(Duration),
+    /// Terminal: needs a spec change or a fix made in AWS.
+    Blocked,
+    /// A call failed; transient and conflict errors back off, terminal ones wait.
+    Failed(ErrorCategory),
+    /// Tenancy guard or conflict: nothing in AWS was touched.
+    Refused,
+    /// Dry run: writes are pending.
+    Pending,
+}
+
+/// A Kubernetes Event to publish (data; `run` publishes, `apply` prints).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: String,
+    pub action: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: ApplicationEncryptionStatus,
+    pub events: Vec<Note>,
+    pub next: Next,
+    /// The plan made from the first observation (what `plan` shows).
+    pub first_plan: Option<Plan>,
+    pub key_policy_writes: u32,
+    pub application_updates: u32,
+    /// The resolved ARN of the desired key, when known.
+    pub desired_key_arn: Option<String>,
+}
+
+impl Outcome {
+    /// The status' Ready condition status ("True", "False", "Unknown").
+    pub fn ready(&self) -> &str {
+        status::ready(&self.status).map_or("Unknown", |c| c.status.as_str())
+    }
+}
+
+/// What was read, updated as writes happen.
+struct Observation {
+    application: Observed<ObservedApplication>,
+    desired_key: Observed<ObservedKey>,
+    current_key: Observed<ObservedKey>,
+    key_policy: Observed<String>,
+    policy_fresh: bool,
+}
+
+pub async fn reconcile(
+    core: &Core,
+    subject: &Subject<'_>,
+    peers: &[Peer],
+    mode: Mode,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let spec = subject.spec;
+    let region = spec
+        .region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| core.defaults.region.clone());
+    if region.is_empty() {
+        return refused(
+            subject,
+            "RegionUnknown",
+            "spec.region is not set and the controller has no default region (--region / AWS_REGION).",
+            now,
+        );
+    }
+
+    // Admission: tenancy (application, then key) and conflicts, before anything in AWS.
+    if let Err(msg) = core
+        .tenancy
+        .check_application(subject.namespace, &spec.application_name)
+    {
+        return refused(subject, "NotPermitted", &msg, now);
+    }
+    if let Some(msg) = &subject.conflict {
+        return refused(subject, "Conflict", msg, now);
+    }
+    let mut desired_key = None;
+    if let (KeyType::CustomerManagedKey, Some(key_id)) = (spec.key_type, spec.key_id.as_deref()) {
+        match core.tenancy.check_key(subject.namespace, key_id, None) {
+            KeyVerdict::Permitted => {}
+            KeyVerdict::NotPermitted(msg) => return refused(subject, "NotPermitted", &msg, now),
+            KeyVerdict::NeedsResolvedArn => {
+                // A read-only DescribeKey: an alias may point at a permitted key.
+                let k = observe::describe_key(core, &kms_region(key_id, &region), key_id).await;
+                if let Observed::Found(found) = &k
+                    && let KeyVerdict::NotPermitted(msg) =
+                        core.tenancy
+                            .check_key(subject.namespace, key_id, Some(&found.arn))
+                {
+                    return refused(subject, "NotPermitted", &msg, now);
+                }
+                if !matches!(k, Observed::Found(_)) {
+                    let msg = format!(
+                        "Key {key_id} could not be resolved to check it against the tenancy configuration."
+                    );
+                    return refused(subject, "NotPermitted", &msg, now);
+                }
+                desired_key = Some(k);
+            }
+        }
+    }
+
+    // Observe.
+    let (application, desired_key, current_key) =
+        observe::application_and_keys(core, spec, &region, desired_key).await;
+    let desired_key_arn = desired_key.found().map(|k| k.arn.clone());
+    let mut obs = Observation {
+        application,
+        desired_key,
+        current_key,
+        key_policy: Observed::Skipped,
+        policy_fresh: false,
+    };
+    let co_tenants = match obs.desired_key.found() {
+        Some(k) if spec.key_policy.mode == KeyPolicyMode::Enforce => {
+            co_tenants(core, subject, &region, k, peers).await
+        }
+        _ => Vec::new(),
+    };
+
+    // The key's lock is held from the policy read through the write and its verification, so
+    // two applications of one key never write from the same stale read.
+    let mut guard: Option<KeyGuard> = None;
+    if observe::reads_policy(spec, &obs.desired_key)
+        && let Some(k) = obs.desired_key.found()
+    {
+        let g = core.key_locks.lock(&k.arn).await;
+        let (policy, fresh) = observe::key_policy(core, &g, &k.region).await;
+        obs.key_policy = policy;
+        obs.policy_fresh = fresh;
+        if mode == Mode::Execute && spec.key_policy.mode == KeyPolicyMode::Enforce {
+            guard = Some(g);
+        }
+    }
+
+    let mut first_plan: Option<Plan> = None;
+    let mut events = Vec::new();
+    let mut failure: Option<(String, String, ErrorCategory)> = None;
+    let mut puts = 0u32;
+    let mut updates = 0u32;
+    let mut passes = 0usize;
+    let final_plan = loop {
+        passes += 1;
+        let plan = planner::plan(&PlanInput {
+            spec,
+            generation: subject.generation,
+            defaults: &core.defaults,
+            application: &obs.application,
+            desired_key: &obs.desired_key,
+            current_key: &obs.current_key,
+            key_policy: &obs.key_policy,
+            co_tenants: &co_tenants,
+            now,
+        });
+        if first_plan.is_none() {
+            first_plan = Some(plan.clone());
+        }
+        if mode == Mode::DryRun || passes >= MAX_PASSES {
+            break plan;
+        }
+        match plan.steps.first() {
+            Some(Step::PutKeyPolicy {
+                region: key_region,
+                key_arn,
+                policy,
+                applications,
+                changed_sids,
+            }) => {
+                let Some(g) = guard.as_ref().filter(|g| &g.key_arn == key_arn) else {
+                    failure = Some((
+                        "KeyPolicyUpdateFailed".into(),
+                        format!(
+                            "The plan wants to write the policy of {key_arn}, which this reconcile did not lock; retrying."
+                        ),
+                        ErrorCategory::Transient,
+                    ));
+                    break plan;
+                };
+                if puts > 0 {
+                    failure = Some((
+                        "KeyPolicyNotVerified".into(),
+                        format!(
+                            "The policy of {key_arn} still lacks the required statements after PutKeyPolicy (re-read to verify); another writer may be changing it."
+                        ),
+                        ErrorCategory::Conflict,
+                    ));
+                    break plan;
+                }
+                if !obs.policy_fresh {
+                    // Never write from a shared read: re-read, and re-plan if it changed.
+                    let before = obs.key_policy.clone();
+                    let (p, _) = observe::fresh_key_policy(core, g, key_region).await;
+                    obs.key_policy = p;
+                    obs.policy_fresh = true;
+                    if obs.key_policy != before {
+                        continue;
+                    }
+                }
+                match apply::put_key_policy(core, g, key_region, policy).await {
+                    Ok(reread) => {
+                        puts += 1;
+                        obs.key_policy = reread;
+                        events.push(Note {
+                            warning: false,
+                            reason: "KeyPolicyUpdated".into(),
+                            action: "PutKeyPolicy".into(),
+                            message: format!(
+                                "Added or repaired statements {} for {} in the policy of {key_arn}.",
+                                list(changed_sids),
+                                list(applications)
+                            ),
+                        });
+                    }
+                    Err(e) => {
+                        failure = Some(("KeyPolicyUpdateFailed".into(), e.to_string(), e.category));
+                        break plan;
+                    }
+                }
+            }
+            Some(Step::UpdateApplication(update)) => {
+                // The policy is settled: do not hold the key while MSF works.
+                guard = None;
+                if updates > 0 {
+                    break plan;
+                }
+                match apply::update_application(core, update).await {
+                    Ok(app) => {
+                        updates += 1;
+                        events.push(Note {
+                            warning: false,
+                            reason: "EncryptionUpdated".into(),
+                            action: "UpdateApplication".into(),
+                            message: format!(
+                                "Switched application {} to {} (UpdateApplication; the application restarts if it was running).",
+                                update.application_name,
+                                update.key_id.as_deref().unwrap_or("the AWS owned key")
+                            ),
+                        });
+                        obs.current_key = match app.encryption.key_type {
+                            AppliedKeyType::CustomerManagedKey => match &obs.desired_key {
+                                Observed::Found(_) => obs.desired_key.clone(),
+                                _ => Observed::Skipped,
+                            },
+                            AppliedKeyType::AwsOwnedKey => Observed::Skipped,
+                        };
+                        obs.application = Observed::Found(app);
+                    }
+                    Err(e) => {
+                        failure =
+                            Some(("EncryptionUpdateFailed".into(), e.to_string(), e.category));
+                        break plan;
+                    }
+                }
+            }
+            _ => break plan,
+        }
+    };
+    drop(guard);
+
+    let next = next_action(
+        &final_plan,
+        &obs,
+        failure.as_ref().map(|f| f.2),
+        mode,
+        updates,
+    );
+    let conditions: Vec<ConditionReport> = match &failure {
+        Some((reason, message, _)) => {
+            status::with_failed_ready(&final_plan.conditions, reason, message)
+        }
+        None => final_plan.conditions.clone(),
+    };
+    let status = status::build(&StatusInput {
+        previous: subject.previous,
+        generation: subject.generation,
+        conditions: &conditions,
+        application: obs.application.found(),
+        current_key: obs.current_key.found(),
+        key_policy: final_plan.key_policy.as_ref(),
+        now,
+    });
+    if matches!(next, Next::Blocked | Next::Failed(_))
+        && let Some(ready) = conditions
+            .iter()
+            .find(|c| c.type_ == condition_types::READY && c.status != ConditionStatus::True)
+    {
+        events.push(Note {
+            warning: true,
+            reason: ready.reason.clone(),
+            action: "Reconcile".into(),
+            message: ready.message.clone(),
+        });
+    }
+    if was_converged(subject) {
+        if puts > 0 {
+            core.metrics.drift_corrected("key_policy");
+        }
+        if updates > 0 {
+            core.metrics.drift_corrected("encryption");
+        }
+    }
+    Outcome {
+        status,
+        events,
+        next,
+        first_plan,
+        key_policy_writes: puts,
+        application_updates: updates,
+        desired_key_arn,
+    }
+}
+
+fn next_action(
+    plan: &Plan,
+    obs: &Observation,
+    failure: Option<ErrorCategory>,
+    mode: Mode,
+    updates: u32,
+) -> Next {
+    if let Some(category) = failure {
+        return match category {
+            ErrorCategory::Terminal => Next::Blocked,
+            c => Next::Failed(c),
+        };
+    }
+    let read_failure = [
+        failed_category(&obs.application),
+        failed_category(&obs.desired_key),
+        failed_category(&obs.current_key),
+        failed_category(&obs.key_policy),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|c| *c != ErrorCategory::Terminal);
+    if let Some(c) = read_failure {
+        return Next::Failed(c);
+    }
+    if plan.steps.is_empty() {
+        return Next::Converged;
+    }
+    for step in &plan.steps {
+        match step {
+            Step::Blocked { .. } => return Next::Blocked,
+            Step::Requeue { after, .. } => return Next::Waiting(*after),
+            _ => {}
+        }
+    }
+    match mode {
+        Mode::DryRun => Next::Pending,
+        // A write is still wanted after this reconcile's writes: MSF is catching up.
+        Mode::Execute if updates > 0 => Next::Waiting(SHORT_REQUEUE),
+        Mode::Execute => Next::Failed(ErrorCategory::Transient),
+    }
+}
+
+fn failed_category<T>(o: &Observed<T>) -> Option<ErrorCategory> {
+    match o {
+        Observed::Failed { category, .. } => Some(*category),
+        _ => None,
+    }
+}
+
+/// Whether the previous status said Ready=True for the current generation: a write now is a
+/// drift correction, not a first convergence.
+fn was_converged(subject: &Subject<'_>) -> bool {
+    subject.previous.is_some_and(|p| {
+        p.observed_generation == subject.generation
+            && status::ready(p).is_some_and(|c| c.status == "True")
+    })
+}
+
+fn refused(subject: &Subject<'_>, reason: &str, message: &str, now: DateTime<Utc>) -> Outcome {
+    let conditions = status::refused(reason, message);
+    let status = status::build(&StatusInput {
+        previous: subject.previous,
+        generation: subject.generation,
+        conditions: &conditions,
+        application: None,
+        current_key: None,
+        key_policy: None,
+        now,
+    });
+    Outcome {
+        status,
+        events: vec![Note {
+            warning: true,
+            reason: reason.to_string(),
+            action: "Admit".into(),
+            message: message.to_string(),
+        }],
+        next: Next::Refused,
+        first_plan: None,
+        key_policy_writes: 0,
+        application_updates: 0,
+        desired_key_arn: None,
+    }
+}
+
+/// The other resources that want the same key in Enforce mode, so one PutKeyPolicy covers
+/// them all. Peers the tenancy guard would refuse, suspended ones and those whose key cannot be
+/// resolved are left out (their own reconcile reports why).
+async fn co_tenants(
+    core: &Core,
+    subject: &Subject<'_>,
+    region: &str,
+    key: &ObservedKey,
+    peers: &[Peer],
+) -> Vec<CoTenant> {
+    let mut out: Vec<CoTenant> = Vec::new();
+    for p in peers {
+        if p.namespace == subject.namespace && p.name == subject.name {
+            continue;
+        }
+        let s = &p.spec;
+        let Some(key_id) = s.key_id.as_deref() else {
+            continue;
+        };
+        if s.key_type != KeyType::CustomerManagedKey
+            || s.key_policy.mode != KeyPolicyMode::Enforce
+            || s.suspend
+        {
+            continue;
+        }
+        let peer_region = s
+            .region
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| core.defaults.region.clone());
+        let same_literal = Some(key_id) == subject.spec.key_id.as_deref() && peer_region == region;
+        let same_key = same_literal || {
+            let kr = kms_region(key_id, &peer_region);
+            let arn = match core
+                .resolved_keys
+                .get(&kr, key_id, std::time::Instant::now())
+            {
+                Some(arn) => Some(arn),
+                None => observe::describe_key(core, &kr, key_id)
+                    .await
+                    .found()
+                    .map(|k| k.arn.clone()),
+            };
+            arn.as_deref() == Some(key.arn.as_str())
+        };
+        if !same_key
+            || core
+                .tenancy
+                .check_application(&p.namespace, &s.application_name)
+                .is_err()
+            || core.tenancy.check_key(&p.namespace, key_id, Some(&key.arn)) != KeyVerdict::Permitted
+        {
+            continue;
+        }
+        let Some(application_arn) = observe::application_arn_for_key(&key.arn, &s.application_name)
+        else {
+            continue;
+        };
+        let Some(operator_role_arn) = s
+            .key_policy
+            .operator_role_arn
+            .clone()
+            .or_else(|| core.defaults.operator_role_arn.clone())
+        else {
+            continue;
+        };
+        let t = CoTenant {
+            application_arn,
+            operator_role_arn,
+        };
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out.sort_by(|a, b| a.application_arn.cmp(&b.application_arn));
+    out
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(", ")
+    }
+}

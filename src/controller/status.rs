@@ -1,0 +1,351 @@
+//! Builds the `status` of an `ApplicationEncryption`. PURE: no I/O, no clock (`now` is an input).
+//!
+//! Rules (Kubernetes API conventions): every condition carries the generation it was computed
+//! for, and its `lastTransitionTime` moves only when its `status` flips, so that a user can tell
+//! since when something has been broken. The status as a whole carries `observedGeneration` and
+//! `lastSyncTime`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::api::{
+    ApplicationEncryptionStatus, ApplicationObservation, Condition, KeyPolicyObservation, KeyType,
+    condition_types,
+};
+use crate::domain::{AppliedKeyType, ObservedApplication, ObservedKey};
+use crate::planner::{ConditionReport, ConditionStatus};
+
+/// The four condition types, in the order they are written.
+pub const CONDITION_TYPES: [&str; 4] = [
+    condition_types::READY,
+    condition_types::KEY_USABLE,
+    condition_types::KEY_POLICY_COMPLIANT,
+    condition_types::ENCRYPTION_APPLIED,
+];
+
+/// What the status is built from: only things that were actually observed or concluded.
+#[derive(Clone, Debug)]
+pub struct StatusInput<'a> {
+    pub previous: Option<&'a ApplicationEncryptionStatus>,
+    pub generation: Option<i64>,
+    pub conditions: &'a [ConditionReport],
+    /// The application as last observed (after any change this reconcile made).
+    pub application: Option<&'a ObservedApplication>,
+    /// The key the application uses, resolved (None for the AWS owned key or when unknown).
+    pub current_key: Option<&'a ObservedKey>,
+    pub key_policy: Option<&'a KeyPolicyObservation>,
+    pub now: DateTime<Utc>,
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Builds the whole status.
+pub fn build(input: &StatusInput<'_>) -> ApplicationEncryptionStatus {
+    let StatusInput {
+        previous,
+        generation,
+        conditions,
+        application,
+        current_key,
+        key_policy,
+        now,
+    } = input;
+    ApplicationEncryptionStatus {
+        observed_generation: *generation,
+        conditions: build_conditions(
+            previous
+                .map(|p| p.conditions.as_slice())
+                .unwrap_or_default(),
+            conditions,
+            *generation,
+            *now,
+        ),
+        application: application.map(|a| observation(a, *current_key)),
+        key_policy: key_policy.cloned(),
+        last_sync_time: Some(rfc3339(*now)),
+    }
+}
+
+/// The conditions, keeping `lastTransitionTime` of any condition whose status did not flip.
+/// Conditions are written in a fixed order (Ready first) whatever order the reports come in.
+pub fn build_conditions(
+    previous: &[Condition],
+    reports: &[ConditionReport],
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
+    let mut out: Vec<Condition> = Vec::with_capacity(reports.len());
+    let order = |t: &str| {
+        CONDITION_TYPES
+            .iter()
+            .position(|c| *c == t)
+            .unwrap_or(usize::MAX)
+    };
+    let mut sorted: Vec<&ConditionReport> = reports.iter().collect();
+    sorted.sort_by_key(|r| order(r.type_));
+    for report in sorted {
+        if out.iter().any(|c| c.type_ == report.type_) {
+            continue; // a duplicate type would break the list-map; the first one wins
+        }
+        let status = report.status.as_str();
+        let last_transition_time = previous
+            .iter()
+            .find(|p| p.type_ == report.type_ && p.status == status)
+            .map(|p| p.last_transition_time.clone())
+            .unwrap_or_else(|| rfc3339(now));
+        out.push(Condition {
+            type_: report.type_.to_string(),
+            status: status.to_string(),
+            reason: report.reason.clone(),
+            message: report.message.clone(),
+            last_transition_time,
+            observed_generation: generation,
+        });
+    }
+    out
+}
+
+fn observation(app: &ObservedApplication, key: Option<&ObservedKey>) -> ApplicationObservation {
+    let key_type = match app.encryption.key_type {
+        AppliedKeyType::AwsOwnedKey => KeyType::AwsOwnedKey,
+        AppliedKeyType::CustomerManagedKey => KeyType::CustomerManagedKey,
+    };
+    let key_arn = match app.encryption.key_type {
+        AppliedKeyType::CustomerManagedKey => key
+            .map(|k| k.arn.clone())
+            // Unresolved (e.g. the key cannot be described): report what MSF reports.
+            .or_else(|| app.encryption.key_id.clone()),
+        AppliedKeyType::AwsOwnedKey => None,
+    };
+    ApplicationObservation {
+        arn: Some(app.arn.clone()),
+        version_id: Some(app.version_id),
+        status: Some(app.status.as_wire().to_string()),
+        key_type: Some(key_type),
+        key_arn,
+    }
+}
+
+/// The Ready condition of a status, if any.
+pub fn ready(status: &ApplicationEncryptionStatus) -> Option<&Condition> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition_types::READY)
+}
+
+/// Same conditions for a resource the controller refuses to act on (tenancy guard, conflict):
+/// Ready=False with `reason`, the other three Unknown because nothing was evaluated.
+pub fn refused(reason: &str, message: &str) -> Vec<ConditionReport> {
+    CONDITION_TYPES
+        .iter()
+        .map(|t| {
+            if *t == condition_types::READY {
+                ConditionReport {
+                    type_: t,
+                    status: ConditionStatus::False,
+                    reason: reason.to_string(),
+                    message: message.to_string(),
+                }
+            } else {
+                ConditionReport {
+                    type_: t,
+                    status: ConditionStatus::Unknown,
+                    reason: reason.to_string(),
+                    message: "Not evaluated: the controller does not act on this resource."
+                        .to_string(),
+                }
+            }
+        })
+        .collect()
+}
+
+/// Replaces the Ready condition (keeping the others) after a step failed, so the status says
+/// what went wrong in this reconcile rather than what the plan expected before the call.
+pub fn with_failed_ready(
+    reports: &[ConditionReport],
+    reason: &str,
+    message: &str,
+) -> Vec<ConditionReport> {
+    let mut out: Vec<ConditionReport> = reports
+        .iter()
+        .filter(|r| r.type_ != condition_types::READY)
+        .cloned()
+        .collect();
+    out.insert(
+        0,
+        ConditionReport {
+            type_: condition_types::READY,
+            status: ConditionStatus::False,
+            reason: reason.to_string(),
+            message: message.to_string(),
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ApplicationStatus, AppliedEncryption, KeyManager, KeyState};
+    use chrono::TimeZone;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_800_000_000 + s, 0).single().unwrap()
+    }
+
+    fn report(type_: &'static str, status: ConditionStatus, reason: &str) -> ConditionReport {
+        ConditionReport {
+            type_,
+            status,
+            reason: reason.into(),
+            message: format!("{reason} message"),
+        }
+    }
+
+    fn reports(ready: ConditionStatus, reason: &str) -> Vec<ConditionReport> {
+        vec![
+            report(condition_types::ENCRYPTION_APPLIED, ready, reason),
+            report(
+                condition_types::KEY_USABLE,
+                ConditionStatus::True,
+                "KeyUsable",
+            ),
+            report(condition_types::READY, ready, reason),
+            report(
+                condition_types::KEY_POLICY_COMPLIANT,
+                ConditionStatus::True,
+                "Compliant",
+            ),
+        ]
+    }
+
+    fn input<'a>(
+        previous: Option<&'a ApplicationEncryptionStatus>,
+        reports: &'a [ConditionReport],
+        generation: i64,
+        now: DateTime<Utc>,
+    ) -> StatusInput<'a> {
+        StatusInput {
+            previous,
+            generation: Some(generation),
+            conditions: reports,
+            application: None,
+            current_key: None,
+            key_policy: None,
+            now,
+        }
+    }
+
+    #[test]
+    fn first_status_sets_every_transition_time_to_now_and_orders_ready_first() {
+        let r = reports(ConditionStatus::False, "WaitingForApplicationStatus");
+        let s = build(&input(None, &r, 3, t(0)));
+        let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, CONDITION_TYPES);
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.last_transition_time == rfc3339(t(0)))
+        );
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.last_sync_time.as_deref(), Some(rfc3339(t(0)).as_str()));
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_a_flip() {
+        let waiting = reports(ConditionStatus::False, "WaitingForApplicationStatus");
+        let first = build(&input(None, &waiting, 1, t(0)));
+        // Same status, different reason and generation: transition time kept.
+        let blocked = reports(ConditionStatus::False, "KeyDisabled");
+        let second = build(&input(Some(&first), &blocked, 2, t(60)));
+        let ready = ready(&second).unwrap();
+        assert_eq!(ready.last_transition_time, rfc3339(t(0)));
+        assert_eq!(ready.reason, "KeyDisabled");
+        assert_eq!(ready.observed_generation, Some(2));
+        // Flip to True: Ready moves, KeyUsable (True all along) does not.
+        let ok = reports(ConditionStatus::True, "Converged");
+        let third = build(&input(Some(&second), &ok, 2, t(120)));
+        assert_eq!(
+            super::ready(&third).unwrap().last_transition_time,
+            rfc3339(t(120))
+        );
+        let usable = third
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition_types::KEY_USABLE)
+            .unwrap();
+        assert_eq!(usable.last_transition_time, rfc3339(t(0)));
+        assert_eq!(
+            third.last_sync_time.as_deref(),
+            Some(rfc3339(t(120)).as_str())
+        );
+    }
+
+    #[test]
+    fn observation_reports_resolved_key_arn() {
+        let app = ObservedApplication {
+            name: "a".into(),
+            arn: "arn:aws:kinesisanalytics:us-east-1:111122223333:application/a".into(),
+            version_id: 7,
+            conditional_token: None,
+            status: ApplicationStatus::Running,
+            runtime_environment: "FLINK-1_20".into(),
+            encryption: AppliedEncryption {
+                key_type: AppliedKeyType::CustomerManagedKey,
+                key_id: Some("alias/k".into()),
+            },
+        };
+        let key = ObservedKey {
+            arn: "arn:aws:kms:us-east-1:111122223333:key/k1".into(),
+            key_id: "k1".into(),
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            state: KeyState::Enabled,
+            spec: "SYMMETRIC_DEFAULT".into(),
+            usage: "ENCRYPT_DECRYPT".into(),
+            manager: KeyManager::Customer,
+        };
+        let r = reports(ConditionStatus::True, "Converged");
+        let mut i = input(None, &r, 1, t(0));
+        i.application = Some(&app);
+        i.current_key = Some(&key);
+        let s = build(&i);
+        let a = s.application.unwrap();
+        assert_eq!(a.key_type, Some(KeyType::CustomerManagedKey));
+        assert_eq!(a.key_arn.as_deref(), Some(key.arn.as_str()));
+        assert_eq!(a.status.as_deref(), Some("RUNNING"));
+        assert_eq!(a.version_id, Some(7));
+        // Unresolved key: MSF's own key id is reported rather than nothing.
+        i.current_key = None;
+        assert_eq!(
+            build(&i).application.unwrap().key_arn.as_deref(),
+            Some("alias/k")
+        );
+    }
+
+    #[test]
+    fn refused_and_failed_ready() {
+        let r = refused(
+            "NotPermitted",
+            "namespace team-a may not claim application x",
+        );
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[0].status, ConditionStatus::False);
+        assert!(r[1..].iter().all(|c| c.status == ConditionStatus::Unknown));
+        let f = with_failed_ready(
+            &reports(ConditionStatus::True, "Converged"),
+            "EncryptionUpdateFailed",
+            "boom",
+        );
+        assert_eq!(f.len(), 4);
+        assert_eq!(f[0].type_, condition_types::READY);
+        assert_eq!(f[0].reason, "EncryptionUpdateFailed");
+    }
+}
