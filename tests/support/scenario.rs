@@ -160,7 +160,9 @@ impl Scenario {
         }
         .env("MSF_CMK_AWS_ENDPOINT_URL", &self.emu.endpoint())
         .env("MSF_CMK_NAMESPACES", &self.namespaces.join(","))
-        .env("MSF_CMK_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN);
+        .env("MSF_CMK_OPERATOR_ROLE_ARN", OPERATOR_ROLE_ARN)
+        // Plain text in the log files (tracing-subscriber honours NO_COLOR).
+        .env("NO_COLOR", "1");
         opts.env.extend(r.env);
         let replica = start_controller(self.cluster(), opts);
         let index = self.replicas.len();
@@ -278,6 +280,39 @@ impl Scenario {
             assert!(
                 report.compliant,
                 "the policy of {key_arn} does not grant what MSF needs for {app}: missing {missing:?}\n{text}"
+            );
+        }
+    }
+
+    /// Every AWS operation the controller called in this scenario is allowed by the role
+    /// policy in `deploy/iam/` (so that least-privilege policy is enough for what the
+    /// controller really does).
+    pub fn assert_calls_allowed_by_deploy_iam(&self) {
+        let path = super::cluster::repo_path("deploy/iam/controller-role-policy.json");
+        let text = std::fs::read_to_string(&path).expect("deploy/iam/controller-role-policy.json");
+        let policy: Value = serde_json::from_str(&text).expect("role policy JSON");
+        let mut allowed = Vec::new();
+        for st in policy["Statement"].as_array().expect("Statement") {
+            match &st["Action"] {
+                Value::String(a) => allowed.push(a.to_ascii_lowercase()),
+                Value::Array(a) => allowed.extend(
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_ascii_lowercase),
+                ),
+                _ => {}
+            }
+        }
+        for (op, n) in self.emu.call_counts() {
+            let service = if op.contains("Application") {
+                "kinesisanalytics"
+            } else {
+                "kms"
+            };
+            let action = format!("{service}:{op}");
+            assert!(
+                allowed.contains(&action.to_ascii_lowercase()),
+                "the controller called {action} ({n} times); deploy/iam/controller-role-policy.json does not allow it"
             );
         }
     }
