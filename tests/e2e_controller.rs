@@ -685,6 +685,21 @@ fn two_replicas_with_leader_election() {
         !s.log_lines(b, "reconciled").is_empty(),
         "the new leader did not reconcile"
     );
+
+    // Pod deletion: SIGTERM must stop the leader within the pod's grace period (30 s in the
+    // Deployment; we allow 10 s), not only its controllers.
+    let stopped = s.terminate(b, Duration::from_secs(10));
+    assert!(
+        stopped.is_some(),
+        "the leader was still running 10 s after SIGTERM (the harness SIGKILLs it); its log:\n{}",
+        s.log_lines(b, "")
+            .into_iter()
+            .filter(|l| ["shut", "stopped", "leader", "signal"]
+                .iter()
+                .any(|w| l.contains(w)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     s.assert_no_panic();
 }
 

@@ -190,6 +190,24 @@ impl Scenario {
         &mut self.replicas[index]
     }
 
+    /// Sends SIGTERM to a replica, as the kubelet does when its pod is deleted, and waits up
+    /// to `within` for it to exit: how long it took, or `None` if it is still running.
+    pub fn terminate(&mut self, index: usize, within: Duration) -> Option<Duration> {
+        let process = &mut self.replicas[index].process;
+        let pid = process.pid().expect("replica was started");
+        let sent = Instant::now();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        while sent.elapsed() < within {
+            if !process.is_running() {
+                return Some(sent.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
     /// `GET path` on a replica's HTTP port (`/readyz`, `/metrics`).
     pub fn http_get(&self, index: usize, path: &str) -> Option<(u16, String)> {
         self.replicas[index].get(path)
@@ -512,6 +530,17 @@ impl Drop for Scenario {
         // Stop the replicas first (by PID, SIGTERM then SIGKILL), then the emulator.
         for r in &mut self.replicas {
             r.process.stop(Duration::from_secs(5));
+        }
+        // E2E_KEEP_LOGS=<dir>: keep every replica's log (the cluster's directory goes away).
+        if let Some(keep) = std::env::var_os("E2E_KEEP_LOGS").filter(|v| !v.is_empty()) {
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for r in &self.replicas {
+                let _ = std::fs::copy(
+                    r.process.log_path(),
+                    keep.join(format!("{}.log", r.process.name())),
+                );
+            }
         }
         let emu = self.emu.clone();
         self.runtime.block_on(emu.shutdown());
