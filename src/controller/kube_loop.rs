@@ -113,7 +113,6 @@ pub async fn run_controllers(
     let runs = streams.into_iter().map(|(stream, reader)| {
         Controller::for_stream(stream, reader)
             .with_config(ControllerConfig::default().concurrency(concurrency))
-            .shutdown_on_signal()
             .run(reconcile_object, error_policy, ctx.clone())
             .for_each(|r| async move {
                 if let Err(e) = r {

@@ -1,0 +1,203 @@
+//! `plan`, `apply` and `demo` through the binary, against the embedded emulator: output and
+//! the documented exit codes (plan: 0 nothing to do, 3 changes pending, 1 blocked, 2 bad input;
+//! apply: 0 all converged, 1 some not, 2 bad input).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use msf_cmk_controller::domain::{ApplicationStatus, AppliedKeyType};
+use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+
+const REGION: &str = "us-east-1";
+
+fn bin(args: &[&str], endpoint: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args(args)
+        .args([
+            "--aws-endpoint-url",
+            endpoint,
+            "--region",
+            REGION,
+            "--operator-role-arn",
+            "arn:aws:iam::123456789012:role/operator",
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run the binary")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn emulator() -> EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        update_delay: Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn write_manifests(dir: &Path, key: &str, names: &[&str]) {
+    let docs: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(
+                "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata:\n  name: {n}\n  namespace: team\nspec:\n  applicationName: {n}\n  keyType: CustomerManagedKey\n  keyId: {key}\n"
+            )
+        })
+        .collect();
+    let other = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unrelated\n";
+    std::fs::write(
+        dir.join("appenc.yaml"),
+        format!("{}---\n{other}", docs.join("---\n")),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_then_apply_then_plan_again() {
+    let emu = emulator().await;
+    for n in ["a1", "a2", "a3"] {
+        emu.create_application(REGION, n, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    let key = emu.create_key(REGION, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(dir.path(), &key, &["a1", "a2", "a3"]);
+    let path = dir.path().to_str().unwrap();
+    let ep = emu.endpoint();
+
+    // plan: readable, names the key write once and the exact payloads; exit 3.
+    let o = bin(&["plan", "-f", path], &ep);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Key policy writes (1)"), "{out}");
+    assert!(out.contains("Application updates (3)"), "{out}");
+    assert!(
+        out.contains("\"KeyTypeUpdate\": \"CUSTOMER_MANAGED_KEY\""),
+        "{out}"
+    );
+    assert_eq!(
+        emu.call_count("PutKeyPolicy") + emu.call_count("UpdateApplication"),
+        0
+    );
+
+    // --output json for machines.
+    let o = bin(&["plan", "-f", path, "--output", "json"], &ep);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["summary"]["keyPolicyWrites"], 1);
+    assert_eq!(v["summary"]["applicationUpdates"], 3);
+    assert_eq!(v["resources"].as_array().unwrap().len(), 3);
+    let step = &v["resources"][0]["steps"];
+    assert!(
+        step.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["request"]["ApplicationConfigurationUpdate"].is_object()),
+        "{step}"
+    );
+
+    // apply converges: one policy write for the three, one update each; exit 0.
+    let o = bin(&["apply", "-f", path, "--poll-interval", "100ms"], &ep);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(emu.call_count("PutKeyPolicy"), 1);
+    assert_eq!(emu.call_count("UpdateApplication"), 3);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("3/3 converged"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("[3/3]"),
+        "progress: {}",
+        text(&o)
+    );
+    for n in ["a1", "a2", "a3"] {
+        assert_eq!(
+            emu.application(REGION, n).unwrap().encryption.key_type,
+            AppliedKeyType::CustomerManagedKey
+        );
+    }
+
+    // Nothing left to do: exit 0, reads only.
+    emu.reset_counts();
+    let o = bin(&["plan", "-f", path], &ep);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        emu.call_count("PutKeyPolicy") + emu.call_count("UpdateApplication"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blocked_resources_and_bad_input() {
+    let emu = emulator().await;
+    let key = emu.create_key(REGION, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The application does not exist: blocked.
+    write_manifests(dir.path(), &key, &["missing"]);
+    let path = dir.path().to_str().unwrap();
+    let ep = emu.endpoint();
+    let o = bin(&["plan", "-f", path], &ep);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = bin(&["apply", "-f", path, "--output", "json"], &ep);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["resources"][0]["reason"], "ApplicationNotFound");
+
+    // Bad input: exit 2 with a one-line error naming the file.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata: {name: x}\nspec: {applicationName: x, keyType: CustomerManagedKey}\n",
+    )
+    .unwrap();
+    let o = bin(&["plan", "-f", bad.to_str().unwrap()], &ep);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("bad.yaml#0") && err.contains("keyId is required"),
+        "{err}"
+    );
+    let o = bin(&["apply", "-f", "/nonexistent/path"], &ep);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let empty = tempfile::tempdir().unwrap();
+    let o = bin(&["plan", "-f", empty.path().to_str().unwrap()], &ep);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn demo_runs_on_a_fresh_machine_in_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "Key policy writes (1)",
+        "4/4 converged",
+        "Final key policy",
+        "kinesisanalytics.amazonaws.com",
+        "PutKeyPolicy           1",
+        "UpdateApplication      3",
+    ] {
+        assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
+    }
+    assert!(dir.path().join("applicationencryptions.yaml").exists());
+}
