@@ -714,6 +714,7 @@ fn tenancy_guard_refuses_a_namespaces_claim() {
     s.application("team-a-ingest");
     s.application("payroll");
     s.application("team-a-reports");
+    s.application("team-a-sneaky");
     let tenancy = s.write_file(
         "tenancy.yaml",
         &format!(
@@ -748,7 +749,7 @@ fn tenancy_guard_refuses_a_namespaces_claim() {
         (
             &outsider,
             "claim",
-            appenc("claim", "team-a-reports", None, ""),
+            appenc("claim", "team-a-sneaky", None, ""),
             "NotPermitted",
         ),
         (
@@ -784,6 +785,10 @@ fn tenancy_guard_refuses_a_namespaces_claim() {
         (AppliedKeyType::AwsOwnedKey, None)
     );
     assert_eq!(
+        s.encryption("team-a-sneaky"),
+        (AppliedKeyType::AwsOwnedKey, None)
+    );
+    assert_eq!(
         s.encryption("team-a-ingest").0,
         AppliedKeyType::CustomerManagedKey
     );
@@ -800,5 +805,57 @@ fn tenancy_guard_refuses_a_namespaces_claim() {
         described.contains("NotPermitted") && described.contains("Warning"),
         "{described}"
     );
+    s.assert_no_panic();
+}
+
+/// A claim the tenancy guard refuses must not count as a claim: otherwise a namespace with no
+/// allowance could block a team from its own application by declaring it first (the owner's
+/// resource would be refused as a `Conflict` with the older, refused one).
+#[test]
+fn a_refused_claim_does_not_block_the_permitted_owner() {
+    let mut s = Scenario::shared("tenancy-first");
+    let team = s.namespace("team-b");
+    let outsider = s.namespace("squatter");
+    let key = s.key();
+    let app_arn = s.application("team-b-orders");
+    let tenancy = s.write_file(
+        "tenancy.yaml",
+        &format!("namespaces:\n  {team}:\n    applications: [\"team-b-*\"]\n    keys: [\"*\"]\n"),
+    );
+    s.start_replica(Replica::new("c0").env("MSF_CMK_TENANCY_CONFIG", tenancy.to_str().unwrap()));
+
+    // The outsider declares the team's application first, and is refused.
+    s.apply(&outsider, &appenc("squat", "team-b-orders", None, ""));
+    s.wait_condition(&outsider, "squat", "Ready", "False", "NotPermitted");
+    // Strictly older (creationTimestamp has a resolution of one second).
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The team's own claim, permitted, converges.
+    s.apply(&team, &appenc("orders", "team-b-orders", Some(&key), ""));
+    let o = s.wait(
+        "team's claim to converge or be refused",
+        support::scenario::CONVERGE,
+        |s| {
+            let o = s.must_get(&team, "orders");
+            let ready = condition(&o, "Ready").cloned().unwrap_or_default();
+            let current = o["metadata"]["generation"] == o["status"]["observedGeneration"];
+            if current && (ready["status"] == "True" || ready["reason"] == "Conflict") {
+                Ok(o)
+            } else {
+                Err(format!("Ready {ready}"))
+            }
+        },
+    );
+    let ready = condition(&o, "Ready").cloned().unwrap_or_default();
+    assert_eq!(
+        ready["status"], "True",
+        "the permitted owner is blocked by a claim the tenancy guard refused: Ready {ready}"
+    );
+    assert_eq!(
+        s.encryption("team-b-orders").0,
+        AppliedKeyType::CustomerManagedKey
+    );
+    s.assert_policy_grants(&key, &[&app_arn]);
+    assert_eq!(s.writes(), (1, 1));
     s.assert_no_panic();
 }
