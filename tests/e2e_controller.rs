@@ -576,7 +576,7 @@ fn api_server_restart_mid_run() {
         updates, 2,
         "UpdateApplication: one per application, none repeated"
     );
-    assert!(puts <= 2, "{puts} PutKeyPolicy for two applications");
+    assert_eq!(puts, 2, "PutKeyPolicy: one per application, none repeated");
     assert_eq!(s.app("during-restart").version_id, 2, "one new version");
     assert_eq!(s.app("before-restart").version_id, 2, "untouched");
 
@@ -857,5 +857,142 @@ fn a_refused_claim_does_not_block_the_permitted_owner() {
     );
     s.assert_policy_grants(&key, &[&app_arn]);
     assert_eq!(s.writes(), (1, 1));
+    s.assert_no_panic();
+}
+
+/// A key that becomes unusable is reported (KeyUsable=False, KeyDisabled) and nothing is
+/// changed in AWS: switching the application away would need a restore under that key.
+#[test]
+fn a_disabled_key_is_reported_without_any_write() {
+    let mut s = Scenario::shared("disabled");
+    let ns = s.namespace("disabled");
+    let key = s.key();
+    s.application("disabled-key-app");
+    s.start_replica(Replica::new("c0"));
+    s.apply(&ns, &appenc("app", "disabled-key-app", Some(&key), ""));
+    s.wait_converged(&ns, "app");
+    assert_eq!(s.writes(), (1, 1));
+
+    s.emu.disable_key(&key).unwrap();
+    let o = s.wait_condition(&ns, "app", "KeyUsable", "False", "KeyDisabled");
+    let ready = condition(&o, "Ready").cloned().unwrap_or_default();
+    assert_ne!(
+        ready["status"], "True",
+        "Ready with a disabled key: {ready}"
+    );
+    assert!(
+        s.event_reasons(&ns, "app")
+            .iter()
+            .any(|r| r == "KeyDisabled"),
+        "no KeyDisabled event: {:?}",
+        s.event_reasons(&ns, "app")
+    );
+    std::thread::sleep(RESYNC * 2);
+    assert_eq!(s.writes(), (1, 1), "AWS writes with a disabled key");
+    assert_eq!(
+        s.encryption("disabled-key-app").0,
+        AppliedKeyType::CustomerManagedKey
+    );
+
+    s.emu.enable_key(&key).unwrap();
+    let o = s.wait_converged(&ns, "app");
+    assert_all_true_at_generation(&o);
+    assert_eq!(s.writes(), (1, 1), "re-enabling the key needs no write");
+    s.assert_no_panic();
+}
+
+/// Separation of duties (deploy/examples/cmk-audit-mode.yaml): in Audit mode the controller
+/// never writes the key policy; it reports what is missing, and switches the application once
+/// a key administrator has added the statements `msf-cmk-controller iam-policy` prints.
+#[test]
+fn audit_mode_waits_for_the_key_administrator() {
+    let mut s = Scenario::shared("audit");
+    let ns = s.namespace("audit");
+    let key = s.key();
+    let app_arn = s.application("risk-scoring");
+    s.start_replica(Replica::new("c0"));
+    s.apply(
+        &ns,
+        &appenc(
+            "risk",
+            "risk-scoring",
+            Some(&key),
+            "keyPolicy:\n  mode: Audit",
+        ),
+    );
+    let o = s.wait(
+        "Audit mode to report the missing statements",
+        support::scenario::CONVERGE,
+        |s| {
+            let o = s.must_get(&ns, "risk");
+            let compliant = condition(&o, "KeyPolicyCompliant").cloned();
+            let current = o["metadata"]["generation"] == o["status"]["observedGeneration"];
+            match compliant {
+                Some(c) if current && c["status"] == "False" => Ok(o),
+                other => Err(format!("KeyPolicyCompliant {other:?}")),
+            }
+        },
+    );
+    assert_eq!(o["status"]["keyPolicy"]["compliant"], false, "{o:#}");
+    assert!(
+        o["status"]["keyPolicy"]["missingAccesses"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty()),
+        "status.keyPolicy.missingAccesses: {o:#}"
+    );
+    assert_ne!(condition(&o, "Ready").unwrap()["status"], "True");
+    std::thread::sleep(RESYNC * 2);
+    assert_eq!(s.writes(), (0, 0), "Audit mode wrote to AWS");
+    assert_eq!(
+        s.encryption("risk-scoring"),
+        (AppliedKeyType::AwsOwnedKey, None)
+    );
+
+    // The key administrator adds the statements iam-policy prints for this application.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args([
+            "iam-policy",
+            "--application-arn",
+            &app_arn,
+            "--key-arn",
+            &key,
+            "--operator-role-arn",
+            support::scenario::OPERATOR_ROLE_ARN,
+        ])
+        .output()
+        .expect("run iam-policy");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("iam-policy JSON");
+    let mut policy: Value = serde_json::from_str(&s.emu.key_policy(&key).unwrap()).unwrap();
+    policy["Statement"].as_array_mut().unwrap().extend(
+        printed["keyPolicyStatements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned(),
+    );
+    let granted = serde_json::to_string(&policy).unwrap();
+    s.emu.put_key_policy_direct(&key, &granted).unwrap();
+
+    let o = s.wait_converged(&ns, "risk");
+    assert_all_true_at_generation(&o);
+    assert_eq!(
+        s.writes(),
+        (0, 1),
+        "Audit mode: no PutKeyPolicy, one UpdateApplication"
+    );
+    assert_eq!(
+        s.emu.key_policy(&key).unwrap(),
+        granted,
+        "Audit mode changed the policy"
+    );
+    assert_eq!(
+        s.encryption("risk-scoring").0,
+        AppliedKeyType::CustomerManagedKey
+    );
     s.assert_no_panic();
 }
