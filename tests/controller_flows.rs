@@ -606,8 +606,16 @@ async fn throttling_is_transient_and_backs_off() {
     let e = env().await;
     e.app("orders", ApplicationStatus::Running);
     let key = e.emu.create_key(REGION, None).unwrap();
+    let first = e.once("orders", &aok("orders"), None, &[]).await;
+    assert!(first.status.application.is_some());
     e.emu.set_fault("DescribeApplication", Fault::throttle(1.0));
-    let o = e.once("orders", &cmk("orders", &key), None, &[]).await;
+    let o = e
+        .once("orders", &cmk("orders", &key), Some(&first.status), &[])
+        .await;
+    assert_eq!(
+        o.status.application, first.status.application,
+        "a failed read keeps the last observation"
+    );
     assert_eq!(
         o.next,
         Next::Failed(msf_cmk_controller::domain::ErrorCategory::Transient)

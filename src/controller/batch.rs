@@ -74,6 +74,7 @@ fn conflicts(manifests: &[Manifest], default_region: &str) -> Vec<Option<String>
             created: None,
             region: r,
             application_name: &m.spec.application_name,
+            incumbent: false,
         })
         .collect();
     claims

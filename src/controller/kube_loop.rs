@@ -151,7 +151,7 @@ async fn reconcile_object(
 fn error_policy(obj: Arc<ApplicationEncryption>, err: &Error, ctx: Arc<KubeContext>) -> Action {
     let delay = ctx.core.backoff.failed(&object_key(&obj));
     tracing::warn!(resource = %object_key(&obj), error = %err, retry_in = ?delay, "reconcile failed");
-    ctx.core.metrics.reconciled("error", 0.0);
+    ctx.core.metrics.reconcile_errored();
     Action::requeue(delay)
 }
 
@@ -303,6 +303,7 @@ fn conflict_message(
                 .map(|t| chrono_time(&t.0)),
             region,
             application_name: &o.spec.application_name,
+            incumbent: is_incumbent(o),
         })
         .collect();
     let my_ns = obj.namespace().unwrap_or_default();
@@ -318,6 +319,7 @@ fn conflict_message(
             .map(|t| chrono_time(&t.0)),
         region: &my_region,
         application_name: &obj.spec.application_name,
+        incumbent: is_incumbent(obj),
     };
     conflicting_owner(&me, &claims).map(|owner| {
         format!(
@@ -325,6 +327,15 @@ fn conflict_message(
             obj.spec.application_name, my_region, owner.namespace, owner.name
         )
     })
+}
+
+/// Whether the resource already acts on its application: it has a Ready condition that is not
+/// a refusal.
+fn is_incumbent(o: &ApplicationEncryption) -> bool {
+    o.status
+        .as_ref()
+        .and_then(crate::controller::status::ready)
+        .is_some_and(|c| c.reason != "Conflict" && c.reason != "NotPermitted")
 }
 
 fn chrono_time(t: &k8s_openapi::jiff::Timestamp) -> chrono::DateTime<Utc> {

@@ -349,7 +349,7 @@ pub async fn reconcile(
         }
         None => final_plan.conditions.clone(),
     };
-    let status = status::build(&StatusInput {
+    let mut status = status::build(&StatusInput {
         previous: subject.previous,
         generation: subject.generation,
         conditions: &conditions,
@@ -358,6 +358,16 @@ pub async fn reconcile(
         key_policy: final_plan.key_policy.as_ref(),
         now,
     });
+    // A failed read says nothing new: keep what was last observed rather than blank it (the
+    // conditions say the read failed).
+    if let Some(prev) = subject.previous {
+        if matches!(obs.application, Observed::Failed { .. }) {
+            status.application = prev.application.clone();
+        }
+        if matches!(obs.key_policy, Observed::Failed { .. }) && status.key_policy.is_none() {
+            status.key_policy = prev.key_policy.clone();
+        }
+    }
     if matches!(next, Next::Blocked | Next::Failed(_))
         && let Some(ready) = conditions
             .iter()

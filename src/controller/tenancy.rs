@@ -186,14 +186,18 @@ pub struct Claim<'a> {
     pub created: Option<DateTime<Utc>>,
     pub region: &'a str,
     pub application_name: &'a str,
+    /// Already acting on the application (it has a status that is not a Conflict). Creation
+    /// times have one-second resolution: within the same second the incumbent keeps it.
+    pub incumbent: bool,
 }
 
 impl Claim<'_> {
     /// Older first; resources without a creation time (not yet persisted) sort last.
-    fn seniority(&self) -> (bool, Option<DateTime<Utc>>, &str, &str) {
+    fn seniority(&self) -> (bool, Option<DateTime<Utc>>, bool, &str, &str) {
         (
             self.created.is_none(),
             self.created,
+            !self.incumbent,
             self.namespace,
             self.name,
         )
@@ -297,6 +301,7 @@ namespaces:
             created: ts(0),
             region: "us-east-1",
             application_name: "app",
+            incumbent: false,
         };
         let new = Claim {
             namespace: "b",
@@ -323,5 +328,13 @@ namespaces:
         let pair = [old.clone(), twin.clone()];
         assert_eq!(conflicting_owner(&twin, &pair), Some(&old));
         assert_eq!(conflicting_owner(&old, &pair), None);
+        // ... unless the other one already holds the application.
+        let holder = Claim {
+            incumbent: true,
+            ..twin.clone()
+        };
+        let pair = [old.clone(), holder.clone()];
+        assert_eq!(conflicting_owner(&old, &pair), Some(&holder));
+        assert_eq!(conflicting_owner(&holder, &pair), None);
     }
 }
