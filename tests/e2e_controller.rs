@@ -996,3 +996,40 @@ fn audit_mode_waits_for_the_key_administrator() {
     );
     s.assert_no_panic();
 }
+
+/// `suspend: true` observes and reports but changes nothing; lifting it applies the change once.
+#[test]
+fn suspend_reports_a_pending_change_without_writing() {
+    let mut s = Scenario::shared("suspend");
+    let ns = s.namespace("suspend");
+    let key = s.key();
+    s.application("suspended-app");
+    s.start_replica(Replica::new("c0"));
+    s.apply(&ns, &appenc("app", "suspended-app", Some(&key), ""));
+    s.wait_converged(&ns, "app");
+    assert_eq!(s.writes(), (1, 1));
+
+    s.apply(&ns, &appenc("app", "suspended-app", None, "suspend: true"));
+    let o = s.wait_condition(&ns, "app", "EncryptionApplied", "False", "Suspended");
+    assert_eq!(o["metadata"]["generation"], 2);
+    assert_eq!(
+        o["status"]["application"]["keyType"], "CustomerManagedKey",
+        "status must report what AWS has: {o:#}"
+    );
+    std::thread::sleep(RESYNC * 2);
+    assert_eq!(s.writes(), (1, 1), "a suspended resource wrote to AWS");
+    assert_eq!(
+        s.encryption("suspended-app").0,
+        AppliedKeyType::CustomerManagedKey
+    );
+
+    s.apply(&ns, &appenc("app", "suspended-app", None, "suspend: false"));
+    let o = s.wait_converged(&ns, "app");
+    assert_eq!(o["metadata"]["generation"], 3);
+    assert_eq!(s.writes(), (1, 2), "lifting suspend: one UpdateApplication");
+    assert_eq!(
+        s.encryption("suspended-app"),
+        (AppliedKeyType::AwsOwnedKey, None)
+    );
+    s.assert_no_panic();
+}
