@@ -28,7 +28,7 @@ use crate::controller::context::Core;
 use crate::controller::finalizer as cleanup;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
-use crate::controller::tenancy::{Claim, conflicting_owner};
+use crate::controller::tenancy::{Claim, Tenancy, conflicting_owner};
 use crate::domain::ErrorCategory;
 
 /// The field manager of every write the controller makes.
@@ -174,7 +174,7 @@ async fn apply(
             spec: o.spec.clone(),
         })
         .collect();
-    let conflict = conflict_message(&obj, &all, &ctx.core.defaults.region);
+    let conflict = conflict_message(&obj, &all, &ctx.core.tenancy, &ctx.core.defaults.region);
     let subject = Subject {
         namespace: &ns,
         name: &name,
@@ -246,7 +246,7 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
         spec: &obj.spec,
         generation: obj.meta().generation,
         previous: obj.status.as_ref(),
-        conflict: conflict_message(&obj, &all, &ctx.core.defaults.region),
+        conflict: conflict_message(&obj, &all, &ctx.core.tenancy, &ctx.core.defaults.region),
     };
     match cleanup::cleanup(&ctx.core, &subject).await {
         Ok(notes) => {
@@ -272,6 +272,7 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
 fn conflict_message(
     obj: &ApplicationEncryption,
     all: &[Arc<ApplicationEncryption>],
+    tenancy: &Tenancy,
     default_region: &str,
 ) -> Option<String> {
     let region_of = |o: &ApplicationEncryption| {
@@ -321,7 +322,7 @@ fn conflict_message(
         application_name: &obj.spec.application_name,
         incumbent: is_incumbent(obj),
     };
-    conflicting_owner(&me, &claims).map(|owner| {
+    conflicting_owner(tenancy, &me, &claims).map(|owner| {
         format!(
             "Application {} in {} is already claimed by ApplicationEncryption {}/{} (older); delete one of the two.",
             obj.spec.application_name, my_region, owner.namespace, owner.name

@@ -183,11 +183,22 @@ impl Claim<'_> {
 }
 
 /// If another resource claims the same application and region and is older, the claim that
-/// wins. `others` may include `me` (it is skipped).
-pub fn conflicting_owner<'a>(me: &Claim<'_>, others: &'a [Claim<'a>]) -> Option<&'a Claim<'a>> {
+/// wins. `others` may include `me` (it is skipped). A claim the tenancy guard refuses
+/// (NotPermitted) never wins: otherwise any namespace could block a team from its own
+/// application by declaring it first.
+pub fn conflicting_owner<'a>(
+    tenancy: &Tenancy,
+    me: &Claim<'_>,
+    others: &'a [Claim<'a>],
+) -> Option<&'a Claim<'a>> {
     others
         .iter()
         .filter(|o| !(o.namespace == me.namespace && o.name == me.name))
+        .filter(|o| {
+            tenancy
+                .check_application(o.namespace, o.application_name)
+                .is_ok()
+        })
         .filter(|o| o.region == me.region && o.application_name == me.application_name)
         .filter(|o| o.seniority() < me.seniority())
         .min_by(|a, b| a.seniority().cmp(&b.seniority()))
@@ -295,8 +306,8 @@ namespaces:
             ..old.clone()
         };
         let all = [old.clone(), new.clone(), other_region];
-        assert_eq!(conflicting_owner(&new, &all), Some(&old));
-        assert_eq!(conflicting_owner(&old, &all), None);
+        assert_eq!(conflicting_owner(&Tenancy(None), &new, &all), Some(&old));
+        assert_eq!(conflicting_owner(&Tenancy(None), &old, &all), None);
         // Same creation second: namespace/name decides, deterministically.
         let twin = Claim {
             namespace: "b",
@@ -304,15 +315,44 @@ namespaces:
             ..new.clone()
         };
         let pair = [old.clone(), twin.clone()];
-        assert_eq!(conflicting_owner(&twin, &pair), Some(&old));
-        assert_eq!(conflicting_owner(&old, &pair), None);
+        assert_eq!(conflicting_owner(&Tenancy(None), &twin, &pair), Some(&old));
+        assert_eq!(conflicting_owner(&Tenancy(None), &old, &pair), None);
         // ... unless the other one already holds the application.
         let holder = Claim {
             incumbent: true,
             ..twin.clone()
         };
         let pair = [old.clone(), holder.clone()];
-        assert_eq!(conflicting_owner(&old, &pair), Some(&holder));
-        assert_eq!(conflicting_owner(&holder, &pair), None);
+        assert_eq!(
+            conflicting_owner(&Tenancy(None), &old, &pair),
+            Some(&holder)
+        );
+        assert_eq!(conflicting_owner(&Tenancy(None), &holder, &pair), None);
+    }
+
+    #[test]
+    fn a_refused_claim_never_wins_a_conflict() {
+        let t = Tenancy(Some(TenancyConfig::parse(CFG).unwrap()));
+        let squatter = Claim {
+            namespace: "other",
+            name: "squat",
+            created: Some(Utc.timestamp_opt(1_000, 0).unwrap()),
+            region: "us-east-1",
+            application_name: "team-a-orders",
+            incumbent: false,
+        };
+        let owner = Claim {
+            namespace: "team-a",
+            name: "orders",
+            created: Some(Utc.timestamp_opt(2_000, 0).unwrap()),
+            ..squatter.clone()
+        };
+        let all = [squatter.clone(), owner.clone()];
+        assert_eq!(conflicting_owner(&t, &owner, &all), None);
+        // Without a tenancy configuration every claim counts, and the older one wins.
+        assert_eq!(
+            conflicting_owner(&Tenancy(None), &owner, &all),
+            Some(&squatter)
+        );
     }
 }
