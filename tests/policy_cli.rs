@@ -452,3 +452,37 @@ fn iam_policy_output() {
         "service statements only"
     );
 }
+
+/// `iam-policy | head -1` must end quietly, not panic, when the reader goes away.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // Far more output than a pipe buffers (64 KiB), so the writer meets the closed pipe.
+    let mut args = vec![
+        "iam-policy".to_string(),
+        "--key-arn".to_string(),
+        "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab".to_string(),
+    ];
+    for i in 0..2000 {
+        args.push("--application-arn".to_string());
+        args.push(format!(
+            "arn:aws:kinesisanalytics:us-east-1:123456789012:application/app-{i:05}"
+        ));
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here, as `head -1` would exit.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(first.trim(), "{");
+}
