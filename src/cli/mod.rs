@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod crd_cmd;
+#[cfg(feature = "emulator")]
 pub mod demo_cmd;
+#[cfg(feature = "emulator")]
 pub mod emulator_cmd;
 pub mod plan_cmd;
 pub mod policy_cmd;
