@@ -7,7 +7,8 @@
 //! The AWS CLI comes from `scripts/setup-awscli.sh` (run by this program when `AWS_CLI_BIN` is
 //! unset). Knobs, all optional (environment):
 //! - `BENCH_N` (default `100,1000`): resource counts.
-//! - `BENCH_REPEAT` (default 3): controller runs per N; the table shows medians.
+//! - `BENCH_REPEAT` (default `3,1`): controller runs per N (one value, or one per N; the
+//!   last value repeats); the tables show medians.
 //! - `BENCH_CLI_SAMPLE` (default 100): the CLI baseline converts at most this many
 //!   applications per N; above it its figures are extrapolated linearly (and labelled so).
 //! - `BENCH_LATENCY_MS` (default 20), `BENCH_UPDATE_DELAY_MS` (default 200),
@@ -34,7 +35,7 @@ const WRITES: [&str; 2] = ["PutKeyPolicy", "UpdateApplication"];
 
 struct Config {
     ns: Vec<usize>,
-    repeat: usize,
+    repeat: Vec<usize>,
     cli_sample: usize,
     latency: Duration,
     update_delay: Duration,
@@ -67,7 +68,12 @@ impl Config {
         ensure!(keys > 0, "BENCH_KEYS must be > 0");
         Ok(Self {
             ns,
-            repeat: env_or("BENCH_REPEAT", 3usize)?.max(1),
+            repeat: std::env::var("BENCH_REPEAT")
+                .unwrap_or_else(|_| "3,1".into())
+                .split(',')
+                .map(|s| s.trim().parse::<usize>().map(|r| r.max(1)))
+                .collect::<Result<Vec<_>, _>>()
+                .context("BENCH_REPEAT: one count, or one per N")?,
             cli_sample: env_or("BENCH_CLI_SAMPLE", 100usize)?.max(1),
             latency: Duration::from_millis(env_or("BENCH_LATENCY_MS", 20u64)?),
             update_delay: Duration::from_millis(env_or("BENCH_UPDATE_DELAY_MS", 200u64)?),
@@ -121,7 +127,8 @@ async fn world(cfg: &Config, n: usize) -> anyhow::Result<World> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut apps = Vec::with_capacity(n);
     for i in 0..n {
-        let name = format!("bench-app-{i:04}");
+        // Short names: 50 applications per key (N = 1,000 on 20 keys) must fit in 32 KB.
+        let name = format!("app-{i:04}");
         let status = if i % 2 == 0 {
             ApplicationStatus::Running
         } else {
@@ -471,11 +478,14 @@ fn report(cfg: &Config, rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n## Apply at scale: {} keys, {} ms latency per call, update delay {} ms, controller runs per N: {} (medians)\n",
+        "\n{} keys, {} ms latency per call, update delay {} ms; controller runs per N: {}\n",
         cfg.keys,
         cfg.latency.as_millis(),
         cfg.update_delay.as_millis(),
-        cfg.repeat
+        rows.iter()
+            .map(|r| format!("{} at N={}", r.applies.len(), r.n))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let _ = writeln!(
         s,
@@ -583,10 +593,11 @@ fn main() -> anyhow::Result<()> {
         scratch.path().display()
     );
     let mut rows = Vec::new();
-    for &n in &cfg.ns {
+    for (i, &n) in cfg.ns.iter().enumerate() {
+        let repeat = cfg.repeat[i.min(cfg.repeat.len() - 1)];
         let mut applies = Vec::new();
         let mut resyncs = Vec::new();
-        for run in 0..cfg.repeat {
+        for run in 0..repeat {
             let (a, r) = controller_run(&rt, &cfg, n, run, scratch.path())?;
             applies.push(a);
             resyncs.push(r);

@@ -1,6 +1,9 @@
 //! The emulator as scripts use it: the `emulator` subcommand (address on stdout, demo
 //! seed, SIGTERM stops it) and the admin API (counts, faults, state).
 
+// The emulator (and the shared test support) exists only with the default feature `emulator`.
+#![cfg(feature = "emulator")]
+
 mod support_aws;
 
 use std::io::{BufRead, BufReader};

@@ -2,6 +2,9 @@
 //! (epoch timestamps, required fields), and the lifecycle the controller waits on must hold
 //! (create, list with pages, start/stop transitions, delete).
 
+// The emulator (and the shared test support) exists only with the default feature `emulator`.
+#![cfg(feature = "emulator")]
+
 mod support_aws;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! from the environment, a service-specific endpoint variable beating the global one. One
 //! test in its own binary, because it sets process environment variables.
 
+// The emulator (and the shared test support) exists only with the default feature `emulator`.
+#![cfg(feature = "emulator")]
+
 use msf_cmk_controller::aws::{ConnectOptions, RateLimits, connect};
 use msf_cmk_controller::domain::ApplicationStatus;
 use msf_cmk_controller::emulator::{Emulator, EmulatorConfig};

@@ -2,6 +2,9 @@
 //! token or the version id, and every error class (not found, conflict, in use, refused
 //! key, throttling, 5xx, access denied).
 
+// The emulator (and the shared test support) exists only with the default feature `emulator`.
+#![cfg(feature = "emulator")]
+
 mod support_aws;
 
 use std::time::Duration;

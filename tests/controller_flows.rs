@@ -124,6 +124,21 @@ impl Env {
         panic!("{name} did not converge");
     }
 
+    /// Waits until MSF would accept an update again (READY or RUNNING).
+    async fn settle(&self, name: &str) {
+        for _ in 0..200 {
+            if self
+                .emu
+                .application(REGION, name)
+                .is_some_and(|a| a.status.is_updatable())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{name} stayed in a transient status");
+    }
+
     fn count(&self, op: &str) -> u64 {
         self.emu.call_count(op)
     }
@@ -514,6 +529,7 @@ async fn drift_is_corrected_and_a_humans_statement_survives() {
     let key = e.emu.create_key(REGION, None).unwrap();
     let spec = cmk("orders", &key);
     let converged = e.converge("orders", &spec).await;
+    e.settle("orders").await;
 
     // A human replaces the policy: the controller's statements deleted, one of theirs added.
     let human = serde_json::json!({
@@ -534,6 +550,19 @@ async fn drift_is_corrected_and_a_humans_statement_survives() {
         .unwrap();
     e.emu.reset_counts();
 
+    // The next resync (the previous status said Ready for this generation).
+    let o = e.once("orders", &spec, Some(&converged.status), &[]).await;
+    assert_eq!(o.key_policy_writes, 1);
+    assert_eq!(o.application_updates, 1);
+    let text = e.core.metrics.encode();
+    assert!(
+        text.contains(r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"msfcmk_drift_corrections_total{kind="encryption"} 1"#),
+        "{text}"
+    );
     let o = e.converge("orders", &spec).await;
     assert_eq!(ready(&o).0, "True", "{:#?}", o.status);
     assert_eq!(e.count("PutKeyPolicy"), 1);
@@ -544,9 +573,7 @@ async fn drift_is_corrected_and_a_humans_statement_survives() {
         "the human's statement is kept: {policy}"
     );
     assert!(o.status.key_policy.as_ref().unwrap().compliant);
-    let _ = converged;
-    let text = e.core.metrics.encode();
-    assert!(text.contains("msfcmk_aws_calls_total"), "{text}");
+    assert!(e.core.metrics.encode().contains("msfcmk_aws_calls_total"));
 }
 
 #[tokio::test]
@@ -579,8 +606,16 @@ async fn throttling_is_transient_and_backs_off() {
     let e = env().await;
     e.app("orders", ApplicationStatus::Running);
     let key = e.emu.create_key(REGION, None).unwrap();
+    let first = e.once("orders", &aok("orders"), None, &[]).await;
+    assert!(first.status.application.is_some());
     e.emu.set_fault("DescribeApplication", Fault::throttle(1.0));
-    let o = e.once("orders", &cmk("orders", &key), None, &[]).await;
+    let o = e
+        .once("orders", &cmk("orders", &key), Some(&first.status), &[])
+        .await;
+    assert_eq!(
+        o.status.application, first.status.application,
+        "a failed read keeps the last observation"
+    );
     assert_eq!(
         o.next,
         Next::Failed(msf_cmk_controller::domain::ErrorCategory::Transient)
@@ -604,8 +639,8 @@ async fn cleanup_reverts_and_is_idempotent() {
     let key = e.emu.create_key(REGION, None).unwrap();
     let mut spec = cmk("orders", &key);
     e.converge("orders", &spec).await;
-    // Let the switch's UPDATING settle: MSF takes no update meanwhile.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // MSF takes no update while the switch's UPDATING lasts.
+    e.settle("orders").await;
 
     // Retain: nothing in AWS.
     e.emu.reset_counts();
@@ -619,7 +654,7 @@ async fn cleanup_reverts_and_is_idempotent() {
     assert_eq!(notes.len(), 1);
     assert_eq!(e.encryption("orders").key_type, AppliedKeyType::AwsOwnedKey);
     assert_eq!(e.emu.key_policy(&key).unwrap(), policy_before);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    e.settle("orders").await;
     // Again: already reverted, nothing to do.
     finalizer::cleanup(&e.core, &subject(&spec)).await.unwrap();
     assert_eq!(e.count("UpdateApplication"), 1);
@@ -636,4 +671,53 @@ async fn cleanup_reverts_and_is_idempotent() {
     // The application is gone: done.
     assert!(e.emu.delete_application(REGION, "orders"));
     finalizer::cleanup(&e.core, &subject(&spec)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_full_key_takes_what_fits_in_few_writes_and_reports_the_rest() {
+    let e = env().await;
+    let key = e.emu.create_key(REGION, None).unwrap();
+    let n = 70;
+    let manifests: Vec<Manifest> = (0..n)
+        .map(|i| {
+            let name = format!("streaming-application-{i:03}");
+            e.app(&name, ApplicationStatus::Ready);
+            Manifest {
+                namespace: "ns".into(),
+                name: name.clone(),
+                spec: cmk(&name, &key),
+                source: "test".into(),
+            }
+        })
+        .collect();
+    let opts = ApplyOptions {
+        concurrency: 8,
+        timeout: Duration::from_secs(30),
+        poll: Duration::from_millis(30),
+    };
+    let done = batch::apply_all(&e.core, &manifests, opts, |_| {}).await;
+    let converged = done.iter().filter(|d| d.outcome.ready() == "True").count();
+    let too_large = done
+        .iter()
+        .filter(|d| condition(&d.outcome, "KeyPolicyCompliant").reason == "KeyPolicyTooLarge")
+        .count();
+    assert_eq!(
+        converged + too_large,
+        n,
+        "every resource either fits or says why"
+    );
+    assert!(
+        converged >= 30 && too_large > 0,
+        "{converged} converged, {too_large} too large"
+    );
+    assert!(
+        e.count("PutKeyPolicy") <= 3,
+        "{} writes",
+        e.count("PutKeyPolicy")
+    );
+    assert!(e.emu.key_policy(&key).unwrap().len() <= 32_768);
+    eprintln!(
+        "capacity: {converged} applications on one key, {} PutKeyPolicy",
+        e.count("PutKeyPolicy")
+    );
 }

@@ -256,3 +256,156 @@ async fn with_two_replicas_one_acts_and_the_other_takes_over() {
     // Two applications, one switch each: nobody acted twice.
     assert_eq!(emu.call_count("UpdateApplication"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenancy_and_conflicts_across_watched_namespaces() {
+    let c = TestCluster::shared();
+    let emu = emulator().await;
+    for name in ["orders", "payments"] {
+        emu.create_application(REGION, name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    let key = emu.create_key(REGION, None).unwrap();
+    let team = c.create_namespace("ctl-team");
+    let other = c.create_namespace("ctl-other");
+    let tenancy = c.dir().join(format!("tenancy-{team}.yaml"));
+    std::fs::write(
+        &tenancy,
+        format!("namespaces:\n  {team}:\n    applications: [\"orders\"]\n    keys: [\"arn:aws:kms:*\"]\n  {other}:\n    applications: [\"*\"]\n    keys: [\"*\"]\n"),
+    )
+    .unwrap();
+    let ctl = start_controller(
+        c,
+        ControllerOptions {
+            identity: "tenancy-0".into(),
+            resync_period: "5m".into(),
+            leader_election: false,
+            env: vec![],
+        }
+        .env("MSF_CMK_AWS_ENDPOINT_URL", &emu.endpoint())
+        .env("MSF_CMK_NAMESPACES", &format!("{team},{other}"))
+        .env("MSF_CMK_TENANCY_CONFIG", tenancy.to_str().unwrap())
+        .env(
+            "MSF_CMK_OPERATOR_ROLE_ARN",
+            &format!("arn:aws:iam::{}:role/operator", emu.account_id()),
+        ),
+    );
+    let client = c.client().await;
+    let team_api: Api<ApplicationEncryption> = Api::namespaced(client.clone(), &team);
+    let other_api: Api<ApplicationEncryption> = Api::namespaced(client.clone(), &other);
+
+    // Outside the namespace's allowance: NotPermitted, nothing touched in AWS.
+    c.apply_yaml(&manifest("payments", &key), &team)
+        .expect("apply");
+    let reason = |api: Api<ApplicationEncryption>, name: &'static str, want: &'static str| async move {
+        wait_until_async(
+            &format!("{name}: Ready reason {want}"),
+            Duration::from_secs(60),
+            Duration::from_millis(300),
+            || async {
+                let o = api.get(name).await.map_err(|e| e.to_string())?;
+                let r = o
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.reason.clone());
+                if r.as_deref() == Some(want) {
+                    Ok(())
+                } else {
+                    Err(format!("{r:?}"))
+                }
+            },
+        )
+        .await
+    };
+    reason(team_api.clone(), "payments", "NotPermitted").await;
+    assert_eq!(
+        emu.call_count("DescribeApplication"),
+        0,
+        "{}",
+        ctl.process.log()
+    );
+
+    // Allowed: converges. A newer claim on the same application from another namespace: Conflict.
+    c.apply_yaml(&manifest("orders", &key), &team)
+        .expect("apply");
+    wait_ready(&team_api, "orders", || ctl.process.log()).await;
+    c.apply_yaml(&manifest("orders", &key), &other)
+        .expect("apply");
+    reason(other_api.clone(), "orders", "Conflict").await;
+    assert_eq!(emu.call_count("UpdateApplication"), 1);
+    // Deleting the loser touches nothing (its RevertToAwsOwnedKey is not honoured).
+    c.kubectl(&[
+        "delete",
+        "appenc",
+        "orders",
+        "-n",
+        &other,
+        "--wait=true",
+        "--timeout=30s",
+    ])
+    .ok();
+    assert_eq!(
+        emu.application(REGION, "orders")
+            .unwrap()
+            .encryption
+            .key_type,
+        AppliedKeyType::CustomerManagedKey
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_made_in_aws_is_corrected_at_the_next_resync() {
+    let c = TestCluster::shared();
+    let emu = emulator().await;
+    emu.create_application(REGION, "drifty", "FLINK-1_20", ApplicationStatus::Running)
+        .unwrap();
+    let key = emu.create_key(REGION, None).unwrap();
+    let ns = c.create_namespace("ctl-drift");
+    let ctl = start_controller(
+        c,
+        ControllerOptions {
+            identity: "drift-0".into(),
+            resync_period: "2s".into(),
+            leader_election: false,
+            env: vec![],
+        }
+        .env("MSF_CMK_AWS_ENDPOINT_URL", &emu.endpoint())
+        .env("MSF_CMK_NAMESPACES", &ns)
+        .env(
+            "MSF_CMK_OPERATOR_ROLE_ARN",
+            &format!("arn:aws:iam::{}:role/operator", emu.account_id()),
+        ),
+    );
+    let client = c.client().await;
+    let api: Api<ApplicationEncryption> = Api::namespaced(client, &ns);
+    c.apply_yaml(&manifest("drifty", &key), &ns).expect("apply");
+    wait_ready(&api, "drifty", || ctl.process.log()).await;
+
+    // Behind the controller's back: the key policy reset to KMS's default (no watch event).
+    let before = emu.call_count("PutKeyPolicy");
+    let default_policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{}:root"}},"Action":"kms:*","Resource":"*"}}]}}"#,
+        emu.account_id()
+    );
+    emu.put_key_policy_direct(&key, &default_policy).unwrap();
+    wait_until(
+        "the policy to be repaired by a resync",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let p = emu.key_policy(&key).unwrap_or_default();
+            if p.contains("kinesisanalytics.amazonaws.com") {
+                Ok(())
+            } else {
+                Err(ctl.process.log())
+            }
+        },
+    );
+    assert_eq!(emu.call_count("PutKeyPolicy"), before + 1);
+    let (_, metrics) = ctl.get("/metrics").expect("metrics");
+    assert!(
+        metrics.contains(r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#),
+        "{metrics}"
+    );
+}

@@ -1,6 +1,9 @@
 //! The KMS adapter against the embedded emulator: the shared suite, then the errors the
 //! controller must classify (policy too large, malformed, throttled, 5xx, access denied).
 
+// The emulator (and the shared test support) exists only with the default feature `emulator`.
+#![cfg(feature = "emulator")]
+
 mod support_aws;
 
 use msf_cmk_controller::domain::ErrorCategory;

@@ -1,6 +1,9 @@
 //! The KMS adapter against moto, an independent KMS implementation. Needs
 //! `MOTO_SERVER_BIN` (scripts/setup-moto.sh); fails without it.
 
+// The emulator (and the shared test support) exists only with the default feature `emulator`.
+#![cfg(feature = "emulator")]
+
 mod support_aws;
 
 use support_aws::{Moto, kms_suite};

@@ -26,11 +26,14 @@ fn cond(c: &Value, ctx: &[(&str, &str)]) -> bool {
     evaluate(&d, &req(Principal::Aws(ROLE.into()), "kms:Decrypt", ctx)).decision == Decision::Allow
 }
 
+/// (name, Condition element, request context, allowed?)
+type Row = (&'static str, Value, Vec<(&'static str, &'static str)>, bool);
+
 #[test]
 fn condition_operators() {
     let ip = "203.0.113.7";
     #[rustfmt::skip]
-    let rows: Vec<(&str, Value, Vec<(&str, &str)>, bool)> = vec![
+    let rows: Vec<Row> = vec![
         // String
         ("StringEquals match", json!({"StringEquals": {"k": "v"}}), vec![("k", "v")], true),
         ("StringEquals values are case-sensitive", json!({"StringEquals": {"k": "v"}}), vec![("k", "V")], false),

@@ -1,6 +1,9 @@
 //! `msf-cmk-controller emulator`: the embedded AWS emulator, standalone, for manual use and
 //! scripts. Prints `endpoint: http://127.0.0.1:PORT` on stdout once it listens.
 
+// Compiled only with the emulator (the container image builds without it).
+#![cfg(feature = "emulator")]
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -62,6 +62,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Only for the commands that print and hold no network connection: a server must not die
+    // of a peer closing its socket.
+    if matches!(
+        cli.command,
+        Command::Crd | Command::Policy(_) | Command::IamPolicy(_)
+    ) {
+        restore_default_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -99,5 +107,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => plan_cmd::run_apply(a).await,
         #[cfg(feature = "emulator")]
         Command::Demo(a) => demo_cmd::run(a).await,
+    }
+}
+
+/// Rust ignores SIGPIPE, so `msf-cmk-controller iam-policy | head` would panic in `println!`.
+/// Command-line tools are expected to end quietly when their reader goes away.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -215,7 +215,6 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         };
         let h = health.clone();
         let run_client = client.clone();
-        let shutdown = tokio::signal::ctrl_c();
         tokio::select! {
             r = leader::run_when_leader(
                 client,
@@ -223,13 +222,40 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 move |leading| h.set(if leading { Health::LEADER } else { Health::STANDBY }),
                 move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency),
             ) => r?,
-            _ = shutdown => tracing::info!("interrupted: stopping"),
+            _ = shutdown_signal() => tracing::info!("signal received: stopping"),
         }
     } else {
         health.set(Health::LEADER);
-        kube_loop::run_controllers(client, core, namespaces, concurrency).await;
+        tokio::select! {
+            _ = kube_loop::run_controllers(client, core, namespaces, concurrency) => {}
+            _ = shutdown_signal() => tracing::info!("signal received: stopping"),
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM (what Kubernetes sends) or SIGINT. AWS-side work is idempotent and resumes safely,
+/// so stopping mid-reconcile is harmless.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use crate::api::ApplicationEncryptionStatus;
 use crate::controller::context::Core;
 use crate::controller::manifests::Manifest;
 use crate::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
-use crate::controller::tenancy::{Claim, conflicting_owner};
+use crate::controller::tenancy::{Claim, Tenancy, conflicting_owner};
 use crate::domain::ErrorCategory;
 
 /// How `apply` waits for resources in transient states.
@@ -55,7 +55,11 @@ fn peers(manifests: &[Manifest]) -> Vec<Peer> {
 
 /// The conflict message of each manifest: among files there is no creation time, so the
 /// first by namespace/name keeps the application.
-fn conflicts(manifests: &[Manifest], default_region: &str) -> Vec<Option<String>> {
+fn conflicts(
+    manifests: &[Manifest],
+    tenancy: &Tenancy,
+    default_region: &str,
+) -> Vec<Option<String>> {
     let regions: Vec<String> = manifests
         .iter()
         .map(|m| {
@@ -74,12 +78,13 @@ fn conflicts(manifests: &[Manifest], default_region: &str) -> Vec<Option<String>
             created: None,
             region: r,
             application_name: &m.spec.application_name,
+            incumbent: false,
         })
         .collect();
     claims
         .iter()
         .map(|me| {
-            conflicting_owner(me, &claims).map(|o| {
+            conflicting_owner(tenancy, me, &claims).map(|o| {
                 format!(
                     "Application {} in {} is already claimed by ApplicationEncryption {}/{}.",
                     me.application_name, me.region, o.namespace, o.name
@@ -92,7 +97,7 @@ fn conflicts(manifests: &[Manifest], default_region: &str) -> Vec<Option<String>
 /// Plans every manifest (reads only). Results in input order.
 pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -> Vec<Outcome> {
     let peers = peers(manifests);
-    let conflicts = conflicts(manifests, &core.defaults.region);
+    let conflicts = conflicts(manifests, &core.tenancy, &core.defaults.region);
     let mut out: Vec<(usize, Outcome)> = futures::stream::iter(manifests.iter().enumerate())
         .map(|(i, m)| {
             let subject = Subject {
@@ -125,7 +130,7 @@ pub async fn apply_all(
     on_done: impl Fn(&Done) + Sync,
 ) -> Vec<Done> {
     let peers = peers(manifests);
-    let conflicts = conflicts(manifests, &core.defaults.region);
+    let conflicts = conflicts(manifests, &core.tenancy, &core.defaults.region);
     let on_done = &on_done;
     let mut out: Vec<Done> = futures::stream::iter(manifests.iter().enumerate())
         .map(|(i, m)| {

@@ -28,7 +28,7 @@ use crate::controller::context::Core;
 use crate::controller::finalizer as cleanup;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
-use crate::controller::tenancy::{Claim, conflicting_owner};
+use crate::controller::tenancy::{Claim, Tenancy, conflicting_owner};
 use crate::domain::ErrorCategory;
 
 /// The field manager of every write the controller makes.
@@ -113,7 +113,6 @@ pub async fn run_controllers(
     let runs = streams.into_iter().map(|(stream, reader)| {
         Controller::for_stream(stream, reader)
             .with_config(ControllerConfig::default().concurrency(concurrency))
-            .shutdown_on_signal()
             .run(reconcile_object, error_policy, ctx.clone())
             .for_each(|r| async move {
                 if let Err(e) = r {
@@ -152,7 +151,7 @@ async fn reconcile_object(
 fn error_policy(obj: Arc<ApplicationEncryption>, err: &Error, ctx: Arc<KubeContext>) -> Action {
     let delay = ctx.core.backoff.failed(&object_key(&obj));
     tracing::warn!(resource = %object_key(&obj), error = %err, retry_in = ?delay, "reconcile failed");
-    ctx.core.metrics.reconciled("error", 0.0);
+    ctx.core.metrics.reconcile_errored();
     Action::requeue(delay)
 }
 
@@ -175,7 +174,7 @@ async fn apply(
             spec: o.spec.clone(),
         })
         .collect();
-    let conflict = conflict_message(&obj, &all, &ctx.core.defaults.region);
+    let conflict = conflict_message(&obj, &all, &ctx.core.tenancy, &ctx.core.defaults.region);
     let subject = Subject {
         namespace: &ns,
         name: &name,
@@ -247,7 +246,7 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
         spec: &obj.spec,
         generation: obj.meta().generation,
         previous: obj.status.as_ref(),
-        conflict: conflict_message(&obj, &all, &ctx.core.defaults.region),
+        conflict: conflict_message(&obj, &all, &ctx.core.tenancy, &ctx.core.defaults.region),
     };
     match cleanup::cleanup(&ctx.core, &subject).await {
         Ok(notes) => {
@@ -273,6 +272,7 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
 fn conflict_message(
     obj: &ApplicationEncryption,
     all: &[Arc<ApplicationEncryption>],
+    tenancy: &Tenancy,
     default_region: &str,
 ) -> Option<String> {
     let region_of = |o: &ApplicationEncryption| {
@@ -304,6 +304,7 @@ fn conflict_message(
                 .map(|t| chrono_time(&t.0)),
             region,
             application_name: &o.spec.application_name,
+            incumbent: is_incumbent(o),
         })
         .collect();
     let my_ns = obj.namespace().unwrap_or_default();
@@ -319,13 +320,23 @@ fn conflict_message(
             .map(|t| chrono_time(&t.0)),
         region: &my_region,
         application_name: &obj.spec.application_name,
+        incumbent: is_incumbent(obj),
     };
-    conflicting_owner(&me, &claims).map(|owner| {
+    conflicting_owner(tenancy, &me, &claims).map(|owner| {
         format!(
             "Application {} in {} is already claimed by ApplicationEncryption {}/{} (older); delete one of the two.",
             obj.spec.application_name, my_region, owner.namespace, owner.name
         )
     })
+}
+
+/// Whether the resource already acts on its application: it has a Ready condition that is not
+/// a refusal.
+fn is_incumbent(o: &ApplicationEncryption) -> bool {
+    o.status
+        .as_ref()
+        .and_then(crate::controller::status::ready)
+        .is_some_and(|c| c.reason != "Conflict" && c.reason != "NotPermitted")
 }
 
 fn chrono_time(t: &k8s_openapi::jiff::Timestamp) -> chrono::DateTime<Utc> {

@@ -25,7 +25,8 @@ pub struct LeaderConfig {
 }
 
 /// Runs `work` whenever this replica holds the lease, stopping it as soon as the lease is lost.
-/// `on_role(true/false)` is told each change. Returns only on a Lease API error at start-up.
+/// `on_role(true/false)` is told each change. Returns when `work` ends by itself (shutdown) or
+/// on a Lease API error at start-up.
 pub async fn run_when_leader<F, Fut>(
     client: Client,
     cfg: LeaderConfig,
@@ -66,7 +67,8 @@ where
                 tracing::warn!(identity = %cfg.identity, "lost the lease: controllers stopped, standing by");
             }
             _ = &mut running => {
-                tracing::warn!("controllers stopped on their own; standing by for the lease");
+                // The controllers only end on a shutdown signal: stop, do not restart them.
+                return Ok(());
             }
         }
         on_role(false);

@@ -124,6 +124,15 @@ impl Metrics {
         self.duration.observe(seconds);
     }
 
+    /// A reconcile that failed outside the pipeline (Kubernetes API errors): counted, not timed.
+    pub fn reconcile_errored(&self) {
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: "error".to_string(),
+            })
+            .inc();
+    }
+
     pub fn aws_call(&self, service: &str, operation: &str, outcome: &str) {
         self.aws_calls
             .get_or_create(&AwsCallLabels {

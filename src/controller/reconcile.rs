@@ -220,7 +220,7 @@ pub async fn reconcile(
     let mut passes = 0usize;
     let final_plan = loop {
         passes += 1;
-        let plan = planner::plan(&PlanInput {
+        let plan = plan_within_capacity(&PlanInput {
             spec,
             generation: subject.generation,
             defaults: &core.defaults,
@@ -349,7 +349,7 @@ pub async fn reconcile(
         }
         None => final_plan.conditions.clone(),
     };
-    let status = status::build(&StatusInput {
+    let mut status = status::build(&StatusInput {
         previous: subject.previous,
         generation: subject.generation,
         conditions: &conditions,
@@ -358,6 +358,16 @@ pub async fn reconcile(
         key_policy: final_plan.key_policy.as_ref(),
         now,
     });
+    // A failed read says nothing new: keep what was last observed rather than blank it (the
+    // conditions say the read failed).
+    if let Some(prev) = subject.previous {
+        if matches!(obs.application, Observed::Failed { .. }) {
+            status.application = prev.application.clone();
+        }
+        if matches!(obs.key_policy, Observed::Failed { .. }) && status.key_policy.is_none() {
+            status.key_policy = prev.key_policy.clone();
+        }
+    }
     if matches!(next, Next::Blocked | Next::Failed(_))
         && let Some(ready) = conditions
             .iter()
@@ -387,6 +397,45 @@ pub async fn reconcile(
         application_updates: updates,
         desired_key_arn,
     }
+}
+
+/// Plans with as many co-tenants as fit in KMS's 32 KB: all of them when they fit (one write
+/// for the whole key), else the largest prefix that does (found by bisection, pure), so a key
+/// fills up to its capacity in few writes and only the applications beyond it report
+/// `KeyPolicyTooLarge`.
+fn plan_within_capacity(input: &PlanInput<'_>) -> Plan {
+    let too_large = |p: &Plan| {
+        p.conditions.iter().any(|c| {
+            c.type_ == condition_types::KEY_POLICY_COMPLIANT && c.reason == "KeyPolicyTooLarge"
+        })
+    };
+    let full = planner::plan(input);
+    if input.co_tenants.is_empty() || !too_large(&full) {
+        return full;
+    }
+    let with = |k: usize| {
+        planner::plan(&PlanInput {
+            co_tenants: &input.co_tenants[..k],
+            ..input.clone()
+        })
+    };
+    // Invariant: `lo` co-tenants fit (or lo == 0), `hi` do not.
+    let (mut lo, mut hi) = (0usize, input.co_tenants.len());
+    let mut best = with(0);
+    if too_large(&best) {
+        return best;
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let p = with(mid);
+        if too_large(&p) {
+            hi = mid;
+        } else {
+            lo = mid;
+            best = p;
+        }
+    }
+    best
 }
 
 fn next_action(

@@ -152,31 +152,9 @@ fn list(patterns: &[String]) -> String {
     }
 }
 
-/// `*` matches any run of characters (including none), `?` exactly one. Everything else is
-/// literal and case-sensitive (names and ARNs are).
-pub fn glob(pattern: &str, s: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = s.chars().collect();
-    // Iterative matcher with one backtrack point: linear in practice, no recursion.
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
+/// `*` matches any run of characters (including none), `?` exactly one; everything else is
+/// literal and case-sensitive (names and ARNs are). The same matcher as the policy engine's.
+pub use crate::policy::glob::matches as glob;
 
 /// One resource's claim on an application, for conflict detection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,14 +164,18 @@ pub struct Claim<'a> {
     pub created: Option<DateTime<Utc>>,
     pub region: &'a str,
     pub application_name: &'a str,
+    /// Already acting on the application (it has a status that is not a Conflict). Creation
+    /// times have one-second resolution: within the same second the incumbent keeps it.
+    pub incumbent: bool,
 }
 
 impl Claim<'_> {
     /// Older first; resources without a creation time (not yet persisted) sort last.
-    fn seniority(&self) -> (bool, Option<DateTime<Utc>>, &str, &str) {
+    fn seniority(&self) -> (bool, Option<DateTime<Utc>>, bool, &str, &str) {
         (
             self.created.is_none(),
             self.created,
+            !self.incumbent,
             self.namespace,
             self.name,
         )
@@ -201,11 +183,22 @@ impl Claim<'_> {
 }
 
 /// If another resource claims the same application and region and is older, the claim that
-/// wins. `others` may include `me` (it is skipped).
-pub fn conflicting_owner<'a>(me: &Claim<'_>, others: &'a [Claim<'a>]) -> Option<&'a Claim<'a>> {
+/// wins. `others` may include `me` (it is skipped). A claim the tenancy guard refuses
+/// (NotPermitted) never wins: otherwise any namespace could block a team from its own
+/// application by declaring it first.
+pub fn conflicting_owner<'a>(
+    tenancy: &Tenancy,
+    me: &Claim<'_>,
+    others: &'a [Claim<'a>],
+) -> Option<&'a Claim<'a>> {
     others
         .iter()
         .filter(|o| !(o.namespace == me.namespace && o.name == me.name))
+        .filter(|o| {
+            tenancy
+                .check_application(o.namespace, o.application_name)
+                .is_ok()
+        })
         .filter(|o| o.region == me.region && o.application_name == me.application_name)
         .filter(|o| o.seniority() < me.seniority())
         .min_by(|a, b| a.seniority().cmp(&b.seniority()))
@@ -297,6 +290,7 @@ namespaces:
             created: ts(0),
             region: "us-east-1",
             application_name: "app",
+            incumbent: false,
         };
         let new = Claim {
             namespace: "b",
@@ -312,8 +306,8 @@ namespaces:
             ..old.clone()
         };
         let all = [old.clone(), new.clone(), other_region];
-        assert_eq!(conflicting_owner(&new, &all), Some(&old));
-        assert_eq!(conflicting_owner(&old, &all), None);
+        assert_eq!(conflicting_owner(&Tenancy(None), &new, &all), Some(&old));
+        assert_eq!(conflicting_owner(&Tenancy(None), &old, &all), None);
         // Same creation second: namespace/name decides, deterministically.
         let twin = Claim {
             namespace: "b",
@@ -321,7 +315,44 @@ namespaces:
             ..new.clone()
         };
         let pair = [old.clone(), twin.clone()];
-        assert_eq!(conflicting_owner(&twin, &pair), Some(&old));
-        assert_eq!(conflicting_owner(&old, &pair), None);
+        assert_eq!(conflicting_owner(&Tenancy(None), &twin, &pair), Some(&old));
+        assert_eq!(conflicting_owner(&Tenancy(None), &old, &pair), None);
+        // ... unless the other one already holds the application.
+        let holder = Claim {
+            incumbent: true,
+            ..twin.clone()
+        };
+        let pair = [old.clone(), holder.clone()];
+        assert_eq!(
+            conflicting_owner(&Tenancy(None), &old, &pair),
+            Some(&holder)
+        );
+        assert_eq!(conflicting_owner(&Tenancy(None), &holder, &pair), None);
+    }
+
+    #[test]
+    fn a_refused_claim_never_wins_a_conflict() {
+        let t = Tenancy(Some(TenancyConfig::parse(CFG).unwrap()));
+        let squatter = Claim {
+            namespace: "other",
+            name: "squat",
+            created: Some(Utc.timestamp_opt(1_000, 0).unwrap()),
+            region: "us-east-1",
+            application_name: "team-a-orders",
+            incumbent: false,
+        };
+        let owner = Claim {
+            namespace: "team-a",
+            name: "orders",
+            created: Some(Utc.timestamp_opt(2_000, 0).unwrap()),
+            ..squatter.clone()
+        };
+        let all = [squatter.clone(), owner.clone()];
+        assert_eq!(conflicting_owner(&t, &owner, &all), None);
+        // Without a tenancy configuration every claim counts, and the older one wins.
+        assert_eq!(
+            conflicting_owner(&Tenancy(None), &owner, &all),
+            Some(&squatter)
+        );
     }
 }

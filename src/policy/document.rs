@@ -168,7 +168,10 @@ impl Statement {
             },
             condition,
         };
-        let label = sid.unwrap_or_else(|| index.to_string());
+        // An empty Sid names nothing; the index does.
+        let label = sid
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| index.to_string());
         Ok(Self { raw, parsed, label })
     }
 

@@ -12,7 +12,7 @@ mod condition;
 mod document;
 mod evaluator;
 mod findings;
-mod glob;
+pub mod glob;
 pub mod iam;
 pub mod merge;
 mod owned;

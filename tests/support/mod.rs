@@ -6,10 +6,13 @@
 //! - [`controller`]: `msf-cmk-controller run` as the controller's ServiceAccount, configured
 //!   like the Deployment in `deploy/`.
 //! - [`process`]: a child process (the controller binary) killed when dropped.
+//! - [`scenario`]: one controller scenario: its own emulator, namespaces and replicas, and
+//!   diagnostics printed when it fails.
 //! - [`wait`]: bounded polling.
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod controller;
 pub mod process;
+pub mod scenario;
 pub mod wait;
