@@ -12,7 +12,8 @@
 //! - `BENCH_CLI_SAMPLE` (default 100): the CLI baseline converts at most this many
 //!   applications per N; above it its figures are extrapolated linearly (and labelled so).
 //! - `BENCH_LATENCY_MS` (default 20), `BENCH_UPDATE_DELAY_MS` (default 200),
-//!   `BENCH_KEYS` (default 20), `BENCH_CONCURRENCY` (unset: apply's default).
+//!   `BENCH_KEYS` (default 20), `BENCH_CONCURRENCY` (unset: apply's default),
+//!   `BENCH_NAME_PREFIX` (default `app-`: application names are the prefix and 4 digits).
 //!
 //! The controller is the binary cargo builds next to this bench (release profile) and runs as
 //! a child process, so that its peak RSS is its own (`wait4` rusage). The emulator runs in this
@@ -40,6 +41,7 @@ struct Config {
     latency: Duration,
     update_delay: Duration,
     keys: usize,
+    name_prefix: String,
     concurrency: Option<usize>,
     controller: PathBuf,
     aws_cli: PathBuf,
@@ -78,6 +80,7 @@ impl Config {
             latency: Duration::from_millis(env_or("BENCH_LATENCY_MS", 20u64)?),
             update_delay: Duration::from_millis(env_or("BENCH_UPDATE_DELAY_MS", 200u64)?),
             keys,
+            name_prefix: std::env::var("BENCH_NAME_PREFIX").unwrap_or_else(|_| "app-".into()),
             concurrency: std::env::var("BENCH_CONCURRENCY")
                 .ok()
                 .map(|v| v.parse())
@@ -127,8 +130,8 @@ async fn world(cfg: &Config, n: usize) -> anyhow::Result<World> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut apps = Vec::with_capacity(n);
     for i in 0..n {
-        // Short names: 50 applications per key (N = 1,000 on 20 keys) must fit in 32 KB.
-        let name = format!("app-{i:04}");
+        // Short names by default: 50 applications per key (N = 1,000 on 20 keys) fit in 32 KB.
+        let name = format!("{}{i:04}", cfg.name_prefix);
         let status = if i % 2 == 0 {
             ApplicationStatus::Running
         } else {
