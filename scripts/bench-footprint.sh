@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Controller footprint on a real kube-apiserver: RSS and CPU of `msf-cmk-controller run`
 # idle (no resources), while converging N ApplicationEncryption resources, and in steady state.
-# The AWS side is the embedded emulator (standalone) holding N applications on 20 shared keys.
+# The AWS side is the embedded emulator (standalone) holding N applications on 25 shared keys.
 #
 #   scripts/bench-footprint.sh            # N=1000, release binary if built, else debug
 #   N=200 BIN=target/debug/msf-cmk-controller scripts/bench-footprint.sh
@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-1000}
-KEYS=${KEYS:-20}
+# 25 keys: 40 applications each, under the ~45 that fit in one 32 KB key policy.
+KEYS=${KEYS:-25}
 IDLE_SECS=${IDLE_SECS:-20}
 STEADY_SECS=${STEADY_SECS:-60}
 CONVERGE_TIMEOUT_SECS=${CONVERGE_TIMEOUT_SECS:-900}
