@@ -104,21 +104,9 @@ async fn remove_statements(
     key_id: &str,
     region: &str,
 ) -> Result<Option<Note>, CleanupError> {
-    let key = match observe::describe_key(core, &kms_region(key_id, region), key_id).await {
-        Observed::Found(k) => k,
-        Observed::NotFound(_) | Observed::Skipped => return Ok(None),
-        Observed::Failed {
-            category,
-            code,
-            message,
-        } => {
-            return Err(CleanupError::Aws(AwsError {
-                category,
-                operation: "DescribeKey",
-                code,
-                message,
-            }));
-        }
+    let described = observe::describe_key(core, &kms_region(key_id, region), key_id).await;
+    let Some(key) = found_or_gone(described, "DescribeKey")? else {
+        return Ok(None);
     };
     if core
         .tenancy
@@ -133,21 +121,8 @@ async fn remove_statements(
     };
     let guard = core.key_locks.lock(&key.arn).await;
     let (policy, _) = observe::fresh_key_policy(core, &guard, &key.region).await;
-    let text = match policy {
-        Observed::Found(t) => t,
-        Observed::NotFound(_) | Observed::Skipped => return Ok(None),
-        Observed::Failed {
-            category,
-            code,
-            message,
-        } => {
-            return Err(CleanupError::Aws(AwsError {
-                category,
-                operation: "GetKeyPolicy",
-                code,
-                message,
-            }));
-        }
+    let Some(text) = found_or_gone(policy, "GetKeyPolicy")? else {
+        return Ok(None);
     };
     let policy_err = |why: String| CleanupError::Policy {
         key: key.arn.clone(),
@@ -178,4 +153,26 @@ async fn remove_statements(
             key.arn
         ),
     }))
+}
+
+/// A read during cleanup: found -> `Some`; already gone (or not read) -> `None`, nothing to
+/// clean; failed -> the error, classified as the adapter classified it.
+fn found_or_gone<T>(
+    observed: Observed<T>,
+    operation: &'static str,
+) -> Result<Option<T>, CleanupError> {
+    match observed {
+        Observed::Found(t) => Ok(Some(t)),
+        Observed::NotFound(_) | Observed::Skipped => Ok(None),
+        Observed::Failed {
+            category,
+            code,
+            message,
+        } => Err(CleanupError::Aws(AwsError {
+            category,
+            operation,
+            code,
+            message,
+        })),
+    }
 }
