@@ -4,8 +4,9 @@
 #
 #   docker build -t msf-cmk-controller:0.1.0 .
 #
-# CI builds the same binary the same way (scripts/test.sh: `cargo build --release --locked
-# --no-default-features`), so a broken image build shows up without a Docker engine.
+# CI builds the same binary the same way without a Docker engine: scripts/build-release.sh
+# stages exactly what this build stage COPYs (after .dockerignore) in an empty directory and
+# runs the cargo command below there, so a file missing from the context fails CI too.
 
 ARG RUST_VERSION=1.95
 
@@ -14,6 +15,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crds ./crds
+# Cargo.toml declares the [[bench]] targets: cargo refuses the manifest without their files.
+COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --no-default-features --bin msf-cmk-controller \
