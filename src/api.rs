@@ -66,6 +66,12 @@ pub struct ApplicationEncryptionSpec {
     /// When true the controller observes and reports but changes nothing in AWS.
     #[serde(default)]
     pub suspend: bool,
+
+    /// Switching the key of a RUNNING application restarts it from a snapshot. When the
+    /// application has snapshots disabled it would restart without its state, so the controller
+    /// refuses (reason WouldRestartWithoutState) unless this is true. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_stateless_restart: bool,
 }
 
 /// The key that encrypts an application's state.
@@ -147,7 +153,76 @@ pub struct ApplicationEncryptionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub last_sync_time: Option<String>,
+
+    /// The last UpdateApplication the controller made for this resource and how it ended.
+    /// A failed (rolled back) update is not retried for the same generation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<LastUpdate>,
+
+    /// The last key policy write this resource made (its key and time): UpdateApplication
+    /// waits for it to propagate, also across a controller restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_key_policy_write: Option<KeyPolicyWrite>,
 }
+
+/// One UpdateApplication made by the controller, followed until MSF's operation ends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastUpdate {
+    /// The metadata.generation the update was made for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// The key type the update switched to.
+    pub key_type: KeyType,
+    /// The resolved ARN of the key the update switched to (none for the AWS owned key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_arn: Option<String>,
+    /// MSF's OperationId (DescribeApplicationOperation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// The application version the update produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<i64>,
+    /// When the update was made (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub time: String,
+    /// InProgress, Successful, RolledBack (MSF failed the operation and undid it) or Cancelled.
+    pub outcome: UpdateOutcome,
+    /// MSF's failure message, when the operation failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The value of the msfcmk.dev/retry-update annotation this update was made under: a
+    /// different value allows one more try after a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+}
+
+/// How an UpdateApplication ended, as MSF's operation says.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum UpdateOutcome {
+    /// MSF is still applying it.
+    InProgress,
+    /// The operation succeeded.
+    Successful,
+    /// The operation failed and MSF rolled the application back.
+    RolledBack,
+    /// The operation was cancelled.
+    Cancelled,
+}
+
+/// A key policy write made by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyPolicyWrite {
+    /// The key whose policy was written.
+    pub key_arn: String,
+    /// When (RFC 3339).
+    #[schemars(extend("format" = "date-time"))]
+    pub time: String,
+}
+
+/// Set to a new value to allow one more UpdateApplication after MSF rolled an update back.
+pub const RETRY_UPDATE_ANNOTATION: &str = "msfcmk.dev/retry-update";
 
 /// The application as observed by DescribeApplication.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -287,3 +287,90 @@ impl EncryptionUpdate {
         serde_json::Value::Object(body)
     }
 }
+
+/// What DescribeApplication says besides the encryption that the update lifecycle needs:
+/// whether MSF rolled the current version back from a failed one, and whether a restart
+/// keeps the job's state (snapshots).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationLifecycle {
+    /// `ApplicationVersionRolledBackFrom`: the version whose update failed and was undone.
+    pub rolled_back_from: Option<i64>,
+    /// `ApplicationVersionRolledBackTo`.
+    pub rolled_back_to: Option<i64>,
+    /// `ApplicationSnapshotConfigurationDescription.SnapshotsEnabled`; None when MSF does not
+    /// report it (not known to be disabled).
+    pub snapshots_enabled: Option<bool>,
+}
+
+/// DescribeApplication: the application and its lifecycle markers, from one call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationDescription {
+    pub application: ObservedApplication,
+    pub lifecycle: ApplicationLifecycle,
+}
+
+/// What an accepted UpdateApplication returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateAccepted {
+    /// The application as MSF describes it right after the call (new version, UPDATING).
+    pub application: ObservedApplication,
+    /// `OperationId`: follow it with DescribeApplicationOperation.
+    pub operation_id: Option<String>,
+}
+
+/// `OperationStatus` of an MSF application operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OperationStatus {
+    InProgress,
+    Successful,
+    Failed,
+    Cancelled,
+    Other(String),
+}
+
+impl OperationStatus {
+    pub fn from_wire(s: &str) -> Self {
+        match s {
+            "IN_PROGRESS" => Self::InProgress,
+            "SUCCESSFUL" => Self::Successful,
+            "FAILED" => Self::Failed,
+            "CANCELLED" => Self::Cancelled,
+            other => Self::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_wire(&self) -> &str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Successful => "SUCCESSFUL",
+            Self::Failed => "FAILED",
+            Self::Cancelled => "CANCELLED",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// The operation has ended (one way or another).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::InProgress)
+    }
+}
+
+/// One application operation (ListApplicationOperations / DescribeApplicationOperation).
+/// The list gives only the summary; the version change and the failure come from Describe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationOperation {
+    pub operation_id: String,
+    /// e.g. `UpdateApplication`, `StartApplication`.
+    pub operation: String,
+    pub status: OperationStatus,
+    pub start_time: Option<chrono::DateTime<chrono::Utc>>,
+    pub end_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// `ApplicationVersionChangeDetails.ApplicationVersionUpdatedFrom`.
+    pub version_from: Option<i64>,
+    /// `ApplicationVersionChangeDetails.ApplicationVersionUpdatedTo`.
+    pub version_to: Option<i64>,
+    /// `OperationFailureDetails.ErrorInfo.ErrorString`: MSF's reason for the failure.
+    pub failure_message: Option<String>,
+    /// `OperationFailureDetails.RollbackOperationId`.
+    pub rollback_operation_id: Option<String>,
+}

@@ -7,6 +7,8 @@
 //! `keyPolicy.mode` decides whether the policy is written, only checked, or not read; keys
 //! compare by resolved ARN; a converged resource plans no step at all.
 
+pub mod lifecycle;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -52,6 +52,9 @@ async fn env_with(tenancy: Tenancy) -> Env {
             // Every reconcile reads the policy itself unless a test says otherwise: a resync
             // in these tests stands for one a resync period later.
             policy_share_window: Duration::ZERO,
+            // These flows switch in the pass that writes the policy; the settle time and the
+            // update lifecycle have their own tests (controller_lifecycle.rs).
+            policy_settle: Duration::ZERO,
             ..Settings::default()
         },
         Arc::new(Metrics::new()),
@@ -72,6 +75,7 @@ fn cmk(app: &str, key: &str) -> ApplicationEncryptionSpec {
         key_policy: KeyPolicySpec::default(),
         deletion_policy: DeletionPolicy::Retain,
         suspend: false,
+        allow_stateless_restart: false,
     }
 }
 
@@ -104,6 +108,7 @@ impl Env {
             generation: Some(1),
             previous,
             conflict: None,
+            retry_update: None,
         };
         reconcile::reconcile(&self.core, &subject, peers, Mode::Execute, Utc::now()).await
     }
@@ -160,6 +165,7 @@ fn subject(spec: &ApplicationEncryptionSpec) -> Subject<'_> {
         generation: Some(2),
         previous: None,
         conflict: None,
+        retry_update: None,
     }
 }
 
@@ -309,6 +315,7 @@ async fn applications_sharing_a_key_share_one_policy_write() {
                 name: name.clone(),
                 spec: cmk(&name, &key),
                 source: "test".into(),
+                retry_update: None,
             }
         })
         .collect();
@@ -429,6 +436,7 @@ async fn audit_mode_reports_and_switches_once_the_admin_adds_the_statements() {
         generation: Some(1),
         previous: None,
         conflict: None,
+        retry_update: None,
     };
     let planned = reconcile::reconcile(&e.core, &subject, &[], Mode::DryRun, Utc::now()).await;
     let policy = planned
@@ -499,12 +507,14 @@ async fn the_newer_claim_on_an_application_is_a_conflict() {
             name: "orders".into(),
             spec: cmk("orders", &key),
             source: "t".into(),
+            retry_update: None,
         },
         Manifest {
             namespace: "b".into(),
             name: "orders".into(),
             spec: aok("orders"),
             source: "t".into(),
+            retry_update: None,
         },
     ];
     let opts = ApplyOptions {
@@ -687,6 +697,7 @@ async fn a_full_key_takes_what_fits_in_few_writes_and_reports_the_rest() {
                 name: name.clone(),
                 spec: cmk(&name, &key),
                 source: "test".into(),
+                retry_update: None,
             }
         })
         .collect();

@@ -19,14 +19,19 @@ mod connect;
 mod ratelimit;
 mod sdk_kms;
 mod sdk_msf;
+mod sts;
 
 pub use classify::{category_of, classify};
 pub use connect::{AwsClients, ConnectOptions, connect};
 pub use ratelimit::RateLimits;
 pub use sdk_kms::SdkKms;
 pub use sdk_msf::SdkMsf;
+pub use sts::{SdkSts, StsApi};
 
-use crate::domain::{EncryptionUpdate, ErrorCategory, ObservedApplication, ObservedKey};
+use crate::domain::{
+    ApplicationDescription, ApplicationOperation, EncryptionUpdate, ErrorCategory,
+    ObservedApplication, ObservedKey, UpdateAccepted,
+};
 
 /// An AWS call that failed, classified once.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,20 +63,61 @@ impl AwsError {
 }
 
 /// Managed Service for Apache Flink (`kinesisanalyticsv2`).
+///
+/// Implementations provide the four calls that carry everything; `describe_application` and
+/// `update_application_encryption` are the short forms most callers need.
 #[async_trait]
 pub trait MsfApi: Send + Sync {
+    /// `DescribeApplication`, with the lifecycle markers (rollback, snapshots).
+    async fn describe_application_detail(
+        &self,
+        region: &str,
+        application_name: &str,
+    ) -> Result<ApplicationDescription, AwsError>;
+
+    /// `UpdateApplication` with only `ApplicationEncryptionConfigurationUpdate`.
+    /// Returns the application as MSF describes it right after the call and the operation id.
+    async fn start_encryption_update(
+        &self,
+        update: &EncryptionUpdate,
+    ) -> Result<UpdateAccepted, AwsError>;
+
+    /// `ListApplicationOperations` filtered to `operation` (e.g. `UpdateApplication`): the
+    /// summaries (id, status, times), most recent first.
+    async fn list_application_operations(
+        &self,
+        region: &str,
+        application_name: &str,
+        operation: &str,
+    ) -> Result<Vec<ApplicationOperation>, AwsError>;
+
+    /// `DescribeApplicationOperation`: the version change and MSF's failure message.
+    async fn describe_application_operation(
+        &self,
+        region: &str,
+        application_name: &str,
+        operation_id: &str,
+    ) -> Result<ApplicationOperation, AwsError>;
+
     async fn describe_application(
         &self,
         region: &str,
         application_name: &str,
-    ) -> Result<ObservedApplication, AwsError>;
+    ) -> Result<ObservedApplication, AwsError> {
+        self.describe_application_detail(region, application_name)
+            .await
+            .map(|d| d.application)
+    }
 
-    /// `UpdateApplication` with only `ApplicationEncryptionConfigurationUpdate`.
     /// Returns the application as MSF describes it right after the call.
     async fn update_application_encryption(
         &self,
         update: &EncryptionUpdate,
-    ) -> Result<ObservedApplication, AwsError>;
+    ) -> Result<ObservedApplication, AwsError> {
+        self.start_encryption_update(update)
+            .await
+            .map(|u| u.application)
+    }
 }
 
 /// KMS.

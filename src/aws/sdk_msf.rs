@@ -1,13 +1,16 @@
-//! `MsfApi` on `aws-sdk-kinesisanalyticsv2`.
+//! `MsfApi` on `aws-sdk-kinesisanalyticsv2`: DescribeApplication, UpdateApplication (encryption
+//! only), and the operation history (ListApplicationOperations, DescribeApplicationOperation)
+//! that the update lifecycle follows.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::Region;
 use aws_sdk_kinesisanalyticsv2 as msf;
+use chrono::{DateTime, Utc};
 use msf::types::{
     ApplicationConfigurationUpdate, ApplicationDetail, ApplicationEncryptionConfigurationUpdate,
-    KeyType,
+    ApplicationOperationInfo, KeyType,
 };
 
 use super::classify::classify;
@@ -15,8 +18,9 @@ use super::connect::{PerRegion, Shared};
 use super::ratelimit::{Limiter, RateLimits};
 use super::{AwsError, MsfApi};
 use crate::domain::{
-    ApplicationStatus, AppliedEncryption, AppliedKeyType, EncryptionUpdate, ErrorCategory,
-    ObservedApplication,
+    ApplicationDescription, ApplicationLifecycle, ApplicationOperation, ApplicationStatus,
+    AppliedEncryption, AppliedKeyType, EncryptionUpdate, ErrorCategory, ObservedApplication,
+    OperationStatus, UpdateAccepted,
 };
 
 pub struct SdkMsf {
@@ -45,11 +49,11 @@ fn build_client(shared: &Shared, region: &str) -> msf::Client {
 
 #[async_trait]
 impl MsfApi for SdkMsf {
-    async fn describe_application(
+    async fn describe_application_detail(
         &self,
         region: &str,
         application_name: &str,
-    ) -> Result<ObservedApplication, AwsError> {
+    ) -> Result<ApplicationDescription, AwsError> {
         const OP: &str = "DescribeApplication";
         self.describe_limit.wait(region).await;
         let out = self
@@ -60,13 +64,17 @@ impl MsfApi for SdkMsf {
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
-        observed(OP, out.application_detail())
+        let detail = out.application_detail();
+        Ok(ApplicationDescription {
+            application: observed(OP, detail)?,
+            lifecycle: detail.map(lifecycle).unwrap_or_default(),
+        })
     }
 
-    async fn update_application_encryption(
+    async fn start_encryption_update(
         &self,
         update: &EncryptionUpdate,
-    ) -> Result<ObservedApplication, AwsError> {
+    ) -> Result<UpdateAccepted, AwsError> {
         const OP: &str = "UpdateApplication";
         let key_type = match update.key_type {
             AppliedKeyType::AwsOwnedKey => KeyType::AwsOwnedKey,
@@ -95,7 +103,126 @@ impl MsfApi for SdkMsf {
         };
         self.update_limit.wait(&update.region).await;
         let out = req.send().await.map_err(|e| classify(OP, e))?;
-        observed(OP, out.application_detail())
+        Ok(UpdateAccepted {
+            application: observed(OP, out.application_detail())?,
+            operation_id: out.operation_id().map(str::to_string),
+        })
+    }
+
+    async fn list_application_operations(
+        &self,
+        region: &str,
+        application_name: &str,
+        operation: &str,
+    ) -> Result<Vec<ApplicationOperation>, AwsError> {
+        const OP: &str = "ListApplicationOperations";
+        self.describe_limit.wait(region).await;
+        // One page: the most recent operations are all the lifecycle needs.
+        let out = self
+            .clients
+            .get(region)
+            .list_application_operations()
+            .application_name(application_name)
+            .operation(operation)
+            .limit(LIST_LIMIT)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let mut ops: Vec<ApplicationOperation> = out
+            .application_operation_info_list()
+            .iter()
+            .filter(|o| o.operation().is_none_or(|name| name == operation))
+            .filter_map(summary)
+            .collect();
+        // Most recent first, whatever order the service used (stable for equal times).
+        ops.sort_by(|a, b| b.start_time.cmp(&a.start_time));
+        Ok(ops)
+    }
+
+    async fn describe_application_operation(
+        &self,
+        region: &str,
+        application_name: &str,
+        operation_id: &str,
+    ) -> Result<ApplicationOperation, AwsError> {
+        const OP: &str = "DescribeApplicationOperation";
+        self.describe_limit.wait(region).await;
+        let out = self
+            .clients
+            .get(region)
+            .describe_application_operation()
+            .application_name(application_name)
+            .operation_id(operation_id)
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
+        let d = out
+            .application_operation_info_details()
+            .ok_or_else(|| incomplete(OP, "response has no ApplicationOperationInfoDetails"))?;
+        let change = d.application_version_change_details();
+        let failure = d.operation_failure_details();
+        Ok(ApplicationOperation {
+            operation_id: operation_id.to_string(),
+            operation: d.operation().to_string(),
+            status: OperationStatus::from_wire(d.operation_status().as_str()),
+            start_time: Some(time(d.start_time())),
+            end_time: Some(time(d.end_time())),
+            version_from: change.map(|c| c.application_version_updated_from()),
+            version_to: change.map(|c| c.application_version_updated_to()),
+            failure_message: failure
+                .and_then(|f| f.error_info())
+                .and_then(|e| e.error_string())
+                .map(str::to_string),
+            rollback_operation_id: failure
+                .and_then(|f| f.rollback_operation_id())
+                .map(str::to_string),
+        })
+    }
+}
+
+/// Operations read per ListApplicationOperations call.
+const LIST_LIMIT: i32 = 10;
+
+fn incomplete(operation: &'static str, message: &str) -> AwsError {
+    AwsError {
+        category: ErrorCategory::Transient,
+        operation,
+        code: "IncompleteResponse".into(),
+        message: message.into(),
+    }
+}
+
+fn time(t: &aws_smithy_types::DateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default()
+}
+
+/// A list entry in domain terms; entries without an id cannot be followed and are skipped.
+fn summary(o: &ApplicationOperationInfo) -> Option<ApplicationOperation> {
+    Some(ApplicationOperation {
+        operation_id: o.operation_id()?.to_string(),
+        operation: o.operation().unwrap_or_default().to_string(),
+        status: o
+            .operation_status()
+            .map(|s| OperationStatus::from_wire(s.as_str()))
+            .unwrap_or_else(|| OperationStatus::Other(String::new())),
+        start_time: o.start_time().map(time),
+        end_time: o.end_time().map(time),
+        version_from: None,
+        version_to: None,
+        failure_message: None,
+        rollback_operation_id: None,
+    })
+}
+
+/// The rollback markers and the snapshot setting of an `ApplicationDetail`.
+fn lifecycle(d: &ApplicationDetail) -> ApplicationLifecycle {
+    ApplicationLifecycle {
+        rolled_back_from: d.application_version_rolled_back_from(),
+        rolled_back_to: d.application_version_rolled_back_to(),
+        snapshots_enabled: d
+            .application_configuration_description()
+            .and_then(|c| c.application_snapshot_configuration_description())
+            .map(|s| s.snapshots_enabled()),
     }
 }
 
@@ -113,12 +240,7 @@ fn observed(
     operation: &'static str,
     detail: Option<&ApplicationDetail>,
 ) -> Result<ObservedApplication, AwsError> {
-    let d = detail.ok_or_else(|| AwsError {
-        category: ErrorCategory::Transient,
-        operation,
-        code: "IncompleteResponse".into(),
-        message: "response has no ApplicationDetail".into(),
-    })?;
+    let d = detail.ok_or_else(|| incomplete(operation, "response has no ApplicationDetail"))?;
     let encryption = d
         .application_configuration_description()
         .and_then(|c| c.application_encryption_configuration_description())

@@ -1,7 +1,8 @@
 //! Apply: the writes of one reconcile (I/O), one planned step at a time.
 //!
 //! - `PutKeyPolicy` only under the key's lock (the [`KeyGuard`] proves it), then the policy is
-//!   re-read so that the next plan is made from what KMS actually holds (verification).
+//!   re-read so that the next plan is made from what KMS actually holds (verification; a read
+//!   that does not show the write yet is retried a few times, KMS being eventually consistent).
 //! - `UpdateApplication` at most once per reconcile (the caller counts; MSF restarts a RUNNING
 //!   application on every update).
 //!
@@ -11,9 +12,12 @@ use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
 use crate::controller::observe;
-use crate::domain::{EncryptionUpdate, Observed, ObservedApplication};
+use crate::domain::{EncryptionUpdate, Observed, UpdateAccepted};
 
-/// Writes the policy and re-reads it. A failed write forgets any shared read of the key,
+/// Writes the policy and re-reads it until the read shows the write. KMS is eventually
+/// consistent: a read right after PutKeyPolicy may still return the old policy, so it is
+/// retried a few times (`verify_attempts`, `verify_interval`) before the caller's re-plan
+/// concludes `KeyPolicyNotVerified`. A failed write forgets any shared read of the key,
 /// because whether it took effect is unknown.
 pub async fn put_key_policy(
     core: &Core,
@@ -29,14 +33,38 @@ pub async fn put_key_policy(
         core.key_locks.forget_policy(&guard.key_arn);
         return Err(e);
     }
-    let (reread, _) = observe::fresh_key_policy(core, guard, region).await;
-    Ok(reread)
+    let mut attempt = 0;
+    loop {
+        let (reread, _) = observe::fresh_key_policy(core, guard, region).await;
+        attempt += 1;
+        let shows_write = matches!(&reread, Observed::Found(text) if same_policy(text, policy));
+        if shows_write || attempt >= core.settings.verify_attempts.max(1) {
+            if !shows_write {
+                // Other reconciles of the key must not write from this stale read.
+                core.key_locks.forget_policy(&guard.key_arn);
+            }
+            return Ok(reread);
+        }
+        tokio::time::sleep(core.settings.verify_interval).await;
+    }
 }
 
-/// Switches the application's encryption; returns the application as MSF describes it after.
+/// Whether a policy read back is the one written (compared as JSON: whitespace may differ).
+fn same_policy(read: &str, written: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(read),
+        serde_json::from_str::<serde_json::Value>(written),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => read == written,
+    }
+}
+
+/// Switches the application's encryption; returns the application as MSF describes it after
+/// and the operation to follow.
 pub async fn update_application(
     core: &Core,
     update: &EncryptionUpdate,
-) -> Result<ObservedApplication, AwsError> {
-    core.msf.update_application_encryption(update).await
+) -> Result<UpdateAccepted, AwsError> {
+    core.msf.start_encryption_update(update).await
 }

@@ -107,6 +107,7 @@ pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -
                 generation: Some(1),
                 previous: None,
                 conflict: conflicts[i].clone(),
+                retry_update: m.retry_update.as_deref(),
             };
             let peers = &peers;
             async move {
@@ -170,6 +171,7 @@ async fn converge(
             generation: Some(1),
             previous: previous.as_ref(),
             conflict: conflict.clone(),
+            retry_update: m.retry_update.as_deref(),
         };
         let outcome = reconcile::reconcile(core, &subject, peers, Mode::Execute, Utc::now()).await;
         let wait = match outcome.next {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::aws::{KmsApi, MsfApi};
 use crate::controller::backoff::{Backoff, BackoffPolicy};
 use crate::controller::key_locks::{KeyLocks, ResolvedKeys};
+use crate::controller::lifecycle::PolicyWrites;
 use crate::controller::metrics::{MeteredKms, MeteredMsf, Metrics};
 use crate::controller::tenancy::Tenancy;
 use crate::planner::Defaults;
@@ -23,6 +24,16 @@ pub struct Settings {
     pub policy_share_window: Duration,
     /// Backoff for transient errors.
     pub backoff: BackoffPolicy,
+    /// After a key policy write, how long UpdateApplication waits for KMS to propagate it
+    /// (`--policy-settle`). Zero switches in the same pass.
+    pub policy_settle: Duration,
+    /// How long after our key policy write MSF refusing the update for key permissions is
+    /// read as propagation (transient) rather than a real refusal (terminal).
+    pub propagation_window: Duration,
+    /// Re-reads of a written policy that does not show the write yet, before
+    /// `KeyPolicyNotVerified`, and the pause between them.
+    pub verify_attempts: u32,
+    pub verify_interval: Duration,
 }
 
 impl Default for Settings {
@@ -31,6 +42,10 @@ impl Default for Settings {
             resync: Duration::from_secs(300),
             policy_share_window: Duration::from_secs(30),
             backoff: BackoffPolicy::default(),
+            policy_settle: Duration::from_secs(20),
+            propagation_window: Duration::from_secs(300),
+            verify_attempts: 4,
+            verify_interval: Duration::from_secs(1),
         }
     }
 }
@@ -45,6 +60,8 @@ pub struct Core {
     pub backoff: Backoff,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
+    /// When this process last wrote each key's policy (UpdateApplication waits for it).
+    pub policy_writes: PolicyWrites,
 }
 
 impl Core {
@@ -74,6 +91,7 @@ impl Core {
             backoff: Backoff::new(settings.backoff),
             metrics,
             settings,
+            policy_writes: PolicyWrites::new(chrono::Utc::now()),
         }
     }
 }

@@ -23,7 +23,7 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
-use crate::api::{ApplicationEncryption, FINALIZER};
+use crate::api::{ApplicationEncryption, FINALIZER, RETRY_UPDATE_ANNOTATION};
 use crate::controller::context::Core;
 use crate::controller::finalizer as cleanup;
 use crate::controller::metrics::Timer;
@@ -98,7 +98,9 @@ pub async fn run_controllers(
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
-                predicates::generation.combine(predicates::finalizers),
+                predicates::generation
+                    .combine(predicates::finalizers)
+                    .combine(retry_annotation_hash),
                 Default::default(),
             );
         streams.push((stream, reader.clone()));
@@ -182,6 +184,7 @@ async fn apply(
         generation: obj.meta().generation,
         previous: obj.status.as_ref(),
         conflict,
+        retry_update: retry_annotation(&obj),
     };
     let outcome =
         reconcile::reconcile(&ctx.core, &subject, &peers, Mode::Execute, Utc::now()).await;
@@ -216,6 +219,23 @@ async fn apply(
     Ok(Action::requeue(after))
 }
 
+/// The `msfcmk.dev/retry-update` annotation of a resource.
+fn retry_annotation(obj: &ApplicationEncryption) -> Option<&str> {
+    obj.annotations()
+        .get(RETRY_UPDATE_ANNOTATION)
+        .map(String::as_str)
+}
+
+/// A new value of the retry annotation must trigger a reconcile although the generation does
+/// not move (metadata changes do not bump it).
+fn retry_annotation_hash(obj: &ApplicationEncryption) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let value = retry_annotation(obj)?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    Some(h.finish())
+}
+
 /// When to look at an object again.
 pub fn requeue_after(core: &Core, key: &str, next: Next) -> Duration {
     match next {
@@ -247,6 +267,7 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
         generation: obj.meta().generation,
         previous: obj.status.as_ref(),
         conflict: conflict_message(&obj, &all, &ctx.core.tenancy, &ctx.core.defaults.region),
+        retry_update: retry_annotation(&obj),
     };
     match cleanup::cleanup(&ctx.core, &subject).await {
         Ok(notes) => {

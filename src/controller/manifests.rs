@@ -20,6 +20,8 @@ pub struct Manifest {
     pub spec: ApplicationEncryptionSpec,
     /// `path#document-index` for messages.
     pub source: String,
+    /// The `msfcmk.dev/retry-update` annotation, if set.
+    pub retry_update: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +122,12 @@ pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), Strin
                 .clone()
                 .unwrap_or_else(|| "default".into()),
             name,
+            retry_update: obj
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::api::RETRY_UPDATE_ANNOTATION))
+                .cloned(),
             spec: obj.spec,
             source,
         });

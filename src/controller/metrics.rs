@@ -24,7 +24,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::aws::{AwsError, KmsApi, MsfApi};
-use crate::domain::{EncryptionUpdate, ObservedApplication, ObservedKey};
+use crate::domain::{
+    ApplicationDescription, ApplicationOperation, EncryptionUpdate, ObservedKey, UpdateAccepted,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -209,27 +211,60 @@ pub struct MeteredMsf {
 
 #[async_trait]
 impl MsfApi for MeteredMsf {
-    async fn describe_application(
+    async fn describe_application_detail(
         &self,
         region: &str,
         application_name: &str,
-    ) -> Result<ObservedApplication, AwsError> {
+    ) -> Result<ApplicationDescription, AwsError> {
         let r = self
             .inner
-            .describe_application(region, application_name)
+            .describe_application_detail(region, application_name)
             .await;
         self.metrics
             .aws_call("kinesisanalytics", "DescribeApplication", outcome(&r));
         r
     }
 
-    async fn update_application_encryption(
+    async fn start_encryption_update(
         &self,
         update: &EncryptionUpdate,
-    ) -> Result<ObservedApplication, AwsError> {
-        let r = self.inner.update_application_encryption(update).await;
+    ) -> Result<UpdateAccepted, AwsError> {
+        let r = self.inner.start_encryption_update(update).await;
         self.metrics
             .aws_call("kinesisanalytics", "UpdateApplication", outcome(&r));
+        r
+    }
+
+    async fn list_application_operations(
+        &self,
+        region: &str,
+        application_name: &str,
+        operation: &str,
+    ) -> Result<Vec<ApplicationOperation>, AwsError> {
+        let r = self
+            .inner
+            .list_application_operations(region, application_name, operation)
+            .await;
+        self.metrics
+            .aws_call("kinesisanalytics", "ListApplicationOperations", outcome(&r));
+        r
+    }
+
+    async fn describe_application_operation(
+        &self,
+        region: &str,
+        application_name: &str,
+        operation_id: &str,
+    ) -> Result<ApplicationOperation, AwsError> {
+        let r = self
+            .inner
+            .describe_application_operation(region, application_name, operation_id)
+            .await;
+        self.metrics.aws_call(
+            "kinesisanalytics",
+            "DescribeApplicationOperation",
+            outcome(&r),
+        );
         r
     }
 }

@@ -2,7 +2,8 @@
 //! product that converges every `ApplicationEncryption` and tells the truth about it.
 //!
 //! The pipeline of one reconcile ([`reconcile`]) is observe -> plan -> apply -> status:
-//! - I/O: [`observe`] (reads), [`apply`] (writes), and the Kubernetes side in [`kube_loop`]
+//! - I/O: [`observe`] (reads), [`apply`] (writes), [`lifecycle`] (following MSF's update
+//!   operations), and the Kubernetes side in [`kube_loop`]
 //!   (finalizer, status patch, events), [`finalizer`], [`http`], [`leader`].
 //! - PURE: [`status`] (the status builder), [`tenancy`] (the guard), [`backoff`].
 //! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
@@ -16,6 +17,7 @@ pub mod http;
 pub mod key_locks;
 pub mod kube_loop;
 pub mod leader;
+pub mod lifecycle;
 pub mod manifests;
 pub mod metrics;
 pub mod observe;

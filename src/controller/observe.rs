@@ -10,7 +10,9 @@ use crate::arn::{Arn, KeyRef};
 use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
-use crate::domain::{AppliedKeyType, KeyManager, Observed, ObservedApplication, ObservedKey};
+use crate::domain::{
+    ApplicationLifecycle, AppliedKeyType, KeyManager, Observed, ObservedApplication, ObservedKey,
+};
 
 /// Turns a call result into an observation.
 pub fn observed<T>(r: Result<T, AwsError>) -> Observed<T> {
@@ -45,6 +47,8 @@ pub async fn describe_key(core: &Core, region: &str, key_id: &str) -> Observed<O
 }
 
 /// The application and both keys. `desired_key` may already have been described (tenancy).
+/// The application's lifecycle markers (rollback, snapshots) come from the same
+/// DescribeApplication.
 pub async fn application_and_keys(
     core: &Core,
     spec: &ApplicationEncryptionSpec,
@@ -54,12 +58,29 @@ pub async fn application_and_keys(
     Observed<ObservedApplication>,
     Observed<ObservedKey>,
     Observed<ObservedKey>,
+    ApplicationLifecycle,
 ) {
-    let application = observed(
+    let (application, lifecycle) = match observed(
         core.msf
-            .describe_application(region, &spec.application_name)
+            .describe_application_detail(region, &spec.application_name)
             .await,
-    );
+    ) {
+        Observed::Found(d) => (Observed::Found(d.application), d.lifecycle),
+        Observed::NotFound(m) => (Observed::NotFound(m), ApplicationLifecycle::default()),
+        Observed::Failed {
+            category,
+            code,
+            message,
+        } => (
+            Observed::Failed {
+                category,
+                code,
+                message,
+            },
+            ApplicationLifecycle::default(),
+        ),
+        Observed::Skipped => (Observed::Skipped, ApplicationLifecycle::default()),
+    };
     let desired_key = match (desired_key, spec.key_type, spec.key_id.as_deref()) {
         (Some(k), _, _) => k,
         (None, KeyType::CustomerManagedKey, Some(id)) if !id.is_empty() => {
@@ -68,7 +89,7 @@ pub async fn application_and_keys(
         _ => Observed::Skipped,
     };
     let current_key = current_key(core, &application, &desired_key, spec, region).await;
-    (application, desired_key, current_key)
+    (application, desired_key, current_key, lifecycle)
 }
 
 /// The key the application uses; the desired key's description is reused when it is the same

@@ -19,9 +19,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    ApplicationEncryptionSpec, ApplicationEncryptionStatus, KeyPolicyMode, KeyType, condition_types,
+    ApplicationEncryptionSpec, ApplicationEncryptionStatus, KeyPolicyMode, KeyPolicyWrite, KeyType,
+    condition_types,
 };
-use crate::controller::apply;
+use crate::controller::{apply, lifecycle};
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
 use crate::controller::observe::{self, kms_region};
@@ -48,6 +49,9 @@ pub struct Subject<'a> {
     pub previous: Option<&'a ApplicationEncryptionStatus>,
     /// Set by the caller when an older resource claims the same application and region.
     pub conflict: Option<String>,
+    /// The `msfcmk.dev/retry-update` annotation: a new value allows one more update after MSF
+    /// rolled one back.
+    pub retry_update: Option<&'a str>,
 }
 
 /// Another resource of the same controller, a possible co-tenant of the key.
@@ -180,7 +184,7 @@ pub async fn reconcile(
     }
 
     // Observe.
-    let (application, desired_key, current_key) =
+    let (application, desired_key, current_key, app_lifecycle) =
         observe::application_and_keys(core, spec, &region, desired_key).await;
     let desired_key_arn = desired_key.found().map(|k| k.arn.clone());
     let mut obs = Observation {
@@ -190,6 +194,15 @@ pub async fn reconcile(
         key_policy: Observed::Skipped,
         policy_fresh: false,
     };
+    let mut tracker = lifecycle::Tracker::start(
+        core,
+        &region,
+        subject.previous.and_then(|p| p.last_update.as_ref()),
+        &obs.application,
+        app_lifecycle,
+    )
+    .await;
+    let mut policy_written: Option<KeyPolicyWrite> = None;
     let co_tenants = match obs.desired_key.found() {
         Some(k) if spec.key_policy.mode == KeyPolicyMode::Enforce => {
             co_tenants(core, subject, &region, k, peers).await
@@ -231,6 +244,23 @@ pub async fn reconcile(
             co_tenants: &co_tenants,
             now,
         });
+        let written_at = desired_key_arn
+            .as_deref()
+            .and_then(|k| lifecycle::policy_written_at(core, subject.previous, k));
+        let gate = lifecycle::GateContext {
+            spec,
+            generation: subject.generation,
+            retry: subject.retry_update,
+            region: &region,
+            policy_written_at: written_at,
+            settle: core.settings.policy_settle,
+            now,
+        };
+        let plan = lifecycle::gate(core, &mut tracker, &gate, &obs.application, plan).await;
+        if let Some(e) = tracker.history_error.take() {
+            failure = Some(("AwsUnavailable".into(), e.to_string(), e.category));
+            break plan;
+        }
         if first_plan.is_none() {
             first_plan = Some(plan.clone());
         }
@@ -278,6 +308,12 @@ pub async fn reconcile(
                 match apply::put_key_policy(core, g, key_region, policy).await {
                     Ok(reread) => {
                         puts += 1;
+                        let at = Utc::now();
+                        core.policy_writes.record(key_arn, at);
+                        policy_written = Some(KeyPolicyWrite {
+                            key_arn: key_arn.clone(),
+                            time: status::rfc3339(at),
+                        });
                         obs.key_policy = reread;
                         events.push(Note {
                             warning: false,
@@ -303,8 +339,10 @@ pub async fn reconcile(
                     break plan;
                 }
                 match apply::update_application(core, update).await {
-                    Ok(app) => {
+                    Ok(accepted) => {
                         updates += 1;
+                        let app = accepted.application;
+                        tracker.updated(update, &gate, accepted.operation_id, app.version_id);
                         events.push(Note {
                             warning: false,
                             reason: "EncryptionUpdated".into(),
@@ -325,8 +363,7 @@ pub async fn reconcile(
                         obs.application = Observed::Found(app);
                     }
                     Err(e) => {
-                        failure =
-                            Some(("EncryptionUpdateFailed".into(), e.to_string(), e.category));
+                        failure = Some(lifecycle::update_failure(core, &e, written_at, now));
                         break plan;
                     }
                 }
@@ -358,6 +395,10 @@ pub async fn reconcile(
         key_policy: final_plan.key_policy.as_ref(),
         now,
     });
+    status.last_update = tracker.recorded.clone();
+    if policy_written.is_some() {
+        status.last_key_policy_write = policy_written;
+    }
     // A failed read says nothing new: keep what was last observed rather than blank it (the
     // conditions say the read failed).
     if let Some(prev) = subject.previous {

@@ -64,6 +64,10 @@ pub fn build(input: &StatusInput<'_>) -> ApplicationEncryptionStatus {
         application: application.map(|a| observation(a, *current_key)),
         key_policy: key_policy.cloned(),
         last_sync_time: Some(rfc3339(*now)),
+        // Records of past writes are carried over; the reconcile replaces them when it writes
+        // or learns how an update ended.
+        last_update: previous.and_then(|p| p.last_update.clone()),
+        last_key_policy_write: previous.and_then(|p| p.last_key_policy_write.clone()),
     }
 }
 

@@ -1,0 +1,294 @@
+//! Following MSF's update operations (I/O): the reads the update lifecycle needs, and this
+//! process's memory of its key policy writes. The decisions are pure and live in
+//! [`crate::planner::lifecycle`]; this module only fetches what they look at.
+//!
+//! Reads are lazy, so a converged resource costs no extra call:
+//! - DescribeApplicationOperation of the recorded update while it is in progress (follow it);
+//! - ListApplicationOperations (and DescribeApplicationOperation of the latest one when it
+//!   failed) only when a plan wants to call UpdateApplication: the decision not to repeat a
+//!   rolled back update must hold without any status (`apply`, a lost status).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{ApplicationEncryptionStatus, LastUpdate, UpdateOutcome};
+use crate::aws::AwsError;
+use crate::controller::context::Core;
+use crate::domain::{
+    ApplicationLifecycle, ApplicationOperation, EncryptionUpdate, ErrorCategory, Observed,
+    ObservedApplication, OperationStatus,
+};
+use crate::planner::lifecycle::{self as rules, GateInput, History};
+use crate::planner::{Plan, Step};
+
+/// When this process last wrote each key's policy. A restarted controller does not know what
+/// it wrote just before; its start time stands in for that write where a refusal is judged.
+pub struct PolicyWrites {
+    started: DateTime<Utc>,
+    writes: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl PolicyWrites {
+    pub fn new(started: DateTime<Utc>) -> Self {
+        Self {
+            started,
+            writes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn record(&self, key_arn: &str, at: DateTime<Utc>) {
+        if let Ok(mut w) = self.writes.lock() {
+            w.insert(key_arn.to_string(), at);
+        }
+    }
+
+    pub fn last(&self, key_arn: &str) -> Option<DateTime<Utc>> {
+        self.writes.lock().ok()?.get(key_arn).copied()
+    }
+
+    pub fn started(&self) -> DateTime<Utc> {
+        self.started
+    }
+}
+
+/// The last write of `key_arn`'s policy known to this process or to the resource's status.
+pub fn policy_written_at(
+    core: &Core,
+    previous: Option<&ApplicationEncryptionStatus>,
+    key_arn: &str,
+) -> Option<DateTime<Utc>> {
+    let from_status = previous
+        .and_then(|p| p.last_key_policy_write.as_ref())
+        .filter(|w| w.key_arn == key_arn)
+        .and_then(|w| DateTime::parse_from_rfc3339(&w.time).ok())
+        .map(|t| t.with_timezone(&Utc));
+    core.policy_writes.last(key_arn).max(from_status)
+}
+
+/// Where the update lifecycle of one reconcile stands.
+pub struct Tracker {
+    pub lifecycle: ApplicationLifecycle,
+    /// `status.lastUpdate`, followed; replaced when this reconcile updates.
+    pub recorded: Option<LastUpdate>,
+    /// The most recent UpdateApplication operation, once the history was read.
+    pub latest: Option<ApplicationOperation>,
+    history_read: bool,
+    /// A transient failure reading the history: no update is made blind.
+    pub history_error: Option<AwsError>,
+}
+
+impl Tracker {
+    /// Starts from the status record and follows its operation if it has not ended.
+    pub async fn start(
+        core: &Core,
+        region: &str,
+        previous: Option<&LastUpdate>,
+        application: &Observed<ObservedApplication>,
+        lifecycle: ApplicationLifecycle,
+    ) -> Self {
+        let mut recorded = previous.cloned();
+        if let (Some(r), Some(app)) = (recorded.as_mut(), application.found())
+            && r.outcome == UpdateOutcome::InProgress
+        {
+            let op = match &r.operation_id {
+                Some(id) => core
+                    .msf
+                    .describe_application_operation(region, &app.name, id)
+                    .await
+                    .ok(),
+                None => None,
+            };
+            *r = rules::follow(r, op.as_ref(), app, &lifecycle);
+        }
+        Self {
+            lifecycle,
+            recorded,
+            latest: None,
+            history_read: false,
+            history_error: None,
+        }
+    }
+
+    /// Reads the operation history once per reconcile (only needed before an update).
+    pub async fn read_history(&mut self, core: &Core, region: &str, application_name: &str) {
+        if self.history_read {
+            return;
+        }
+        self.history_read = true;
+        let ops = match core
+            .msf
+            .list_application_operations(region, application_name, "UpdateApplication")
+            .await
+        {
+            Ok(ops) => ops,
+            Err(e) if e.category == ErrorCategory::Terminal => {
+                // E.g. an IAM policy from before ListApplicationOperations was granted: decide
+                // from ApplicationVersionRolledBackFrom alone, and say so in the log.
+                tracing::warn!(error = %e, "cannot read the operation history; relying on ApplicationVersionRolledBackFrom");
+                return;
+            }
+            Err(e) => {
+                self.history_error = Some(e);
+                return;
+            }
+        };
+        let Some(mut latest) = ops.into_iter().next() else {
+            return;
+        };
+        if latest.status == OperationStatus::Failed && latest.failure_message.is_none() {
+            latest = self
+                .failure_details(core, region, application_name, latest)
+                .await;
+        }
+        self.latest = Some(latest);
+    }
+
+    /// MSF's failure message of a failed operation: from the record if it is ours, else read.
+    async fn failure_details(
+        &self,
+        core: &Core,
+        region: &str,
+        application_name: &str,
+        summary: ApplicationOperation,
+    ) -> ApplicationOperation {
+        let known = self
+            .recorded
+            .as_ref()
+            .filter(|r| r.operation_id.as_deref() == Some(summary.operation_id.as_str()))
+            .and_then(|r| r.message.clone());
+        if let Some(message) = known {
+            return ApplicationOperation {
+                failure_message: Some(message),
+                ..summary
+            };
+        }
+        core.msf
+            .describe_application_operation(region, application_name, &summary.operation_id)
+            .await
+            .unwrap_or(summary)
+    }
+
+    /// Records an update MSF just accepted.
+    pub fn updated(
+        &mut self,
+        update: &EncryptionUpdate,
+        gate: &GateContext<'_>,
+        operation_id: Option<String>,
+        version_id: i64,
+    ) {
+        let record = rules::record(
+            update,
+            gate.generation,
+            gate.retry,
+            operation_id.clone(),
+            version_id,
+            gate.now,
+        );
+        self.latest = operation_id.map(|id| ApplicationOperation {
+            operation_id: id,
+            operation: "UpdateApplication".into(),
+            status: OperationStatus::InProgress,
+            start_time: Some(gate.now),
+            end_time: None,
+            version_from: None,
+            version_to: Some(version_id),
+            failure_message: None,
+            rollback_operation_id: None,
+        });
+        self.history_read = true;
+        self.recorded = Some(record);
+    }
+
+    fn history(&self) -> History<'_> {
+        History {
+            recorded: self.recorded.as_ref(),
+            latest: self.latest.as_ref(),
+            lifecycle: &self.lifecycle,
+        }
+    }
+}
+
+/// What the gate needs from the reconcile besides the tracker.
+#[derive(Clone, Debug)]
+pub struct GateContext<'a> {
+    pub spec: &'a crate::api::ApplicationEncryptionSpec,
+    pub generation: Option<i64>,
+    pub retry: Option<&'a str>,
+    pub region: &'a str,
+    pub policy_written_at: Option<DateTime<Utc>>,
+    pub settle: Duration,
+    pub now: DateTime<Utc>,
+}
+
+/// Applies the lifecycle rules to a plan, reading the operation history first when the plan
+/// wants to update the application.
+pub async fn gate(
+    core: &Core,
+    tracker: &mut Tracker,
+    ctx: &GateContext<'_>,
+    application: &Observed<ObservedApplication>,
+    plan: Plan,
+) -> Plan {
+    let Some(app) = application.found() else {
+        return plan;
+    };
+    let wants_update = plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::UpdateApplication(_)));
+    if wants_update {
+        tracker.read_history(core, ctx.region, &app.name).await;
+    }
+    rules::gate(
+        plan,
+        &GateInput {
+            spec: ctx.spec,
+            generation: ctx.generation,
+            retry: ctx.retry,
+            application: app,
+            history: tracker.history(),
+            policy_written_at: ctx.policy_written_at,
+            settle: ctx.settle,
+            now: ctx.now,
+        },
+    )
+}
+
+/// The reason, message and category of a refused UpdateApplication. A refusal for key
+/// permissions shortly after our key policy write is KMS propagation: transient, retried with
+/// backoff; after the window it is what it says.
+pub fn update_failure(
+    core: &Core,
+    error: &AwsError,
+    written_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (String, String, ErrorCategory) {
+    let since = written_at
+        .unwrap_or(core.policy_writes.started())
+        .max(core.policy_writes.started());
+    let within = (now - since)
+        .to_std()
+        .is_ok_and(|d| d < core.settings.propagation_window)
+        || now < since;
+    if error.category == ErrorCategory::Terminal
+        && within
+        && rules::is_key_permission_refusal(&error.code, &error.message)
+    {
+        return (
+            "WaitingForKeyPolicyPropagation".into(),
+            format!(
+                "{error} (within {}s of a key policy write KMS may not have propagated it yet: retrying with backoff)",
+                core.settings.propagation_window.as_secs()
+            ),
+            ErrorCategory::Transient,
+        );
+    }
+    (
+        "EncryptionUpdateFailed".into(),
+        error.to_string(),
+        error.category,
+    )
+}
