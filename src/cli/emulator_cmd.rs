@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::domain::ApplicationStatus;
-use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle, MSF_PRINCIPALS};
+use crate::emulator::{
+    DEFAULT_MSF_PER_SECOND, Emulator, EmulatorConfig, EmulatorHandle, MSF_PRINCIPALS, Quotas,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct EmulatorArgs {
@@ -26,6 +28,23 @@ pub struct EmulatorArgs {
     /// The account every request acts in.
     #[arg(long, default_value = crate::emulator::DEFAULT_ACCOUNT)]
     pub account_id: String,
+    /// How long a key policy write takes to be seen by GetKeyPolicy and by MSF's checks
+    /// (KMS is eventually consistent), in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub policy_propagation_ms: u64,
+    /// Who calls: a role (answered as its session `.../assumed-role/NAME/msf-cmk-controller`),
+    /// user, root or assumed-role ARN. Default: arn:aws:iam::<account>:role/msf-cmk-operator.
+    #[arg(long)]
+    pub caller_arn: Option<String>,
+    /// PutKeyPolicy refuses principals that do not exist (see PUT /_emulator/principals).
+    #[arg(long)]
+    pub strict_principals: bool,
+    /// MSF control-plane requests per second per operation (account and region).
+    #[arg(long, default_value_t = DEFAULT_MSF_PER_SECOND)]
+    pub msf_quota: u32,
+    /// No request quotas (KMS's documented rates and --msf-quota apply by default).
+    #[arg(long)]
+    pub no_quotas: bool,
 }
 
 pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
@@ -36,10 +55,24 @@ pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    if let Some(arn) = &a.caller_arn {
+        crate::emulator::validate_caller_arn(arn)
+            .map_err(|e| crate::cli::BadInput(format!("--caller-arn: {e}")))?;
+    }
+    if a.msf_quota == 0 {
+        return Err(crate::cli::BadInput("--msf-quota must be at least 1".into()).into());
+    }
+    let quotas = (!a.no_quotas).then_some(Quotas {
+        msf_per_second: a.msf_quota,
+    });
     let emu = Emulator::start(EmulatorConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], a.port)),
         account_id: a.account_id,
         update_delay: Duration::from_millis(a.update_delay_ms),
+        policy_propagation: Duration::from_millis(a.policy_propagation_ms),
+        caller_arn: a.caller_arn,
+        strict_principals: a.strict_principals,
+        quotas,
         ..EmulatorConfig::default()
     })
     .await?;
@@ -53,7 +86,7 @@ pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "endpoint: {}", emu.endpoint())?;
     out.flush()?;
     eprintln!(
-        "MSF + KMS emulator; admin API at {0}/_emulator/{{counts,faults,state}}. Use AWS_ENDPOINT_URL={0}. Ctrl-C stops it.",
+        "MSF + KMS + STS emulator; admin API at {0}/_emulator/{{counts,faults,state,calls,config,principals}} (docs/emulator.md). Use AWS_ENDPOINT_URL={0}. Ctrl-C stops it.",
         emu.endpoint()
     );
     wait_for_signal().await;

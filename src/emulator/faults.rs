@@ -1,6 +1,8 @@
 //! Fault injection and call counting. Faults are per operation (`"*"` applies to every
-//! operation without its own entry); counts are by operation and by outcome (`ok` or the
-//! error code returned), so a test can prove e.g. that a call was not retried.
+//! operation without its own entry), optionally scoped to one application or key (a scoped
+//! entry wins over the operation's own, which wins over `"*"`; only one entry applies to a
+//! call). Counts are by operation and by outcome (`ok` or the error code returned), so a test
+//! can prove e.g. that a call was not retried.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +24,18 @@ pub struct Fault {
     pub error_rate: f64,
     /// Every call answered with `AccessDeniedException`: an IAM or key policy that says no.
     pub deny: bool,
+    /// UpdateApplication only: the update is accepted, then rolled back once the update delay
+    /// has passed (the operation ends FAILED). Applies to every update until cleared.
+    pub rollback: bool,
+    /// PutKeyPolicy only: a person's write of this policy, applied just before the next
+    /// PutKeyPolicy is handled; used once, then forgotten.
+    pub interleave_policy: Option<serde_json::Value>,
+    /// Scope: only calls naming this application (`ApplicationName`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// Scope: only calls naming this key (key id or key ARN).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 impl Fault {
@@ -52,6 +66,56 @@ impl Fault {
             ..Self::default()
         }
     }
+
+    /// For `UpdateApplication`: accept every update, then roll it back.
+    pub fn rollback() -> Self {
+        Self {
+            rollback: true,
+            ..Self::default()
+        }
+    }
+
+    /// For `PutKeyPolicy`: write `policy` as a person would, just before the next call.
+    pub fn interleave(policy: serde_json::Value) -> Self {
+        Self {
+            interleave_policy: Some(policy),
+            ..Self::default()
+        }
+    }
+
+    /// Only calls naming application `name`.
+    pub fn for_application(mut self, name: &str) -> Self {
+        self.application = Some(name.to_string());
+        self
+    }
+
+    /// Only calls naming key `key` (id or ARN).
+    pub fn for_key(mut self, key: &str) -> Self {
+        self.key_id = Some(key.to_string());
+        self
+    }
+
+    /// The entry's name in the table: `OP`, or `OP/TARGET` when scoped.
+    fn table_key(&self, op: &str) -> String {
+        match self.application.as_deref().or(self.key_id.as_deref()) {
+            Some(target) => format!("{op}/{}", bare_target(target)),
+            None => op.to_string(),
+        }
+    }
+
+    /// True when the fault changes nothing (its scope aside): setting it removes the entry.
+    fn is_noop(&self) -> bool {
+        Fault {
+            application: None,
+            key_id: None,
+            ..self.clone()
+        } == Fault::default()
+    }
+}
+
+/// A key ARN's id (`arn:...:key/ID` -> `ID`); anything else as given.
+fn bare_target(target: &str) -> &str {
+    target.rsplit_once(":key/").map_or(target, |(_, id)| id)
 }
 
 mod millis {
@@ -77,6 +141,14 @@ pub enum Injected {
     ServerError,
 }
 
+/// Everything decided for one call before it is handled.
+#[derive(Debug)]
+pub struct Decision {
+    pub latency: Duration,
+    pub injected: Injected,
+    pub rollback: bool,
+}
+
 pub struct Faults {
     table: BTreeMap<String, Fault>,
     rng: StdRng,
@@ -91,10 +163,11 @@ impl Faults {
     }
 
     pub fn set(&mut self, op: &str, fault: Fault) {
-        if fault == Fault::default() {
-            self.table.remove(op);
+        let key = fault.table_key(op);
+        if fault.is_noop() {
+            self.table.remove(&key);
         } else {
-            self.table.insert(op.to_string(), fault);
+            self.table.insert(key, fault);
         }
     }
 
@@ -106,24 +179,61 @@ impl Faults {
         self.table.clone()
     }
 
-    /// The latency to add and the outcome to inject for one call of `op`.
-    pub fn decide(&mut self, op: &str) -> (Duration, Injected) {
-        let Some(f) = self.table.get(op).or_else(|| self.table.get("*")) else {
-            return (Duration::ZERO, Injected::None);
+    /// The latency to add and the outcome to inject for one call of `op` naming `target`
+    /// (an application name or key reference), if any.
+    pub fn decide(&mut self, op: &str, target: Option<&str>) -> Decision {
+        let scoped = target.map(|t| format!("{op}/{}", bare_target(t)));
+        let entry = scoped
+            .and_then(|k| self.table.get(&k))
+            .or_else(|| self.table.get(op))
+            .or_else(|| self.table.get("*"));
+        let Some(f) = entry else {
+            return Decision {
+                latency: Duration::ZERO,
+                injected: Injected::None,
+                rollback: false,
+            };
         };
         let (latency, deny, throttle, error) = (f.latency, f.deny, f.throttle_rate, f.error_rate);
-        if deny {
-            return (latency, Injected::Deny);
-        }
-        let r: f64 = self.rng.random();
-        let outcome = if r < throttle {
-            Injected::Throttle
-        } else if r < throttle + error {
-            Injected::ServerError
+        let rollback = f.rollback;
+        let injected = if deny {
+            Injected::Deny
         } else {
-            Injected::None
+            let r: f64 = self.rng.random();
+            if r < throttle {
+                Injected::Throttle
+            } else if r < throttle + error {
+                Injected::ServerError
+            } else {
+                Injected::None
+            }
         };
-        (latency, outcome)
+        Decision {
+            latency,
+            injected,
+            rollback,
+        }
+    }
+
+    /// The policy to interleave before a PutKeyPolicy on key `key_id` / `key_arn`, taken
+    /// (it applies once): the key's own entry first, then the operation's.
+    pub fn take_interleave(&mut self, key_id: &str) -> Option<serde_json::Value> {
+        let op = "PutKeyPolicy";
+        let scoped = format!("{op}/{key_id}");
+        let name = [scoped.as_str(), op]
+            .into_iter()
+            .find(|k| {
+                self.table
+                    .get(*k)
+                    .is_some_and(|f| f.interleave_policy.is_some())
+            })?
+            .to_string();
+        let fault = self.table.get_mut(&name)?;
+        let policy = fault.interleave_policy.take();
+        if fault.is_noop() {
+            self.table.remove(&name);
+        }
+        policy
     }
 }
 
@@ -153,15 +263,43 @@ mod tests {
     #[test]
     fn decisions() {
         let mut f = Faults::new(1);
-        assert_eq!(f.decide("X").1, Injected::None);
+        assert_eq!(f.decide("X", None).injected, Injected::None);
         f.set("X", Fault::throttle(1.0));
-        assert_eq!(f.decide("X").1, Injected::Throttle);
+        assert_eq!(f.decide("X", None).injected, Injected::Throttle);
         f.set("*", Fault::server_error(1.0));
-        assert_eq!(f.decide("Y").1, Injected::ServerError);
+        assert_eq!(f.decide("Y", None).injected, Injected::ServerError);
         f.set("X", Fault::default());
-        assert_eq!(f.decide("X").1, Injected::ServerError);
+        assert_eq!(f.decide("X", None).injected, Injected::ServerError);
         let parsed: Fault = serde_json::from_str(r#"{"latency_ms":5,"deny":true}"#).unwrap();
         assert_eq!(parsed.latency, Duration::from_millis(5));
         assert!(parsed.deny);
+    }
+
+    #[test]
+    fn scoped_rollback_and_interleave() {
+        let mut f = Faults::new(1);
+        f.set("UpdateApplication", Fault::rollback().for_application("a"));
+        assert!(f.decide("UpdateApplication", Some("a")).rollback);
+        assert!(!f.decide("UpdateApplication", Some("b")).rollback);
+        assert!(!f.decide("UpdateApplication", None).rollback);
+        let parsed: Fault =
+            serde_json::from_str(r#"{"rollback": true, "application": "b"}"#).unwrap();
+        f.set("UpdateApplication", parsed);
+        assert!(f.decide("UpdateApplication", Some("b")).rollback);
+        f.set("UpdateApplication", Fault::default().for_application("a"));
+        assert!(!f.decide("UpdateApplication", Some("a")).rollback);
+        assert_eq!(f.table().len(), 1);
+
+        let p = serde_json::json!({"Statement": []});
+        f.set(
+            "PutKeyPolicy",
+            Fault::interleave(p.clone()).for_key("arn:aws:kms:r:1:key/k1"),
+        );
+        assert_eq!(f.take_interleave("k2"), None);
+        assert_eq!(f.take_interleave("k1"), Some(p.clone()));
+        assert_eq!(f.take_interleave("k1"), None);
+        assert!(!f.table().keys().any(|k| k.starts_with("PutKeyPolicy")));
+        f.set("PutKeyPolicy", Fault::interleave(p.clone()));
+        assert_eq!(f.take_interleave("k9"), Some(p));
     }
 }

@@ -11,7 +11,9 @@ use anyhow::{Context, bail};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use super::calls::CallRecord;
 use super::faults::Fault;
+use super::settings::SettingsPatch;
 use super::state::{Alias, Scope, new_app, new_key};
 use super::{Inner, lock, policy_check};
 use crate::domain::{
@@ -140,9 +142,40 @@ impl EmulatorHandle {
         let app = world
             .app_mut(&self.scope(region), name)
             .with_context(|| format!("no application {name} in {region}"))?;
-        app.encryption = encryption;
+        app.config.encryption = encryption;
         app.bump_version();
         Ok(app.observed())
+    }
+
+    /// A console change of the application's snapshot setting (a new version, like any
+    /// configuration change). DescribeApplication reports it in
+    /// `ApplicationSnapshotConfigurationDescription.SnapshotsEnabled`.
+    pub fn set_snapshots_enabled(
+        &self,
+        region: &str,
+        name: &str,
+        enabled: bool,
+    ) -> anyhow::Result<()> {
+        self.inner
+            .set_snapshots_enabled(&self.scope(region), name, enabled)
+            .map(|_| ())
+            .with_context(|| format!("no application {name} in {region}"))
+    }
+
+    /// Whether the application has snapshots enabled.
+    pub fn snapshots_enabled(&self, region: &str, name: &str) -> Option<bool> {
+        let mut world = self.inner.lock_world();
+        world
+            .app_mut(&self.scope(region), name)
+            .map(|a| a.config.snapshots_enabled)
+    }
+
+    /// `ApplicationVersionRolledBackFrom` of the application, once a rollback has ended.
+    pub fn rolled_back_from(&self, region: &str, name: &str) -> Option<i64> {
+        let mut world = self.inner.lock_world();
+        world
+            .app_mut(&self.scope(region), name)
+            .and_then(|a| a.rolled_back_from)
     }
 
     /// The application as DescribeApplication would show it now.
@@ -230,22 +263,34 @@ impl EmulatorHandle {
             .map(|k| k.observed())
     }
 
+    /// The last policy written to the key, visible yet or not (see
+    /// [`EmulatorHandle::visible_key_policy`]).
     pub fn key_policy(&self, key_arn: &str) -> Option<String> {
         self.inner
             .lock_world()
             .key_by_arn(key_arn)
-            .map(|k| k.policy.clone())
+            .map(|k| k.latest_policy().to_string())
+    }
+
+    /// The policy GetKeyPolicy (and MSF's checks) see now, with the propagation delay.
+    pub fn visible_key_policy(&self, key_arn: &str) -> Option<String> {
+        let now = std::time::Instant::now();
+        self.inner
+            .lock_world()
+            .key_by_arn(key_arn)
+            .map(|k| k.visible_policy(now).to_string())
     }
 
     /// A key administrator's edit: checked for size and JSON like KMS does, but not counted
-    /// and without the lockout check.
+    /// and without the lockout check. Visible after the propagation delay, like any write.
     pub fn put_key_policy_direct(&self, key_arn: &str, policy: &str) -> anyhow::Result<()> {
         policy_check::parse(policy).map_err(|e| anyhow::anyhow!("policy refused: {e:?}"))?;
+        let delay = self.inner.lock_settings().policy_propagation;
         let mut world = self.inner.lock_world();
         let key = world
             .key_by_arn_mut(key_arn)
             .with_context(|| format!("no key {key_arn}"))?;
-        key.policy = policy.to_string();
+        key.write_policy(policy.to_string(), delay);
         Ok(())
     }
 
@@ -312,10 +357,59 @@ impl EmulatorHandle {
 
     /// How long UPDATING (and STARTING / STOPPING) lasts from now on.
     pub fn set_update_delay(&self, delay: Duration) {
-        self.inner.update_delay_ms.store(
-            delay.as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.inner.lock_settings().update_delay = delay;
+    }
+
+    /// How long a key policy write takes to be seen, from the next write on.
+    pub fn set_policy_propagation(&self, delay: Duration) {
+        self.inner.lock_settings().policy_propagation = delay;
+    }
+
+    /// Who calls from now on: a role, user, root or assumed-role ARN.
+    pub fn set_caller_arn(&self, arn: &str) -> anyhow::Result<()> {
+        let patch = SettingsPatch {
+            caller_arn: Some(arn.to_string()),
+            ..SettingsPatch::default()
+        };
+        self.inner
+            .lock_settings()
+            .apply(patch)
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The identity GetCallerIdentity answers (a role's session ARN for a role).
+    pub fn caller_identity_arn(&self) -> String {
+        self.inner.caller().arn
+    }
+
+    pub fn set_strict_principals(&self, strict: bool) {
+        self.inner.lock_settings().strict_principals = strict;
+    }
+
+    /// Request quotas from now on (`None` = off).
+    pub fn set_quotas(&self, quotas: Option<super::Quotas>) {
+        self.inner.lock_settings().quotas = quotas;
+    }
+
+    /// Adds principals (role, user ARNs) to the registry `strict_principals` checks.
+    pub fn add_principals<I: IntoIterator<Item = S>, S: Into<String>>(&self, arns: I) {
+        self.inner
+            .lock_principals()
+            .extend(arns.into_iter().map(Into::into));
+    }
+
+    pub fn principals(&self) -> Vec<String> {
+        self.inner.lock_principals().iter().cloned().collect()
+    }
+
+    /// The call log: records with a sequence number above `since` (0 = every kept record).
+    pub fn calls(&self, since: u64) -> Vec<CallRecord> {
+        self.inner.lock_calls().since(since)
+    }
+
+    /// Empties the call log (sequence numbers go on).
+    pub fn clear_calls(&self) {
+        self.inner.lock_calls().clear();
     }
 
     /// Everything, as the admin endpoint `/_emulator/state` shows it.

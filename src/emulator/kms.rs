@@ -1,13 +1,31 @@
-//! The KMS subset (`TrentService.*`) the controller, its tests and the demo use.
+//! The KMS subset (`TrentService.*`) the controller, its tests and the demo use. Key
+//! policies are written with KMS's checks (size, characters, JSON, principals that exist,
+//! the lock-out safety check) and become visible after the configured propagation delay.
 
-use std::time::{Duration, SystemTime};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::access::keeps_put_key_policy;
+use super::identity::{Identity, aws_principals};
 use super::policy_check::{self, MAX_POLICY_BYTES, PolicyProblem};
 use super::state::{Alias, Key, KeyLookup, Scope, World, new_key};
 use super::wire::{ApiError, Body, OpResult, epoch_seconds};
 use crate::domain::KeyState;
+
+/// Per-request context.
+pub struct Ctx {
+    pub scope: Scope,
+    pub caller: Identity,
+    /// How long a policy write takes to be seen.
+    pub propagation: Duration,
+    /// The principals that exist, when PutKeyPolicy must check them (`strict_principals`).
+    pub known_principals: Option<BTreeSet<String>>,
+    /// A person's policy write to apply just before this PutKeyPolicy (issue 13's hook).
+    pub interleave: Option<String>,
+    pub now: Instant,
+}
 
 pub const TARGET_PREFIX: &str = "TrentService.";
 
@@ -49,7 +67,8 @@ fn invalid_state(message: String) -> ApiError {
     ApiError::client("KMSInvalidStateException", message)
 }
 
-pub fn handle(op: &str, body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+pub fn handle(op: &str, body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
+    let scope = &ctx.scope;
     match op {
         "CreateKey" => create_key(body, scope, world),
         "DescribeKey" => {
@@ -61,9 +80,10 @@ pub fn handle(op: &str, body: &Body, scope: &Scope, world: &mut World) -> OpResu
         "GetKeyPolicy" => {
             check_policy_name(body)?;
             let key = resolve(body, scope, world, false)?;
-            Ok(json!({ "Policy": key.policy, "PolicyName": "default" }))
+            same_account(key, &ctx.caller, "kms:GetKeyPolicy")?;
+            Ok(json!({ "Policy": key.visible_policy(ctx.now), "PolicyName": "default" }))
         }
-        "PutKeyPolicy" => put_key_policy(body, scope, world),
+        "PutKeyPolicy" => put_key_policy(body, ctx, world),
         "EnableKey" => set_enabled(body, scope, world, true),
         "DisableKey" => set_enabled(body, scope, world, false),
         "ScheduleKeyDeletion" => schedule_deletion(body, scope, world),
@@ -134,6 +154,65 @@ pub fn policy_error(problem: PolicyProblem) -> ApiError {
     }
 }
 
+/// Get/PutKeyPolicy do not work across accounts ("Cross-account use: No" in the KMS API
+/// reference); KMS answers a key ARN of another account with AccessDenied.
+fn same_account(key: &Key, caller: &Identity, action: &str) -> Result<(), ApiError> {
+    if key.account == caller.account {
+        return Ok(());
+    }
+    Err(ApiError::client(
+        "AccessDeniedException",
+        format!(
+            "User: {} is not authorized to perform: {action} on resource: {} because {action} does not support cross-account access",
+            caller.arn, key.arn
+        ),
+    ))
+}
+
+/// The Policy parameter's pattern in the KMS API: `[\u0009\u000A\u000D\u0020-\u00FF]+`,
+/// checked on the decoded string (a JSON escape such as `\u00e9` in the request body is the
+/// character it stands for; the text `\u2028` inside the policy is six ASCII characters).
+pub fn check_policy_characters(policy: &str) -> Result<(), ApiError> {
+    let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{ff}');
+    match policy.chars().find(|c| !allowed(*c)) {
+        None if !policy.is_empty() => Ok(()),
+        found => {
+            let what = found.map_or("an empty policy".to_string(), |c| {
+                format!("character U+{:04X}", c as u32)
+            });
+            Err(ApiError::client(
+                "ValidationException",
+                format!(
+                    "1 validation error detected: Value at 'policy' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\u0009\\u000A\\u000D\\u0020-\\u00FF]+ ({what})"
+                ),
+            ))
+        }
+    }
+}
+
+/// With strict principals: every AWS principal must exist (accounts and `*` always do; a
+/// role session exists when its role does).
+fn check_principals(statements: &[Value], known: &BTreeSet<String>) -> Result<(), ApiError> {
+    let exists = |p: &str| {
+        p == "*"
+            || crate::arn::is_account_id(p)
+            || p.ends_with(":root") && !p.contains('*')
+            || known.contains(p)
+            || Identity::parse(p).is_ok_and(|id| id.arn == p && known.contains(&id.principal_arn))
+    };
+    let invalid = statements
+        .iter()
+        .flat_map(aws_principals)
+        .find(|p| !exists(p));
+    match invalid {
+        None => Ok(()),
+        Some(p) => Err(ApiError::client(
+            "MalformedPolicyDocumentException",
+            format!("Policy contains a statement with one or more invalid principals. ({p})"),
+        )),
+    }
+}
+
 fn create_key(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
     let spec = body
         .str("KeySpec")?
@@ -155,6 +234,7 @@ fn create_key(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
     }
     let policy = match body.str("Policy")? {
         Some(p) => {
+            check_policy_characters(p)?;
             policy_check::parse(p).map_err(policy_error)?;
             p.to_string()
         }
@@ -243,22 +323,37 @@ fn list_aliases(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
     Ok(json!({ "Aliases": aliases, "Truncated": false }))
 }
 
-fn put_key_policy(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+fn put_key_policy(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
     check_policy_name(body)?;
     let policy = body.required_str("Policy", "ValidationException")?;
+    check_policy_characters(policy)?;
     let bypass = body
         .bool("BypassPolicyLockoutSafetyCheck")?
         .unwrap_or(false);
-    let key = resolve_mut(body, scope, world)?;
+    let key = resolve_mut(body, &ctx.scope, world)?;
+    same_account(key, &ctx.caller, "kms:PutKeyPolicy")?;
+    if let Some(theirs) = &ctx.interleave {
+        // A person's write lands first; ours is then checked and applied as usual.
+        key.write_policy(theirs.clone(), ctx.propagation);
+    }
     let statements = policy_check::parse(policy).map_err(policy_error)?;
-    if !bypass && !policy_check::passes_lockout_check(&statements, &key.account) {
+    if let Some(known) = &ctx.known_principals {
+        check_principals(&statements, known)?;
+    }
+    if !bypass && !keeps_put_key_policy(policy, &key.arn, &ctx.caller) {
         return Err(ApiError::client(
             "MalformedPolicyDocumentException",
             "The new key policy will not allow you to update the key policy in the future.",
         ));
     }
-    key.policy = policy.to_string();
+    key.write_policy(policy.to_string(), ctx.propagation);
     Ok(json!({}))
+}
+
+/// The key id a request's `KeyId` names (no aliases), if it exists: what the interleave
+/// hook is scoped by.
+pub fn key_id_of(body: &Body, scope: &Scope, world: &World) -> Option<String> {
+    lookup(body, scope, world, false).ok().map(|(_, id)| id)
 }
 
 fn set_enabled(body: &Body, scope: &Scope, world: &mut World, enabled: bool) -> OpResult {

@@ -29,26 +29,41 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::json;
 
+mod access;
+mod admin;
+mod calls;
 mod faults;
 mod handle;
+mod identity;
 mod kms;
 mod msf;
+mod msf_keycheck;
+mod msf_operations;
 mod policy_check;
+mod quotas;
 mod server;
+mod settings;
 mod state;
 mod wire;
 
+pub use calls::{CALL_LOG_CAPACITY, CallRecord};
 pub use faults::Fault;
 pub use handle::{EmulatorHandle, KeyOptions};
+pub use identity::SESSION_NAME;
 pub use policy_check::{MAX_POLICY_BYTES, MSF_PRINCIPALS};
+pub use quotas::{DEFAULT_MSF_PER_SECOND, Quotas, kms_rate};
 
+use calls::CallLog;
 use faults::{Counts, Faults};
+use quotas::Buckets;
+use settings::Settings;
 use state::World;
 
 /// The account every request acts in (requests are not authenticated).
@@ -65,6 +80,18 @@ pub struct EmulatorConfig {
     pub update_delay: Duration,
     /// Seed of the fault-injection dice, for reproducible runs.
     pub seed: u64,
+    /// How long a key policy write takes to be seen by GetKeyPolicy and by MSF's checks.
+    pub policy_propagation: Duration,
+    /// Who calls (a role, user, root or assumed-role ARN); `None` =
+    /// `arn:aws:iam::<account>:role/msf-cmk-operator`. A role is answered and evaluated as
+    /// its session `arn:aws:sts::<account>:assumed-role/<name>/msf-cmk-controller`.
+    pub caller_arn: Option<String>,
+    /// PutKeyPolicy refuses AWS principals missing from the principal registry.
+    pub strict_principals: bool,
+    /// Request quotas (token buckets per account, region and operation); `None` = no quotas.
+    /// Off in `EmulatorConfig::default()` (unit tests burst freely); on in the `emulator`
+    /// command and the benchmarks.
+    pub quotas: Option<Quotas>,
 }
 
 impl Default for EmulatorConfig {
@@ -75,6 +102,10 @@ impl Default for EmulatorConfig {
             default_region: "us-east-1".to_string(),
             update_delay: Duration::from_millis(200),
             seed: 0x5eed,
+            policy_propagation: Duration::ZERO,
+            caller_arn: None,
+            strict_principals: false,
+            quotas: None,
         }
     }
 }
@@ -85,17 +116,30 @@ pub struct Emulator;
 impl Emulator {
     /// Binds, starts serving in a background task and returns its handle.
     pub async fn start(config: EmulatorConfig) -> anyhow::Result<EmulatorHandle> {
+        let caller = config
+            .caller_arn
+            .clone()
+            .unwrap_or_else(|| settings::default_caller(&config.account_id));
+        identity::Identity::parse(&caller).map_err(|e| anyhow::anyhow!(e))?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let addr = listener.local_addr()?;
+        let principals = initial_principals(&config.account_id, &caller);
         let inner = Arc::new(Inner {
             world: Mutex::new(World::default()),
             faults: Mutex::new(Faults::new(config.seed)),
             counts: Mutex::new(Counts::default()),
-            update_delay_ms: std::sync::atomic::AtomicU64::new(
-                config.update_delay.as_millis() as u64
-            ),
+            calls: Mutex::new(CallLog::default()),
+            settings: Mutex::new(Settings {
+                caller_arn: caller,
+                policy_propagation: config.policy_propagation,
+                strict_principals: config.strict_principals,
+                quotas: config.quotas,
+                update_delay: config.update_delay,
+            }),
+            principals: Mutex::new(principals),
+            buckets: Mutex::new(Buckets::default()),
             account: config.account_id,
             default_region: config.default_region,
         });
@@ -113,12 +157,37 @@ impl Emulator {
     }
 }
 
+/// The principals that exist from the start (for `strict_principals`): the account root,
+/// the caller, and the roles the demo, the docs and deploy/examples/ name.
+fn initial_principals(account: &str, caller: &str) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = [
+        format!("arn:aws:iam::{account}:root"),
+        settings::default_caller(account),
+        format!("arn:aws:iam::{account}:role/msf-cmk-controller"),
+        format!("arn:aws:iam::{account}:role/Operator"),
+        format!("arn:aws:iam::{account}:role/KeyAdmin"),
+        "arn:aws:iam::111122223333:root".to_string(),
+        "arn:aws:iam::111122223333:role/msf-cmk-controller".to_string(),
+    ]
+    .into_iter()
+    .collect();
+    set.insert(caller.to_string());
+    if let Ok(id) = identity::Identity::parse(caller) {
+        set.insert(id.principal_arn);
+    }
+    set
+}
+
 /// State shared by the server and the handle.
 pub(crate) struct Inner {
     world: Mutex<World>,
     faults: Mutex<Faults>,
     counts: Mutex<Counts>,
-    update_delay_ms: std::sync::atomic::AtomicU64,
+    calls: Mutex<CallLog>,
+    settings: Mutex<Settings>,
+    /// IAM principals that exist, for `strict_principals`.
+    principals: Mutex<BTreeSet<String>>,
+    buckets: Mutex<Buckets>,
     account: String,
     default_region: String,
 }
@@ -142,15 +211,63 @@ impl Inner {
         lock(&self.counts)
     }
 
-    fn record(&self, op: &str, outcome: &str) {
-        self.lock_counts().record(op, outcome);
+    fn lock_calls(&self) -> MutexGuard<'_, CallLog> {
+        lock(&self.calls)
+    }
+
+    fn lock_settings(&self) -> MutexGuard<'_, Settings> {
+        lock(&self.settings)
+    }
+
+    fn lock_principals(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        lock(&self.principals)
+    }
+
+    fn lock_buckets(&self) -> MutexGuard<'_, Buckets> {
+        lock(&self.buckets)
+    }
+
+    /// Counts the call and appends it to the call log.
+    fn record(&self, info: calls::CallInfo, outcome: &str) {
+        self.lock_counts().record(&info.operation, outcome);
+        self.lock_calls().push(info, outcome);
+    }
+
+    fn settings(&self) -> Settings {
+        self.lock_settings().clone()
     }
 
     fn update_delay(&self) -> Duration {
-        Duration::from_millis(
-            self.update_delay_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
+        self.lock_settings().update_delay
+    }
+
+    /// The caller as configured now (validated when set, so the fallback is never used).
+    fn caller(&self) -> identity::Identity {
+        let arn = self.lock_settings().caller_arn.clone();
+        identity::Identity::parse(&arn).unwrap_or_else(|_| identity::Identity {
+            partition: "aws".into(),
+            account: self.account.clone(),
+            principal_arn: arn.clone(),
+            user_id: arn.clone(),
+            arn,
+        })
+    }
+
+    /// A console change of `ApplicationSnapshotConfiguration`: a new version, no restart.
+    /// Returns the application detail, or `None` when there is no such application.
+    fn set_snapshots_enabled(
+        &self,
+        scope: &state::Scope,
+        name: &str,
+        enabled: bool,
+    ) -> Option<serde_json::Value> {
+        let mut world = self.lock_world();
+        let app = world.app_mut(scope, name)?;
+        if app.config.snapshots_enabled != enabled {
+            app.config.snapshots_enabled = enabled;
+            app.bump_version();
+        }
+        Some(msf::detail(app))
     }
 
     /// Everything, for `/_emulator/state` and debugging.
@@ -171,8 +288,15 @@ impl Inner {
                     .collect();
                 let keys: Vec<_> = rs
                     .keys
-                    .values()
-                    .map(|k| json!({ "KeyMetadata": kms::metadata(k), "Policy": k.policy }))
+                    .values_mut()
+                    .map(|k| {
+                        k.settle_policy(now);
+                        json!({
+                            "KeyMetadata": kms::metadata(k),
+                            "Policy": k.policy,
+                            "PendingPolicies": k.pending_policies.len(),
+                        })
+                    })
                     .collect();
                 let aliases: Vec<_> = rs
                     .aliases
@@ -192,7 +316,16 @@ impl Inner {
     }
 }
 
-/// Every operation the emulator serves, MSF first.
+/// Checks a caller ARN the way `EmulatorConfig::caller_arn` and `PUT /_emulator/config` do.
+pub fn validate_caller_arn(arn: &str) -> Result<(), String> {
+    identity::Identity::parse(arn).map(|_| ())
+}
+
+/// Every operation the emulator serves, MSF first, then KMS, then STS.
 pub fn operations() -> impl Iterator<Item = &'static str> {
-    msf::OPERATIONS.iter().chain(kms::OPERATIONS).copied()
+    msf::OPERATIONS
+        .iter()
+        .chain(kms::OPERATIONS)
+        .chain(&["GetCallerIdentity"])
+        .copied()
 }

@@ -1,15 +1,18 @@
 //! The MSF (`kinesisanalyticsv2`) operations, on the emulated world. Faithful where the
-//! controller depends on it: version ids and conditional tokens, status transitions, and the
-//! checks MSF makes before it switches an application to a customer managed key.
+//! controller depends on it: version ids and conditional tokens, status transitions,
+//! operations and rollbacks (`msf_operations.rs`), and the checks MSF makes before it
+//! switches an application to a customer managed key (`msf_keycheck.rs`).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::policy_check;
-use super::state::{App, KeyLookup, Scope, World, new_app};
+use super::identity::Identity;
+use super::msf_keycheck::{KeyCheck, check_encryption, check_old_key};
+use super::msf_operations;
+use super::state::{App, AppConfig, Rollback, Scope, World, new_app};
 use super::wire::{ApiError, Body, OpResult, epoch_seconds};
-use crate::domain::{ApplicationStatus, AppliedEncryption, AppliedKeyType, KeyState};
+use crate::domain::{ApplicationStatus, AppliedEncryption};
 
 pub const TARGET_PREFIX: &str = "KinesisAnalytics_20180523.";
 
@@ -21,23 +24,37 @@ pub const OPERATIONS: &[&str] = &[
     "DeleteApplication",
     "StartApplication",
     "StopApplication",
+    "ListApplicationOperations",
+    "DescribeApplicationOperation",
 ];
 
 /// Per-request context.
 pub struct Ctx {
     pub scope: Scope,
     pub update_delay: Duration,
+    pub caller: Identity,
+    /// Injected: the update is accepted, then rolled back.
+    pub rollback: bool,
+    pub now: Instant,
+}
+
+impl Ctx {
+    fn key_check<'a>(&'a self, application_arn: &'a str, runtime: &'a str) -> KeyCheck<'a> {
+        KeyCheck {
+            scope: &self.scope,
+            caller: &self.caller,
+            application_arn,
+            runtime,
+            now: self.now,
+        }
+    }
 }
 
 fn invalid_argument(message: impl Into<String>) -> ApiError {
     ApiError::client("InvalidArgumentException", message)
 }
 
-fn invalid_request(message: impl Into<String>) -> ApiError {
-    ApiError::client("InvalidRequestException", message)
-}
-
-fn not_found(name: &str) -> ApiError {
+pub(super) fn not_found(name: &str) -> ApiError {
     ApiError::client(
         "ResourceNotFoundException",
         format!("Application {name} is not found"),
@@ -53,6 +70,8 @@ pub fn handle(op: &str, body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
         "DeleteApplication" => delete(body, ctx, world),
         "StartApplication" => start_stop(body, ctx, world, true),
         "StopApplication" => start_stop(body, ctx, world, false),
+        "ListApplicationOperations" => msf_operations::list(body, ctx, world),
+        "DescribeApplicationOperation" => msf_operations::describe(body, ctx, world),
         _ => Err(ApiError::client(
             "UnknownOperationException",
             format!("unknown operation {op}"),
@@ -60,7 +79,7 @@ pub fn handle(op: &str, body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
     }
 }
 
-fn name_of(body: &Body) -> Result<&str, ApiError> {
+pub(super) fn name_of(body: &Body) -> Result<&str, ApiError> {
     let name = body.required_str("ApplicationName", "InvalidArgumentException")?;
     if !crate::arn::is_valid_application_name(name) {
         return Err(invalid_argument(format!(
@@ -74,15 +93,20 @@ fn create(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
     let name = name_of(body)?;
     let runtime = body.required_str("RuntimeEnvironment", "InvalidArgumentException")?;
     let role = body.required_str("ServiceExecutionRole", "InvalidArgumentException")?;
-    let requested = body
-        .get("ApplicationConfiguration")
-        .and_then(|c| c.get("ApplicationEncryptionConfiguration"));
+    let configuration = body.get("ApplicationConfiguration");
+    let requested = configuration.and_then(|c| c.get("ApplicationEncryptionConfiguration"));
+    let snapshots = configuration
+        .and_then(|c| c.get("ApplicationSnapshotConfiguration"))
+        .and_then(|c| c.get("SnapshotsEnabled"))
+        .and_then(Value::as_bool);
+    let arn = new_app(&ctx.scope, name, runtime, ApplicationStatus::Ready).arn;
     let encryption = match requested {
         None => AppliedEncryption::default(),
         Some(e) => {
             let key_type = e.get("KeyType").and_then(Value::as_str).unwrap_or_default();
             let key_id = e.get("KeyId").and_then(Value::as_str).map(str::to_string);
-            check_encryption(world, ctx, runtime, key_type, key_id.as_deref())?
+            let check = ctx.key_check(&arn, runtime);
+            check_encryption(world, &check, key_type, key_id.as_deref())?
         }
     };
     let region = world.scope_mut(&ctx.scope);
@@ -94,7 +118,8 @@ fn create(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
     }
     let mut app = new_app(&ctx.scope, name, runtime, ApplicationStatus::Ready);
     app.service_execution_role = role.to_string();
-    app.encryption = encryption;
+    app.config.encryption = encryption;
+    app.config.snapshots_enabled = snapshots.unwrap_or(true);
     let detail = detail(&app);
     region.apps.insert(name.to_string(), app);
     Ok(json!({ "ApplicationDetail": detail }))
@@ -112,10 +137,6 @@ fn update(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
     let name = name_of(body)?;
     let token = body.str("ConditionalToken")?;
     let version = body.i64("CurrentApplicationVersionId")?;
-    let enc_update = body
-        .get("ApplicationConfigurationUpdate")
-        .and_then(|c| c.get("ApplicationEncryptionConfigurationUpdate"))
-        .cloned();
 
     // Read-only checks first, so that a refused update changes nothing.
     let app = world
@@ -160,127 +181,82 @@ fn update(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
             ),
         ));
     }
-    let runtime = app.runtime.clone();
-    let new_encryption = match &enc_update {
-        None => None,
-        Some(e) => {
-            let key_type = e
-                .get("KeyTypeUpdate")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let key_id = e.get("KeyIdUpdate").and_then(Value::as_str);
-            Some(check_encryption(world, ctx, &runtime, key_type, key_id)?)
-        }
-    };
+    let (runtime, arn, current) = (app.runtime.clone(), app.arn.clone(), app.config.clone());
+    let next = requested_config(body, world, ctx, &arn, &runtime, &current)?;
 
-    let delay = ctx.update_delay;
     let app = world
         .app_mut(&ctx.scope, name)
         .ok_or_else(|| not_found(name))?;
-    if let Some(e) = new_encryption {
-        app.encryption = e;
-    }
-    app.bump_version();
-    // An update restarts a running application; a READY one stays READY once done.
-    let settled = app.status.clone();
-    app.begin(ApplicationStatus::Updating, settled, delay);
-    Ok(json!({
-        "ApplicationDetail": detail(app),
-        "OperationId": uuid::Uuid::new_v4().simple().to_string(),
-    }))
+    Ok(apply_update(app, next, ctx))
 }
 
-/// MSF's validation of a requested encryption configuration.
-fn check_encryption(
+/// The configuration an update asks for, validated against the current one.
+fn requested_config(
+    body: &Body,
     world: &World,
     ctx: &Ctx,
+    arn: &str,
     runtime: &str,
-    key_type: &str,
-    key_id: Option<&str>,
-) -> Result<AppliedEncryption, ApiError> {
-    match AppliedKeyType::from_wire(key_type) {
-        Some(AppliedKeyType::AwsOwnedKey) => {
-            if key_id.is_some() {
-                return Err(invalid_argument(
-                    "KeyId must not be provided when KeyType is AWS_OWNED_KEY",
-                ));
-            }
-            Ok(AppliedEncryption::default())
-        }
-        Some(AppliedKeyType::CustomerManagedKey) => {
-            let key_id = key_id.ok_or_else(|| {
-                invalid_argument("KeyId is required when KeyType is CUSTOMER_MANAGED_KEY")
-            })?;
-            if !runtime_supports_cmk(runtime) {
-                return Err(invalid_argument(format!(
-                    "Customer managed keys are supported only for Apache Flink 1.20 and later; the application runs {runtime}"
-                )));
-            }
-            check_key(world, ctx, key_id)?;
-            Ok(AppliedEncryption {
-                key_type: AppliedKeyType::CustomerManagedKey,
-                key_id: Some(key_id.to_string()),
-            })
-        }
-        None => Err(invalid_argument(format!(
-            "1 validation error detected: Value '{key_type}' at 'keyType' failed to satisfy constraint: Member must satisfy enum value set: [AWS_OWNED_KEY, CUSTOMER_MANAGED_KEY]"
-        ))),
+    current: &AppConfig,
+) -> Result<AppConfig, ApiError> {
+    let update = body.get("ApplicationConfigurationUpdate");
+    let mut next = current.clone();
+    if let Some(e) = update.and_then(|c| c.get("ApplicationEncryptionConfigurationUpdate")) {
+        let key_type = e
+            .get("KeyTypeUpdate")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let key_id = e.get("KeyIdUpdate").and_then(Value::as_str);
+        let check = ctx.key_check(arn, runtime);
+        next.encryption = check_encryption(world, &check, key_type, key_id)?;
+        check_old_key(world, &check, &current.encryption, &next.encryption)?;
     }
+    if let Some(enabled) = update
+        .and_then(|c| c.get("ApplicationSnapshotConfigurationUpdate"))
+        .and_then(|c| c.get("SnapshotsEnabledUpdate"))
+    {
+        next.snapshots_enabled = enabled.as_bool().ok_or_else(|| {
+            ApiError::client(
+                "InvalidArgumentException",
+                "SnapshotsEnabledUpdate must be a boolean",
+            )
+        })?;
+    }
+    Ok(next)
 }
 
-/// `FLINK-1_20` and later.
-fn runtime_supports_cmk(runtime: &str) -> bool {
-    let Some(version) = runtime.strip_prefix("FLINK-") else {
-        return false;
-    };
-    let mut parts = version.split('_').map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= (1, 20),
-        _ => false,
-    }
-}
-
-fn check_key(world: &World, ctx: &Ctx, key_ref: &str) -> Result<(), ApiError> {
-    let (scope, id) = match world.lookup_key(&ctx.scope, key_ref, true) {
-        KeyLookup::Found(scope, id) => (scope, id),
-        KeyLookup::Missing(why) => {
-            return Err(invalid_request(format!(
-                "The provided KMS key {key_ref} could not be found or is not accessible: {why}"
-            )));
-        }
-    };
-    let key = world.key(&scope, &id).ok_or_else(|| {
-        invalid_request(format!("The provided KMS key {key_ref} could not be found"))
-    })?;
-    if key.account != ctx.scope.account || key.region != ctx.scope.region {
-        return Err(invalid_argument(format!(
-            "The KMS key {} must be in the same account and region as the application",
-            key.arn
-        )));
-    }
-    if key.state != KeyState::Enabled {
-        return Err(invalid_request(format!(
-            "The KMS key {} is not in a valid state (KeyState: {}); it must be Enabled",
-            key.arn,
-            key.state.as_wire()
-        )));
-    }
-    if key.spec != "SYMMETRIC_DEFAULT" || key.usage != "ENCRYPT_DECRYPT" {
-        return Err(invalid_argument(format!(
-            "The KMS key {} must be a symmetric encryption key (KeySpec SYMMETRIC_DEFAULT, KeyUsage ENCRYPT_DECRYPT); it is {} {}",
-            key.arn, key.spec, key.usage
-        )));
-    }
-    let statements = policy_check::parse(&key.policy).unwrap_or_default();
-    let missing = policy_check::missing_msf_principals(&statements);
-    if !missing.is_empty() {
-        return Err(invalid_request(format!(
-            "The key policy of KMS key {} does not grant access to the service principals: {}",
-            key.arn,
-            missing.join(", ")
-        )));
-    }
-    Ok(())
+/// Accepts an update: a new version, UPDATING for the update delay, an operation that ends
+/// SUCCESSFUL, or FAILED with a rollback when one is injected.
+fn apply_update(app: &mut App, next: AppConfig, ctx: &Ctx) -> Value {
+    let previous = (app.config.clone(), app.version_id);
+    app.config = next;
+    app.bump_version();
+    app.updated_from = Some(previous.1);
+    // A new version supersedes an earlier rollback.
+    app.rolled_back_from = None;
+    app.rolled_back_to = None;
+    let op = app.start_operation("UpdateApplication", Some((previous.1, app.version_id)));
+    let rollback = ctx.rollback.then(|| Rollback {
+        config: previous.0,
+        version_id: previous.1,
+        error: format!(
+            "The application failed to start with the updated configuration (version {}) and was rolled back to version {} (injected rollback)",
+            app.version_id, previous.1
+        ),
+    });
+    // An update restarts a running application; a READY one stays READY once done.
+    let settled = app.status.clone();
+    app.begin(
+        ApplicationStatus::Updating,
+        settled,
+        ctx.update_delay,
+        Some(op.clone()),
+        rollback,
+    );
+    json!({
+        "ApplicationDetail": detail(app),
+        "OperationId": op,
+    })
 }
 
 fn list(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
@@ -365,18 +341,27 @@ fn start_stop(body: &Body, ctx: &Ctx, world: &mut World, start: bool) -> OpResul
             ),
         ));
     }
-    app.begin(via, to, delay);
-    Ok(json!({ "OperationId": uuid::Uuid::new_v4().simple().to_string() }))
+    let op = app.start_operation(
+        if start {
+            "StartApplication"
+        } else {
+            "StopApplication"
+        },
+        None,
+    );
+    app.begin(via, to, delay, Some(op.clone()), None);
+    Ok(json!({ "OperationId": op }))
 }
 
 /// `ApplicationDetail` as MSF sends it (timestamps in epoch seconds).
 pub fn detail(app: &App) -> Value {
-    let mut enc = json!({ "KeyType": app.encryption.key_type.as_wire() });
-    if let Some(k) = &app.encryption.key_id {
+    let encryption = &app.config.encryption;
+    let mut enc = json!({ "KeyType": encryption.key_type.as_wire() });
+    if let Some(k) = &encryption.key_id {
         enc["KeyId"] = k.clone().into();
     }
     let ts = |t: SystemTime| epoch_seconds(t);
-    json!({
+    let mut out = json!({
         "ApplicationARN": app.arn,
         "ApplicationName": app.name,
         "RuntimeEnvironment": app.runtime,
@@ -389,21 +374,19 @@ pub fn detail(app: &App) -> Value {
         "ConditionalToken": app.conditional_token,
         "ApplicationConfigurationDescription": {
             "ApplicationEncryptionConfigurationDescription": enc,
+            "ApplicationSnapshotConfigurationDescription": {
+                "SnapshotsEnabled": app.config.snapshots_enabled,
+            },
         },
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runtimes() {
-        assert!(runtime_supports_cmk("FLINK-1_20"));
-        assert!(runtime_supports_cmk("FLINK-2_0"));
-        assert!(!runtime_supports_cmk("FLINK-1_19"));
-        assert!(!runtime_supports_cmk("FLINK-1_6"));
-        assert!(!runtime_supports_cmk("SQL-1_0"));
-        assert!(!runtime_supports_cmk("ZEPPELIN-FLINK-3_0"));
+    });
+    for (field, value) in [
+        ("ApplicationVersionUpdatedFrom", app.updated_from),
+        ("ApplicationVersionRolledBackFrom", app.rolled_back_from),
+        ("ApplicationVersionRolledBackTo", app.rolled_back_to),
+    ] {
+        if let Some(v) = value {
+            out[field] = v.into();
+        }
     }
+    out
 }

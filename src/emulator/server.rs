@@ -1,39 +1,42 @@
-//! The HTTP side: one axum router serving both services on `POST /` (routed on the
-//! `x-amz-target` header, region from the SigV4 scope) and the admin API under `/_emulator/`.
+//! The HTTP side: one axum router serving the three services on `POST /` (MSF and KMS routed
+//! on the `x-amz-target` header, STS on the awsQuery `Action` of a form body; the region from
+//! the SigV4 scope) and the admin API under `/_emulator/` (see `admin.rs`).
+//!
+//! Every AWS call goes through the same steps: identify (operation, target, caller), inject
+//! faults, apply quotas, handle, then count and log the outcome.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::{Value, json};
+use axum::routing::post;
+use serde_json::Value;
 
-use super::faults::{Fault, Injected};
+use super::calls::{CallInfo, access_key_from_authorization};
+use super::faults::{Decision, Injected};
+use super::identity::{self, Identity};
+use super::quotas::kms_rate;
 use super::state::Scope;
 use super::wire::{ApiError, Body, region_from_authorization};
-use super::{Inner, kms, msf};
+use super::{Inner, admin, kms, msf};
 
 pub fn router(inner: Arc<Inner>) -> Router {
-    Router::new()
-        .route("/", post(aws))
-        .route("/_emulator/health", get(|| async { "ok" }))
-        .route("/_emulator/counts", get(counts).delete(reset_counts))
-        .route("/_emulator/faults", get(faults).delete(clear_faults))
-        .route(
-            "/_emulator/faults/{op}",
-            axum::routing::put(set_fault).post(set_fault),
-        )
-        .route("/_emulator/state", get(state))
-        .with_state(inner)
+    admin::routes(Router::new().route("/", post(aws))).with_state(inner)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Service {
     Msf,
     Kms,
+    Sts,
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn json_response(status: u16, body: &Value) -> Response {
@@ -44,72 +47,214 @@ fn json_response(status: u16, body: &Value) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-amz-json-1.1"),
     );
-    if let Ok(id) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+    if let Ok(id) = HeaderValue::from_str(&request_id()) {
         h.insert("x-amzn-requestid", id);
     }
     resp
 }
 
-async fn aws(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+fn xml_response(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, body).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    resp
+}
+
+/// The service and operation a request asks for.
+fn route(headers: &HeaderMap, body: &[u8]) -> Result<(Service, String), ApiError> {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let (service, op) = if let Some(op) = target.strip_prefix(msf::TARGET_PREFIX) {
-        (Service::Msf, op)
-    } else if let Some(op) = target.strip_prefix(kms::TARGET_PREFIX) {
-        (Service::Kms, op)
-    } else {
-        let e = ApiError::client(
-            "UnknownOperationException",
-            format!("unknown x-amz-target {target:?}"),
-        );
-        inner.record("Unknown", e.code);
-        return json_response(e.status, &e.body());
-    };
-    let region = headers
+    if let Some(op) = target.strip_prefix(msf::TARGET_PREFIX) {
+        return Ok((Service::Msf, op.to_string()));
+    }
+    if let Some(op) = target.strip_prefix(kms::TARGET_PREFIX) {
+        return Ok((Service::Kms, op.to_string()));
+    }
+    if target.is_empty()
+        && let Some(action) = identity::query_action(body)
+    {
+        return Ok((Service::Sts, action));
+    }
+    Err(ApiError::client(
+        "UnknownOperationException",
+        format!("unknown x-amz-target {target:?}"),
+    ))
+}
+
+/// What the request names: an application or a key, as sent.
+fn target_of(body: &Body) -> Option<String> {
+    ["ApplicationName", "KeyId", "TargetKeyId"]
+        .into_iter()
+        .find_map(|f| body.str(f).ok().flatten())
+        .map(str::to_string)
+}
+
+async fn aws(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(region_from_authorization)
-        .unwrap_or(&inner.default_region)
-        .to_string();
+        .unwrap_or_default();
+    let caller = inner.caller();
+    let mut info = CallInfo {
+        operation: "Unknown".into(),
+        region: region_from_authorization(auth)
+            .unwrap_or(&inner.default_region)
+            .to_string(),
+        account: inner.account.clone(),
+        access_key_id: access_key_from_authorization(auth)
+            .unwrap_or_default()
+            .to_string(),
+        caller_arn: caller.arn.clone(),
+        target: None,
+    };
+    let (service, op) = match route(&headers, &body) {
+        Ok(r) => r,
+        Err(e) => {
+            inner.record(info, e.code);
+            return json_response(e.status, &e.body());
+        }
+    };
+    info.operation = op.clone();
+    let parsed = match service {
+        // awsQuery: the form's fields are not needed beyond the Action.
+        Service::Sts => Ok(Body::empty()),
+        _ => Body::parse(&body),
+    };
+    info.target = parsed.as_ref().ok().and_then(target_of);
     let scope = Scope {
         account: inner.account.clone(),
-        region,
+        region: info.region.clone(),
     };
+    let result = call(&inner, service, &op, parsed, &scope, &caller, &info).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code,
+    };
+    inner.record(info, outcome);
+    match (service, result) {
+        (Service::Sts, Ok(_)) => xml_response(
+            200,
+            identity::get_caller_identity_xml(&caller, &request_id()),
+        ),
+        (Service::Sts, Err(e)) => xml_response(
+            e.status,
+            identity::error_xml(e.code, &e.message, &request_id()),
+        ),
+        (_, Ok(v)) => json_response(200, &v),
+        (_, Err(e)) => json_response(e.status, &e.body()),
+    }
+}
 
-    let (latency, injected) = inner.lock_faults().decide(op);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+/// Faults, quotas, then the service's handler.
+async fn call(
+    inner: &Inner,
+    service: Service,
+    op: &str,
+    body: Result<Body, ApiError>,
+    scope: &Scope,
+    caller: &Identity,
+    info: &CallInfo,
+) -> Result<Value, ApiError> {
+    let decision = inner.lock_faults().decide(op, info.target.as_deref());
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
     }
-    let result = match injected {
-        Injected::Deny => Err(access_denied(service, op, &scope)),
-        Injected::Throttle => Err(ApiError::client("ThrottlingException", "Rate exceeded")),
-        Injected::ServerError => Err(server_error(service)),
-        Injected::None => Body::parse(&body).and_then(|b| {
-            let mut world = inner.lock_world();
-            match service {
-                Service::Msf => {
-                    let ctx = msf::Ctx {
-                        scope: scope.clone(),
-                        update_delay: inner.update_delay(),
-                    };
-                    msf::handle(op, &b, &ctx, &mut world)
-                }
-                Service::Kms => kms::handle(op, &b, &scope, &mut world),
-            }
-        }),
+    if !within_quota(inner, service, op, scope) {
+        return Err(throttled());
+    }
+    match decision.injected {
+        Injected::Deny => return Err(access_denied(service, op, scope, caller)),
+        Injected::Throttle => return Err(throttled()),
+        Injected::ServerError => return Err(server_error(service)),
+        Injected::None => {}
+    }
+    let body = body?;
+    match service {
+        Service::Msf => handle_msf(inner, op, &body, scope, caller, &decision),
+        Service::Kms => handle_kms(inner, op, &body, scope, caller),
+        Service::Sts => match op {
+            "GetCallerIdentity" => Ok(Value::Null),
+            _ => Err(ApiError::client(
+                "InvalidAction",
+                format!("Could not find operation {op} for version 2011-06-15"),
+            )),
+        },
+    }
+}
+
+fn handle_msf(
+    inner: &Inner,
+    op: &str,
+    body: &Body,
+    scope: &Scope,
+    caller: &Identity,
+    decision: &Decision,
+) -> Result<Value, ApiError> {
+    let ctx = msf::Ctx {
+        scope: scope.clone(),
+        update_delay: inner.update_delay(),
+        caller: caller.clone(),
+        rollback: decision.rollback,
+        now: Instant::now(),
     };
-    match result {
-        Ok(v) => {
-            inner.record(op, "ok");
-            json_response(200, &v)
+    msf::handle(op, body, &ctx, &mut inner.lock_world())
+}
+
+fn handle_kms(
+    inner: &Inner,
+    op: &str,
+    body: &Body,
+    scope: &Scope,
+    caller: &Identity,
+) -> Result<Value, ApiError> {
+    let settings = inner.settings();
+    let mut ctx = kms::Ctx {
+        scope: scope.clone(),
+        caller: caller.clone(),
+        propagation: settings.policy_propagation,
+        known_principals: None,
+        interleave: None,
+        now: Instant::now(),
+    };
+    if op == "PutKeyPolicy" {
+        if settings.strict_principals {
+            ctx.known_principals = Some(inner.lock_principals().clone());
         }
-        Err(e) => {
-            inner.record(op, e.code);
-            json_response(e.status, &e.body())
+        // Locks are taken one at a time (world, then faults), never nested.
+        let key_id = kms::key_id_of(body, scope, &inner.lock_world());
+        if let Some(id) = key_id {
+            ctx.interleave = inner.lock_faults().take_interleave(&id).map(|p| match p {
+                Value::String(s) => s,
+                other => other.to_string(),
+            });
         }
     }
+    kms::handle(op, body, &ctx, &mut inner.lock_world())
+}
+
+/// Takes a token from the operation's bucket when quotas are on.
+fn within_quota(inner: &Inner, service: Service, op: &str, scope: &Scope) -> bool {
+    let Some(quotas) = inner.lock_settings().quotas else {
+        return true;
+    };
+    let rate = match service {
+        Service::Kms => kms_rate(op),
+        Service::Msf => quotas.msf_per_second,
+        // STS's GetCallerIdentity quota is far above what a controller calls.
+        Service::Sts => return true,
+    };
+    inner
+        .lock_buckets()
+        .take(&scope.account, &scope.region, op, rate, Instant::now())
+}
+
+/// Both services answer a rate above quota with `ThrottlingException` (HTTP 400), which the
+/// SDK's retry classifier treats as throttling.
+fn throttled() -> ApiError {
+    ApiError::client("ThrottlingException", "Rate exceeded")
 }
 
 fn server_error(service: Service) -> ApiError {
@@ -120,7 +265,7 @@ fn server_error(service: Service) -> ApiError {
             message: "The request was rejected because an internal exception occurred (injected)"
                 .into(),
         },
-        Service::Msf => ApiError {
+        Service::Msf | Service::Sts => ApiError {
             status: 503,
             code: "ServiceUnavailable",
             message: "Service is unavailable (injected)".into(),
@@ -128,63 +273,17 @@ fn server_error(service: Service) -> ApiError {
     }
 }
 
-fn access_denied(service: Service, op: &str, scope: &Scope) -> ApiError {
+fn access_denied(service: Service, op: &str, scope: &Scope, caller: &Identity) -> ApiError {
     let action = match service {
         Service::Kms => format!("kms:{op}"),
         Service::Msf => format!("kinesisanalytics:{op}"),
+        Service::Sts => format!("sts:{op}"),
     };
     ApiError::client(
         "AccessDeniedException",
         format!(
-            "User: arn:aws:sts::{}:assumed-role/msf-cmk-controller/session is not authorized to perform: {action} in region {} (injected)",
-            scope.account, scope.region
+            "User: {} is not authorized to perform: {action} in region {} (injected)",
+            caller.arn, scope.region
         ),
     )
-}
-
-fn admin_json(v: Value) -> Response {
-    let mut r = v.to_string().into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-async fn counts(State(inner): State<Arc<Inner>>) -> Response {
-    let c = inner.lock_counts();
-    admin_json(json!({ "calls": c.calls, "outcomes": c.outcomes }))
-}
-
-async fn reset_counts(State(inner): State<Arc<Inner>>) -> Response {
-    *inner.lock_counts() = Default::default();
-    admin_json(json!({}))
-}
-
-async fn faults(State(inner): State<Arc<Inner>>) -> Response {
-    admin_json(json!(inner.lock_faults().table()))
-}
-
-async fn clear_faults(State(inner): State<Arc<Inner>>) -> Response {
-    inner.lock_faults().clear();
-    admin_json(json!({}))
-}
-
-async fn set_fault(
-    State(inner): State<Arc<Inner>>,
-    Path(op): Path<String>,
-    body: Bytes,
-) -> Response {
-    match serde_json::from_slice::<Fault>(&body) {
-        Ok(f) if (0.0..=1.0).contains(&f.throttle_rate) && (0.0..=1.0).contains(&f.error_rate) => {
-            inner.lock_faults().set(&op, f);
-            admin_json(json!(inner.lock_faults().table()))
-        }
-        Ok(_) => (StatusCode::BAD_REQUEST, "rates must be between 0 and 1\n").into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("invalid fault: {e}\n")).into_response(),
-    }
-}
-
-async fn state(State(inner): State<Arc<Inner>>) -> Response {
-    admin_json(inner.state_json())
 }

@@ -19,6 +19,31 @@ pub struct Scope {
     pub region: String,
 }
 
+/// What an update changes and a rollback restores.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppConfig {
+    pub encryption: AppliedEncryption,
+    pub snapshots_enabled: bool,
+}
+
+/// A rollback scheduled at the end of an update: the configuration and version to return to.
+#[derive(Clone, Debug)]
+pub struct Rollback {
+    pub config: AppConfig,
+    pub version_id: i64,
+    pub error: String,
+}
+
+/// A status change in progress.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub at: Instant,
+    pub to: ApplicationStatus,
+    /// The operation that ends with it.
+    pub operation_id: Option<String>,
+    pub rollback: Option<Rollback>,
+}
+
 #[derive(Clone, Debug)]
 pub struct App {
     pub name: String,
@@ -26,34 +51,124 @@ pub struct App {
     pub runtime: String,
     pub service_execution_role: String,
     pub status: ApplicationStatus,
-    /// A status change in progress: the status to reach and when.
-    pub transition: Option<(Instant, ApplicationStatus)>,
+    pub transition: Option<Transition>,
     pub version_id: i64,
     pub conditional_token: String,
-    pub encryption: AppliedEncryption,
+    pub config: AppConfig,
+    /// `ApplicationVersionUpdatedFrom` / `RolledBackFrom` / `RolledBackTo`, as MSF reports them.
+    pub updated_from: Option<i64>,
+    pub rolled_back_from: Option<i64>,
+    pub rolled_back_to: Option<i64>,
+    /// Newest last.
+    pub operations: Vec<Operation>,
     pub created: SystemTime,
     pub last_updated: SystemTime,
 }
 
 impl App {
+    /// Ends a transition whose time has come: status, operation outcome, rollback.
     pub fn settle(&mut self, now: Instant) {
-        if let Some((at, to)) = &self.transition
-            && now >= *at
-        {
-            self.status = to.clone();
-            self.transition = None;
+        let due = self.transition.as_ref().is_some_and(|t| now >= t.at);
+        if !due {
+            return;
+        }
+        let Some(t) = self.transition.take() else {
+            return;
+        };
+        // When it ended, on the wall clock (the deadline may be a while ago).
+        let ended = SystemTime::now()
+            .checked_sub(now.saturating_duration_since(t.at))
+            .unwrap_or_else(SystemTime::now);
+        self.status = t.to;
+        match t.rollback {
+            None => {
+                if let Some(op) = self.operation_mut(t.operation_id.as_deref()) {
+                    op.finish(ended, OperationStatus::Successful, None);
+                }
+            }
+            Some(rb) => self.roll_back(rb, t.operation_id.as_deref(), ended),
         }
     }
 
-    /// Starts a transition through `via` that ends in `to` after `delay`.
-    pub fn begin(&mut self, via: ApplicationStatus, to: ApplicationStatus, delay: Duration) {
-        if delay.is_zero() {
-            self.status = to;
-            self.transition = None;
-        } else {
-            self.status = via;
-            self.transition = Some((Instant::now() + delay, to));
+    /// MSF's automatic rollback: the previous configuration comes back as a new version, and
+    /// the update's operation fails, naming the rollback's own operation.
+    fn roll_back(&mut self, rb: Rollback, update_op: Option<&str>, ended: SystemTime) {
+        let failed_version = self.version_id;
+        self.config = rb.config;
+        self.bump_version();
+        self.last_updated = ended;
+        self.rolled_back_from = Some(failed_version);
+        self.rolled_back_to = Some(rb.version_id);
+        let rollback_id = new_operation_id();
+        self.operations.push(Operation {
+            id: rollback_id.clone(),
+            operation: "RollbackApplication".into(),
+            status: OperationStatus::Successful,
+            start: ended,
+            end: Some(ended),
+            version_change: Some((failed_version, self.version_id)),
+            failure: None,
+        });
+        if let Some(op) = self.operation_mut(update_op) {
+            op.finish(
+                ended,
+                OperationStatus::Failed,
+                Some(OperationFailure {
+                    rollback_operation_id: Some(rollback_id),
+                    error: rb.error,
+                }),
+            );
         }
+    }
+
+    fn operation_mut(&mut self, id: Option<&str>) -> Option<&mut Operation> {
+        let id = id?;
+        self.operations.iter_mut().rev().find(|o| o.id == id)
+    }
+
+    /// Starts a transition through `via` that ends in `to` after `delay`, completing
+    /// `operation_id` (and rolling back, when `rollback` is given) at its end.
+    pub fn begin(
+        &mut self,
+        via: ApplicationStatus,
+        to: ApplicationStatus,
+        delay: Duration,
+        operation_id: Option<String>,
+        rollback: Option<Rollback>,
+    ) {
+        let now = Instant::now();
+        self.status = via;
+        self.transition = Some(Transition {
+            at: now + delay,
+            to,
+            operation_id,
+            rollback,
+        });
+        // A zero delay ends at once, through the same path as a timed one.
+        self.settle(now);
+    }
+
+    /// Records a new operation, in progress; returns its id.
+    pub fn start_operation(
+        &mut self,
+        operation: &str,
+        version_change: Option<(i64, i64)>,
+    ) -> String {
+        let id = new_operation_id();
+        self.operations.push(Operation {
+            id: id.clone(),
+            operation: operation.to_string(),
+            status: OperationStatus::InProgress,
+            start: SystemTime::now(),
+            end: None,
+            version_change,
+            failure: None,
+        });
+        // MSF keeps a bounded history; so does the emulator.
+        if self.operations.len() > MAX_OPERATIONS {
+            self.operations.remove(0);
+        }
+        id
     }
 
     /// A new version: MSF bumps the version id and the conditional token on every change.
@@ -71,9 +186,65 @@ impl App {
             conditional_token: Some(self.conditional_token.clone()),
             status: self.status.clone(),
             runtime_environment: self.runtime.clone(),
-            encryption: self.encryption.clone(),
+            encryption: self.config.encryption.clone(),
         }
     }
+}
+
+/// Operations kept per application.
+pub const MAX_OPERATIONS: usize = 1_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperationStatus {
+    InProgress,
+    Successful,
+    Failed,
+}
+
+impl OperationStatus {
+    pub fn as_wire(self) -> &'static str {
+        match self {
+            Self::InProgress => "IN_PROGRESS",
+            Self::Successful => "SUCCESSFUL",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct OperationFailure {
+    pub rollback_operation_id: Option<String>,
+    pub error: String,
+}
+
+/// One entry of ListApplicationOperations.
+#[derive(Clone, Debug)]
+pub struct Operation {
+    pub id: String,
+    pub operation: String,
+    pub status: OperationStatus,
+    pub start: SystemTime,
+    pub end: Option<SystemTime>,
+    /// (from, to) version ids.
+    pub version_change: Option<(i64, i64)>,
+    pub failure: Option<OperationFailure>,
+}
+
+impl Operation {
+    fn finish(
+        &mut self,
+        at: SystemTime,
+        status: OperationStatus,
+        failure: Option<OperationFailure>,
+    ) {
+        self.status = status;
+        self.end = Some(at);
+        self.failure = failure;
+    }
+}
+
+pub fn new_operation_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 pub fn new_token() -> String {
@@ -90,13 +261,54 @@ pub struct Key {
     pub spec: String,
     pub usage: String,
     pub state: KeyState,
+    /// The policy every reader sees now.
     pub policy: String,
+    /// Writes not yet visible (KMS is eventually consistent), oldest first, with the time
+    /// each becomes visible.
+    pub pending_policies: Vec<(Instant, String)>,
     pub created: SystemTime,
     pub deletion_date: Option<SystemTime>,
     pub pending_window_days: Option<i64>,
 }
 
 impl Key {
+    /// Makes the writes whose time has come visible.
+    pub fn settle_policy(&mut self, now: Instant) {
+        let due = self.pending_policies.partition_point(|(at, _)| *at <= now);
+        if let Some((_, latest)) = self.pending_policies.drain(..due).next_back() {
+            self.policy = latest;
+        }
+    }
+
+    /// The policy as readers see it at `now`, without settling.
+    pub fn visible_policy(&self, now: Instant) -> &str {
+        self.pending_policies
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= now)
+            .map_or(self.policy.as_str(), |(_, p)| p.as_str())
+    }
+
+    /// The last policy written, visible or not: what the key will say once KMS settles.
+    pub fn latest_policy(&self) -> &str {
+        self.pending_policies
+            .last()
+            .map_or(self.policy.as_str(), |(_, p)| p.as_str())
+    }
+
+    /// A write that becomes visible after `delay`.
+    pub fn write_policy(&mut self, policy: String, delay: Duration) {
+        let now = Instant::now();
+        self.settle_policy(now);
+        if delay.is_zero() && self.pending_policies.is_empty() {
+            self.policy = policy;
+        } else {
+            // Visibility never goes backwards: a later write is not seen before an earlier one.
+            let at = (now + delay).max(self.pending_policies.last().map_or(now, |(t, _)| *t));
+            self.pending_policies.push((at, policy));
+        }
+    }
+
     pub fn observed(&self) -> ObservedKey {
         ObservedKey {
             arn: self.arn.clone(),
@@ -243,10 +455,17 @@ pub fn new_app(scope: &Scope, name: &str, runtime: &str, status: ApplicationStat
         transition: None,
         version_id: 1,
         conditional_token: new_token(),
-        encryption: AppliedEncryption {
-            key_type: AppliedKeyType::AwsOwnedKey,
-            key_id: None,
+        config: AppConfig {
+            encryption: AppliedEncryption {
+                key_type: AppliedKeyType::AwsOwnedKey,
+                key_id: None,
+            },
+            snapshots_enabled: true,
         },
+        updated_from: None,
+        rolled_back_from: None,
+        rolled_back_to: None,
+        operations: Vec::new(),
         created: now,
         last_updated: now,
     }
@@ -265,6 +484,7 @@ pub fn new_key(scope: &Scope, policy: String, spec: &str, usage: &str, descripti
         usage: usage.to_string(),
         state: KeyState::Enabled,
         policy,
+        pending_policies: Vec::new(),
         created: SystemTime::now(),
         deletion_date: None,
         pending_window_days: None,

@@ -51,6 +51,10 @@ impl Body {
         }
     }
 
+    pub fn empty() -> Self {
+        Self(Map::new())
+    }
+
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(name).filter(|v| !v.is_null())
     }
