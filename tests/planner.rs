@@ -576,3 +576,383 @@ fn runtime_versions() {
     assert!(!runtime_supports_cmk("FLINK-1_6"));
     assert!(!runtime_supports_cmk("SQL-1_0"));
 }
+
+// ---- The update lifecycle gate (planner::lifecycle): rollbacks, Updating, settle, state.
+
+mod lifecycle {
+    use super::*;
+    use chrono::{DateTime, Duration as TimeDelta};
+    use msf_cmk_controller::api::{LastUpdate, UpdateOutcome};
+    use msf_cmk_controller::planner::lifecycle::{
+        GateInput, History, follow, gate, is_key_permission_refusal,
+    };
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap()
+    }
+
+    fn rolled_back(generation: i64, retry: Option<&str>) -> LastUpdate {
+        LastUpdate {
+            generation: Some(generation),
+            key_type: KeyType::CustomerManagedKey,
+            key_arn: Some(KEY.into()),
+            operation_id: Some("op-1".into()),
+            version_id: Some(8),
+            time: "2026-11-23T11:00:00Z".into(),
+            outcome: UpdateOutcome::RolledBack,
+            message: Some("Flink job failed to restore".into()),
+            retry: retry.map(str::to_string),
+        }
+    }
+
+    fn operation(status: OperationStatus, message: Option<&str>) -> ApplicationOperation {
+        ApplicationOperation {
+            operation_id: "op-1".into(),
+            operation: "UpdateApplication".into(),
+            status,
+            start_time: Some(now() - TimeDelta::hours(1)),
+            end_time: None,
+            version_from: Some(7),
+            version_to: Some(8),
+            failure_message: message.map(str::to_string),
+            rollback_operation_id: None,
+        }
+    }
+
+    /// The inputs of one gate call; each test changes what it is about.
+    struct Gate {
+        spec: ApplicationEncryptionSpec,
+        generation: i64,
+        retry: Option<&'static str>,
+        app: ObservedApplication,
+        recorded: Option<LastUpdate>,
+        latest: Option<ApplicationOperation>,
+        lifecycle: ApplicationLifecycle,
+        written: Option<DateTime<Utc>>,
+        settle: Duration,
+    }
+
+    impl Gate {
+        /// A RUNNING application on the AWS owned key, a compliant policy: the plan updates.
+        fn switch() -> Self {
+            Self {
+                spec: spec(KeyType::CustomerManagedKey, Some(KEY)),
+                generation: 1,
+                retry: None,
+                app: app(
+                    ApplicationStatus::Running,
+                    AppliedKeyType::AwsOwnedKey,
+                    None,
+                ),
+                recorded: None,
+                latest: None,
+                lifecycle: ApplicationLifecycle::default(),
+                written: None,
+                settle: Duration::from_secs(20),
+            }
+        }
+
+        /// The application already on the desired key.
+        fn applied(status: ApplicationStatus) -> Self {
+            Self {
+                app: app(status, AppliedKeyType::CustomerManagedKey, Some(KEY)),
+                ..Self::switch()
+            }
+        }
+
+        fn run(&self) -> Plan {
+            let mut c = Case::cmk(reference_policy());
+            c.spec = self.spec.clone();
+            c.app = Observed::Found(self.app.clone());
+            if self.app.encryption.key_id.as_deref() == Some(KEY) {
+                c.current_key = Observed::Found(key(KEY));
+            }
+            let plan = c.run();
+            gate(
+                plan,
+                &GateInput {
+                    spec: &self.spec,
+                    generation: Some(self.generation),
+                    retry: self.retry,
+                    application: &self.app,
+                    history: History {
+                        recorded: self.recorded.as_ref(),
+                        latest: self.latest.as_ref(),
+                        lifecycle: &self.lifecycle,
+                    },
+                    policy_written_at: self.written,
+                    settle: self.settle,
+                    now: now(),
+                },
+            )
+        }
+    }
+
+    fn blocked_reason(p: &Plan) -> Option<&str> {
+        p.steps.iter().find_map(|s| match s {
+            Step::Blocked { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
+    fn message<'a>(p: &'a Plan, t: &str) -> &'a str {
+        &p.conditions.iter().find(|c| c.type_ == t).unwrap().message
+    }
+
+    #[test]
+    fn nothing_in_the_history_lets_the_update_through() {
+        let p = Gate::switch().run();
+        assert_eq!(kinds(&p), ["UpdateApplication"], "{p:#?}");
+        assert_eq!(cond(&p, "Ready"), ("Reconciling", ConditionStatus::False));
+    }
+
+    #[test]
+    fn our_rolled_back_update_is_not_repeated_for_the_same_generation() {
+        let mut g = Gate::switch();
+        g.recorded = Some(rolled_back(1, None));
+        g.latest = Some(operation(OperationStatus::Failed, None));
+        g.lifecycle.rolled_back_from = Some(8);
+        let p = g.run();
+        assert_eq!(kinds(&p), ["Blocked"], "{p:#?}");
+        assert_eq!(blocked_reason(&p), Some("UpdateRolledBack"));
+        assert_eq!(
+            cond(&p, "Ready"),
+            ("UpdateRolledBack", ConditionStatus::False)
+        );
+        assert_eq!(
+            cond(&p, "EncryptionApplied"),
+            ("UpdateRolledBack", ConditionStatus::False)
+        );
+        let m = message(&p, "EncryptionApplied");
+        assert!(
+            m.contains("Flink job failed to restore") && m.contains("op-1"),
+            "{m}"
+        );
+        assert!(m.contains("msfcmk.dev/retry-update"), "{m}");
+    }
+
+    #[test]
+    fn the_decision_holds_from_aws_alone_without_a_status() {
+        // `apply`, or a controller whose status was lost: the latest operation failed.
+        let mut g = Gate::switch();
+        g.latest = Some(operation(OperationStatus::Failed, Some("restore failed")));
+        let p = g.run();
+        assert_eq!(blocked_reason(&p), Some("UpdateRolledBack"), "{p:#?}");
+        assert!(message(&p, "Ready").contains("restore failed"));
+        // Without a readable history, ApplicationVersionRolledBackFrom says the same.
+        let mut g = Gate::switch();
+        g.lifecycle.rolled_back_from = Some(8);
+        assert_eq!(blocked_reason(&g.run()), Some("UpdateRolledBack"));
+        // A later successful update outweighs a stale rollback marker.
+        g.latest = Some(operation(OperationStatus::Successful, None));
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+    }
+
+    #[test]
+    fn a_spec_change_after_our_failed_try_allows_one_more() {
+        let mut g = Gate::switch();
+        g.recorded = Some(rolled_back(1, None));
+        g.latest = Some(operation(OperationStatus::Failed, None));
+        g.generation = 2;
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+        // Without our record the generation proves nothing: AWS's failure still blocks.
+        g.recorded = None;
+        assert_eq!(blocked_reason(&g.run()), Some("UpdateRolledBack"));
+    }
+
+    #[test]
+    fn a_new_retry_annotation_value_allows_one_more_try() {
+        let mut g = Gate::switch();
+        g.recorded = Some(rolled_back(1, None));
+        g.latest = Some(operation(OperationStatus::Failed, None));
+        g.retry = Some("1");
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+        // The value the failed try was made under does not allow another.
+        g.recorded = Some(rolled_back(1, Some("1")));
+        assert_eq!(blocked_reason(&g.run()), Some("UpdateRolledBack"));
+        g.retry = Some("2");
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+        // No status at all: the annotation allows the one try of this run.
+        g.recorded = None;
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+    }
+
+    #[test]
+    fn an_update_in_progress_is_waited_for() {
+        let mut g = Gate::switch();
+        g.latest = Some(operation(OperationStatus::InProgress, None));
+        let p = g.run();
+        assert_eq!(kinds(&p), ["Requeue"], "{p:#?}");
+        assert_eq!(cond(&p, "Ready"), ("Updating", ConditionStatus::False));
+    }
+
+    #[test]
+    fn a_running_application_without_snapshots_is_not_restarted() {
+        let mut g = Gate::switch();
+        g.lifecycle.snapshots_enabled = Some(false);
+        let p = g.run();
+        assert_eq!(
+            blocked_reason(&p),
+            Some("WouldRestartWithoutState"),
+            "{p:#?}"
+        );
+        assert_eq!(
+            cond(&p, "Ready"),
+            ("WouldRestartWithoutState", ConditionStatus::False)
+        );
+        assert!(message(&p, "Ready").contains("allowStatelessRestart"));
+        // The user accepts the loss of state.
+        g.spec.allow_stateless_restart = true;
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+        // A stopped (READY) application does not restart: nothing to lose.
+        g.spec.allow_stateless_restart = false;
+        g.app.status = ApplicationStatus::Ready;
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+        // Snapshots enabled, or not reported: no block.
+        g.app.status = ApplicationStatus::Running;
+        g.lifecycle.snapshots_enabled = Some(true);
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+    }
+
+    #[test]
+    fn the_update_waits_for_a_fresh_key_policy_write_to_settle() {
+        let mut g = Gate::switch();
+        g.written = Some(now() - TimeDelta::seconds(5));
+        let p = g.run();
+        let Some(Step::Requeue { after, reason }) = p.steps.first() else {
+            panic!("{p:#?}")
+        };
+        assert_eq!(reason, "WaitingForKeyPolicyPropagation");
+        assert_eq!(*after, Duration::from_secs(15));
+        assert_eq!(
+            cond(&p, "Ready"),
+            ("WaitingForKeyPolicyPropagation", ConditionStatus::False)
+        );
+        // Settled, or no settle time: the update goes ahead.
+        g.written = Some(now() - TimeDelta::seconds(21));
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+        g.written = Some(now());
+        g.settle = Duration::ZERO;
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+        // Reverting to the AWS owned key does not depend on the new key's policy.
+        let mut g = Gate::applied(ApplicationStatus::Running);
+        g.spec = spec(KeyType::AwsOwnedKey, None);
+        g.written = Some(now());
+        assert_eq!(kinds(&g.run()), ["UpdateApplication"]);
+    }
+
+    #[test]
+    fn converged_means_the_update_has_ended() {
+        // MSF shows the new key while it is still UPDATING: not converged.
+        let p = Gate::applied(ApplicationStatus::Updating).run();
+        assert_eq!(kinds(&p), ["Requeue"], "{p:#?}");
+        assert_eq!(cond(&p, "Ready"), ("Updating", ConditionStatus::False));
+        assert_eq!(
+            cond(&p, "EncryptionApplied"),
+            ("Updating", ConditionStatus::False)
+        );
+        // RUNNING again but our operation not yet reported SUCCESSFUL.
+        let mut g = Gate::applied(ApplicationStatus::Running);
+        g.recorded = Some(LastUpdate {
+            outcome: UpdateOutcome::InProgress,
+            message: None,
+            ..rolled_back(1, None)
+        });
+        assert_eq!(
+            cond(&g.run(), "Ready"),
+            ("Updating", ConditionStatus::False)
+        );
+        g.recorded.as_mut().unwrap().outcome = UpdateOutcome::Successful;
+        let p = g.run();
+        assert!(p.is_converged(), "{p:#?}");
+        assert_eq!(cond(&p, "Ready"), ("Converged", ConditionStatus::True));
+    }
+
+    #[test]
+    fn a_stopped_application_is_told_the_key_applies_at_its_next_start() {
+        let p = Gate::applied(ApplicationStatus::Ready).run();
+        assert!(p.is_converged(), "{p:#?}");
+        assert!(message(&p, "EncryptionApplied").contains("next start"));
+        let p = Gate::applied(ApplicationStatus::Running).run();
+        assert!(!message(&p, "EncryptionApplied").contains("next start"));
+    }
+
+    #[test]
+    fn following_an_update_until_its_operation_ends() {
+        let running = app(
+            ApplicationStatus::Running,
+            AppliedKeyType::CustomerManagedKey,
+            Some(KEY),
+        );
+        let lc = ApplicationLifecycle::default();
+        let in_progress = LastUpdate {
+            outcome: UpdateOutcome::InProgress,
+            message: None,
+            ..rolled_back(1, None)
+        };
+        let still = follow(
+            &in_progress,
+            Some(&operation(OperationStatus::InProgress, None)),
+            &running,
+            &lc,
+        );
+        assert_eq!(still.outcome, UpdateOutcome::InProgress);
+        let ok = follow(
+            &in_progress,
+            Some(&operation(OperationStatus::Successful, None)),
+            &running,
+            &lc,
+        );
+        assert_eq!(ok.outcome, UpdateOutcome::Successful);
+        let failed = follow(
+            &in_progress,
+            Some(&operation(OperationStatus::Failed, Some("boom"))),
+            &running,
+            &lc,
+        );
+        assert_eq!(failed.outcome, UpdateOutcome::RolledBack);
+        assert_eq!(failed.message.as_deref(), Some("boom"));
+        // No operation id to follow: the rollback marker names our version.
+        let mut no_id = in_progress.clone();
+        no_id.operation_id = None;
+        let marked = ApplicationLifecycle {
+            rolled_back_from: Some(8),
+            ..ApplicationLifecycle::default()
+        };
+        assert_eq!(
+            follow(&no_id, None, &running, &marked).outcome,
+            UpdateOutcome::RolledBack
+        );
+        // An ended record is left alone.
+        assert_eq!(follow(&ok, None, &running, &marked), ok);
+    }
+
+    #[test]
+    fn refusals_that_read_like_propagation() {
+        for (code, message, expected) in [
+            ("AccessDeniedException", "User is not authorized", true),
+            (
+                "InvalidArgumentException",
+                "Key arn:aws:kms:... is not accessible: kms:DescribeKey denied",
+                true,
+            ),
+            (
+                "InvalidRequestException",
+                "MSF does not have permissions to use the key",
+                true,
+            ),
+            (
+                "InvalidArgumentException",
+                "Runtime FLINK-1_15 is too old",
+                false,
+            ),
+            ("ConcurrentModificationException", "key changed", false),
+        ] {
+            assert_eq!(
+                is_key_permission_refusal(code, message),
+                expected,
+                "{code}: {message}"
+            );
+        }
+    }
+}

@@ -22,6 +22,8 @@ use crate::planner::Defaults;
 
 const REGION: &str = "us-east-1";
 const NAMESPACE: &str = "streaming";
+/// Short for a demo, long enough to show the wait between the key policy write and the update.
+const DEMO_SETTLE: Duration = Duration::from_millis(400);
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -117,6 +119,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             operator_role_arn: Some(operator),
         },
         Tenancy(None),
+        DEMO_SETTLE,
     );
     let loaded = manifests::load(std::slice::from_ref(&file)).map_err(anyhow::Error::msg)?;
 

@@ -85,6 +85,19 @@ pub struct ApplyArgs {
     /// Poll at most this far apart while an application is in a transient status.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+
+    /// After a key policy write, how long to let it propagate in KMS (eventually consistent)
+    /// before UpdateApplication; apply waits and continues by itself. 0 switches at once.
+    #[arg(long, env = "MSF_CMK_POLICY_SETTLE", default_value = "20s", value_parser = parse_settle)]
+    pub policy_settle: Duration,
+}
+
+/// A settle time: a duration as for the other flags, or 0 (no wait).
+pub fn parse_settle(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "0s" | "0ms" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
 }
 
 /// Builds the shared core for a batch run.
@@ -93,6 +106,7 @@ pub fn batch_core(
     aws_kms: Arc<dyn crate::aws::KmsApi>,
     defaults: Defaults,
     tenancy: Tenancy,
+    policy_settle: Duration,
 ) -> Core {
     Core::new(
         aws_msf,
@@ -103,13 +117,14 @@ pub fn batch_core(
             // One run: a policy read is shared by every resource of the key for the whole run
             // (a write always re-reads first).
             policy_share_window: Duration::from_secs(3600),
+            policy_settle,
             ..Settings::default()
         },
         Arc::new(Metrics::new()),
     )
 }
 
-async fn prepare(c: &CommonArgs) -> anyhow::Result<(Core, Vec<Manifest>)> {
+async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Core, Vec<Manifest>)> {
     init_logging(LogFormat::Text, "warn");
     let loaded = manifests::load(&c.paths).map_err(BadInput)?;
     if loaded.manifests.is_empty() {
@@ -145,12 +160,14 @@ async fn prepare(c: &CommonArgs) -> anyhow::Result<(Core, Vec<Manifest>)> {
             operator_role_arn: c.operator_role_arn.clone(),
         },
         tenancy,
+        policy_settle,
     );
     Ok((core, loaded.manifests))
 }
 
 pub async fn run_plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
-    let (core, manifests) = prepare(&a.common).await?;
+    // `plan` writes nothing, so there is nothing to settle.
+    let (core, manifests) = prepare(&a.common, Duration::ZERO).await?;
     let outcomes = batch::plan_all(&core, &manifests, a.common.concurrency).await;
     let mut out = std::io::stdout().lock();
     let code = print_plan(&mut out, &manifests, &outcomes, a.common.output)?;
@@ -158,7 +175,7 @@ pub async fn run_plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn run_apply(a: ApplyArgs) -> anyhow::Result<ExitCode> {
-    let (core, manifests) = prepare(&a.common).await?;
+    let (core, manifests) = prepare(&a.common, a.policy_settle).await?;
     let opts = ApplyOptions {
         concurrency: a.common.concurrency.max(1),
         timeout: a.timeout,

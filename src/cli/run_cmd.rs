@@ -36,6 +36,11 @@ pub struct RunArgs {
     #[arg(long, env = "MSF_CMK_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,
 
+    /// After a key policy write, how long to let it propagate in KMS (eventually consistent)
+    /// before UpdateApplication; 0 switches in the same pass.
+    #[arg(long, env = "MSF_CMK_POLICY_SETTLE", default_value = "20s", value_parser = crate::cli::plan_cmd::parse_settle)]
+    pub policy_settle: Duration,
+
     /// The IAM role that calls UpdateApplication, named in the key policy statements, when a
     /// resource does not set spec.keyPolicy.operatorRoleArn.
     #[arg(long, env = "MSF_CMK_OPERATOR_ROLE_ARN")]
@@ -190,6 +195,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             resync: a.resync_period,
             // Share reads within a resync wave, never longer than half a resync.
             policy_share_window: (a.resync_period / 2).min(Duration::from_secs(30)),
+            policy_settle: a.policy_settle,
             ..Settings::default()
         },
         metrics,
