@@ -5,6 +5,7 @@
 //! - [`api`]: the `ApplicationEncryption` custom resource (the user-facing contract).
 //! - [`domain`]: what was observed in AWS, in the controller's own terms.
 //! - [`policy`]: the pure key-policy engine (model, evaluator, MSF requirements, merge).
+//! - [`identity`]: pure; who the controller is in AWS vs the operator role of the key policies.
 //! - [`planner`]: pure; desired spec + observation -> ordered steps + conditions.
 //! - [`aws`]: adapters to MSF and KMS (the only code that talks to AWS).
 //! - `emulator` (feature `emulator`): an embedded MSF + KMS emulator for demo and tests.
@@ -19,5 +20,6 @@ pub mod controller;
 pub mod domain;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod identity;
 pub mod planner;
 pub mod policy;

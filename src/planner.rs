@@ -8,6 +8,7 @@
 //! compare by resolved ARN; a converged resource plans no step at all.
 
 pub mod lifecycle;
+pub mod operator;
 
 use std::time::Duration;
 

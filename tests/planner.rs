@@ -956,3 +956,351 @@ mod lifecycle {
         }
     }
 }
+
+/// Issue 9, items 4 and 5: the operator gate (`planner::operator`) after the plan: who calls
+/// (`OperatorMismatch`) and the key being left (`CurrentKeyUnusable`).
+mod operator_gate {
+    use msf_cmk_controller::identity::CallerIdentity;
+    use msf_cmk_controller::planner::operator::{OperatorInput, gate};
+
+    use super::*;
+
+    const SESSION: &str = "arn:aws:sts::123456789012:assumed-role/Operator/msf-cmk-controller";
+
+    fn caller(arn: &str) -> CallerIdentity {
+        CallerIdentity {
+            arn: arn.into(),
+            account: arn.split(':').nth(4).unwrap_or_default().into(),
+            user_id: "AROAEXAMPLE:msf-cmk-controller".into(),
+        }
+    }
+
+    /// The case's plan, then the gate with `caller` and the policy of the key in use.
+    fn gated(c: &Case, caller: Option<&CallerIdentity>, current_policy: &Observed<String>) -> Plan {
+        let defaults = Defaults {
+            region: REGION.into(),
+            operator_role_arn: Some(OPERATOR.into()),
+        };
+        gate(
+            c.run(),
+            &OperatorInput {
+                spec: &c.spec,
+                defaults: &defaults,
+                caller,
+                application: &c.app,
+                current_key: &c.current_key,
+                current_key_policy: current_policy,
+            },
+        )
+    }
+
+    /// The application runs on KEY; the spec wants KEY2 (or the AWS owned key).
+    fn leaving_key(to_aws_owned: bool, current: ObservedKey) -> Case {
+        let mut c = Case::cmk(reference_policy().replace(KEY, KEY2));
+        c.app = Observed::Found(app(
+            ApplicationStatus::Running,
+            AppliedKeyType::CustomerManagedKey,
+            Some(KEY),
+        ));
+        c.current_key = Observed::Found(current);
+        if to_aws_owned {
+            c.spec = spec(KeyType::AwsOwnedKey, None);
+            c.desired_key = Observed::Skipped;
+            c.policy = Observed::Skipped;
+        } else {
+            c.spec = spec(KeyType::CustomerManagedKey, Some(KEY2));
+            c.desired_key = Observed::Found(key(KEY2));
+        }
+        c
+    }
+
+    fn in_state(state: KeyState) -> ObservedKey {
+        ObservedKey { state, ..key(KEY) }
+    }
+
+    /// Only a key administrator role: the operator is not let in (no account delegation).
+    fn admin_only_policy() -> String {
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "KeyAdmin",
+                "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:role/KeyAdmin")},
+                "Action": "kms:*",
+                "Resource": "*"
+            }]
+        })
+        .to_string()
+    }
+
+    /// The reference policy plus a Deny of kms:Decrypt for the operator.
+    fn operator_denied_policy() -> String {
+        let mut doc: serde_json::Value = serde_json::from_str(&reference_policy()).unwrap();
+        doc["Statement"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "Sid": "NoOperatorDecrypt",
+                "Effect": "Deny",
+                "Principal": {"AWS": OPERATOR},
+                "Action": "kms:Decrypt",
+                "Resource": "*"
+            }));
+        doc.to_string()
+    }
+
+    #[test]
+    fn the_caller_must_be_the_operator_role() {
+        // (caller, spec.keyPolicy.operatorRoleArn, Ready reason, steps)
+        let rows: Vec<(Option<&str>, Option<&str>, &str, Vec<&str>)> = vec![
+            (
+                Some(SESSION),
+                None,
+                "Reconciling",
+                vec!["PutKeyPolicy", "UpdateApplication"],
+            ),
+            // Paths are not in a session ARN: compared by account + role name.
+            (
+                Some(SESSION),
+                Some("arn:aws:iam::123456789012:role/team/Operator"),
+                "Reconciling",
+                vec!["PutKeyPolicy", "UpdateApplication"],
+            ),
+            (
+                Some("arn:aws:sts::123456789012:assumed-role/Other/s"),
+                None,
+                "OperatorMismatch",
+                vec!["Blocked"],
+            ),
+            (
+                Some("arn:aws:sts::444455556666:assumed-role/Operator/s"),
+                None,
+                "OperatorMismatch",
+                vec!["Blocked"],
+            ),
+            (
+                Some("arn:aws:iam::123456789012:user/alice"),
+                None,
+                "OperatorMismatch",
+                vec!["Blocked"],
+            ),
+            // The spec's operator role wins over the controller's default.
+            (
+                Some("arn:aws:sts::123456789012:assumed-role/Other/s"),
+                Some("arn:aws:iam::123456789012:role/Other"),
+                "Reconciling",
+                vec!["PutKeyPolicy", "UpdateApplication"],
+            ),
+            (
+                Some(SESSION),
+                Some("arn:aws:iam::123456789012:role/Other"),
+                "OperatorMismatch",
+                vec!["Blocked"],
+            ),
+            // Unknown caller (STS unreachable): not checked.
+            (
+                None,
+                None,
+                "Reconciling",
+                vec!["PutKeyPolicy", "UpdateApplication"],
+            ),
+        ];
+        for (who, spec_role, reason, steps) in rows {
+            let mut c = Case::cmk(default_key_policy());
+            c.spec.key_policy.operator_role_arn = spec_role.map(str::to_string);
+            let me = who.map(caller);
+            let p = gated(&c, me.as_ref(), &Observed::Skipped);
+            assert_eq!(
+                cond(&p, "Ready").0,
+                reason,
+                "{who:?} / {spec_role:?}: {p:#?}"
+            );
+            assert_eq!(kinds(&p), steps, "{who:?} / {spec_role:?}");
+            if reason == "OperatorMismatch" {
+                assert_eq!(cond(&p, "Ready").1, ConditionStatus::False);
+                assert_eq!(
+                    cond(&p, "EncryptionApplied"),
+                    ("OperatorMismatch", ConditionStatus::False)
+                );
+                assert_eq!(
+                    cond(&p, "KeyPolicyCompliant"),
+                    ("OperatorMismatch", ConditionStatus::False),
+                    "the policy write was dropped too"
+                );
+                assert_eq!(p.conditions.len(), 4);
+            }
+        }
+    }
+
+    #[test]
+    fn a_resource_that_needs_no_write_is_not_affected_by_a_mismatch() {
+        let mut c = Case::cmk(reference_policy());
+        c.app = Observed::Found(app(
+            ApplicationStatus::Running,
+            AppliedKeyType::CustomerManagedKey,
+            Some(KEY),
+        ));
+        c.current_key = Observed::Found(key(KEY));
+        let other = caller("arn:aws:sts::123456789012:assumed-role/Other/s");
+        let p = gated(&c, Some(&other), &Observed::Skipped);
+        assert!(p.is_converged(), "{p:#?}");
+        assert_eq!(cond(&p, "Ready"), ("Converged", ConditionStatus::True));
+        // A mismatch in Audit mode blocks the update only (no policy write was planned).
+        let mut c = Case::cmk(reference_policy());
+        c.spec.key_policy.mode = KeyPolicyMode::Audit;
+        let p = gated(&c, Some(&other), &Observed::Skipped);
+        assert_eq!(kinds(&p), ["Blocked"]);
+        assert_eq!(cond(&p, "Ready").0, "OperatorMismatch");
+        assert_eq!(
+            cond(&p, "KeyPolicyCompliant"),
+            ("Compliant", ConditionStatus::True)
+        );
+    }
+
+    #[test]
+    fn leaving_a_key_needs_the_operators_rights_on_it() {
+        let ok = Observed::Found(reference_policy());
+        let transient = Observed::Failed {
+            category: ErrorCategory::Transient,
+            code: "ThrottlingException".into(),
+            message: "slow down".into(),
+        };
+        let denied_read = Observed::Failed {
+            category: ErrorCategory::Terminal,
+            code: "AccessDeniedException".into(),
+            message: "not allowed".into(),
+        };
+        // (to the AWS owned key?, key in use, its policy, EncryptionApplied reason, steps)
+        let rows: Vec<(
+            bool,
+            Observed<ObservedKey>,
+            Observed<String>,
+            &str,
+            Vec<&str>,
+        )> = vec![
+            (
+                true,
+                Observed::Found(key(KEY)),
+                ok.clone(),
+                "Updating",
+                vec!["UpdateApplication"],
+            ),
+            (
+                false,
+                Observed::Found(key(KEY)),
+                ok.clone(),
+                "Updating",
+                vec!["UpdateApplication"],
+            ),
+            // The account root delegates to IAM: the operator's IAM policy decides.
+            (
+                true,
+                Observed::Found(key(KEY)),
+                Observed::Found(default_key_policy()),
+                "Updating",
+                vec!["UpdateApplication"],
+            ),
+            // Ignore mode (not read), or a policy we may not read: MSF decides.
+            (
+                true,
+                Observed::Found(key(KEY)),
+                Observed::Skipped,
+                "Updating",
+                vec!["UpdateApplication"],
+            ),
+            (
+                true,
+                Observed::Found(key(KEY)),
+                denied_read,
+                "Updating",
+                vec!["UpdateApplication"],
+            ),
+            (
+                true,
+                Observed::Found(in_state(KeyState::Disabled)),
+                ok.clone(),
+                "CurrentKeyUnusable",
+                vec!["Blocked"],
+            ),
+            (
+                false,
+                Observed::Found(in_state(KeyState::PendingDeletion)),
+                ok.clone(),
+                "CurrentKeyUnusable",
+                vec!["Blocked"],
+            ),
+            (
+                true,
+                Observed::NotFound("Key is gone".into()),
+                Observed::Skipped,
+                "CurrentKeyUnusable",
+                vec!["Blocked"],
+            ),
+            (
+                true,
+                Observed::Found(key(KEY)),
+                Observed::Found(admin_only_policy()),
+                "CurrentKeyUnusable",
+                vec!["Blocked"],
+            ),
+            (
+                false,
+                Observed::Found(key(KEY)),
+                Observed::Found(operator_denied_policy()),
+                "CurrentKeyUnusable",
+                vec!["Blocked"],
+            ),
+            (
+                true,
+                Observed::Found(key(KEY)),
+                transient.clone(),
+                "AwsUnavailable",
+                vec!["Requeue"],
+            ),
+        ];
+        for (i, (to_aws_owned, current, policy, reason, steps)) in rows.into_iter().enumerate() {
+            let mut c = leaving_key(to_aws_owned, key(KEY));
+            c.current_key = current;
+            let p = gated(&c, None, &policy);
+            assert_eq!(cond(&p, "EncryptionApplied").0, reason, "row {i}: {p:#?}");
+            assert_eq!(kinds(&p), steps, "row {i}");
+            if reason == "CurrentKeyUnusable" {
+                assert_eq!(
+                    cond(&p, "Ready"),
+                    ("CurrentKeyUnusable", ConditionStatus::False),
+                    "row {i}"
+                );
+                assert_eq!(
+                    cond(&p, "EncryptionApplied").1,
+                    ConditionStatus::False,
+                    "row {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_blocked_switch_still_writes_the_new_keys_policy() {
+        // CMK -> CMK where the new key's policy lacks MSF's statements and the old key is
+        // disabled: the policy write happens (Ready says Reconciling), the update does not.
+        let mut c = leaving_key(false, in_state(KeyState::Disabled));
+        c.policy = Observed::Found(default_key_policy().replace(KEY, KEY2));
+        let p = gated(&c, None, &Observed::Found(reference_policy()));
+        assert_eq!(kinds(&p), ["PutKeyPolicy", "Blocked"], "{p:#?}");
+        assert_eq!(cond(&p, "EncryptionApplied").0, "CurrentKeyUnusable");
+        let message = &p
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "EncryptionApplied")
+            .unwrap()
+            .message;
+        assert!(message.contains("Disabled"), "{message}");
+        // Staying on the same key needs no check of it.
+        let mut c = leaving_key(false, in_state(KeyState::Disabled));
+        c.spec = spec(KeyType::CustomerManagedKey, Some(KEY));
+        c.desired_key = Observed::Found(in_state(KeyState::Disabled));
+        let p = gated(&c, None, &Observed::Skipped);
+        assert!(!kinds(&p).contains(&"UpdateApplication"));
+        assert_ne!(cond(&p, "EncryptionApplied").0, "CurrentKeyUnusable");
+    }
+}

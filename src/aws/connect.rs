@@ -15,7 +15,8 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use super::ratelimit::RateLimits;
 use super::sdk_kms::SdkKms;
 use super::sdk_msf::SdkMsf;
-use super::{KmsApi, MsfApi};
+use super::sts::SdkSts;
+use super::{KmsApi, MsfApi, StsApi};
 
 /// How to reach AWS. `Default` = the standard chain, default rate limits, 3 attempts.
 #[derive(Clone, Debug)]
@@ -57,11 +58,13 @@ impl ConnectOptions {
     }
 }
 
-/// The two adapters, ready to use.
+/// The adapters, ready to use.
 #[derive(Clone)]
 pub struct AwsClients {
     pub msf: Arc<dyn MsfApi>,
     pub kms: Arc<dyn KmsApi>,
+    /// Who we are (`GetCallerIdentity`), at the same endpoint override as the others.
+    pub sts: Arc<dyn StsApi>,
     /// Used when a resource has no `spec.region`.
     pub default_region: String,
 }
@@ -74,7 +77,7 @@ impl std::fmt::Debug for AwsClients {
     }
 }
 
-/// Loads the AWS configuration and builds both adapters.
+/// Loads the AWS configuration and builds the adapters.
 pub async fn connect(opts: &ConnectOptions) -> anyhow::Result<AwsClients> {
     let shared = load_sdk_config(opts).await?;
     let default_region = shared
@@ -87,7 +90,8 @@ pub async fn connect(opts: &ConnectOptions) -> anyhow::Result<AwsClients> {
     });
     Ok(AwsClients {
         msf: Arc::new(SdkMsf::new(shared.clone(), &opts.rate_limits)),
-        kms: Arc::new(SdkKms::new(shared, &opts.rate_limits)),
+        kms: Arc::new(SdkKms::new(shared.clone(), &opts.rate_limits)),
+        sts: Arc::new(SdkSts::new(shared)),
         default_region,
     })
 }

@@ -14,6 +14,7 @@ use crate::aws::{ConnectOptions, connect};
 use crate::cli::plan_cmd::{self, Output, batch_core};
 use crate::cli::run_cmd::{LogFormat, init_logging};
 use crate::controller::batch::{self, ApplyOptions};
+use crate::controller::identity;
 use crate::controller::manifests;
 use crate::controller::tenancy::Tenancy;
 use crate::domain::ApplicationStatus;
@@ -121,6 +122,15 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         Tenancy(None),
         DEMO_SETTLE,
     );
+    // As `plan` and `apply` do: the emulator answers as the demo's operator role.
+    identity::ask_once(aws.sts.as_ref(), &core.caller).await;
+    if let Some(me) = core.caller.get() {
+        writeln!(
+            out,
+            "== AWS caller (sts:GetCallerIdentity): {}, the operator role of the key policies\n",
+            me.arn
+        )?;
+    }
     let loaded = manifests::load(std::slice::from_ref(&file)).map_err(anyhow::Error::msg)?;
 
     writeln!(out, "== msf-cmk-controller plan -f {}\n", file.display())?;

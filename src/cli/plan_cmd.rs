@@ -17,6 +17,7 @@ use crate::cli::BadInput;
 use crate::cli::run_cmd::{LogFormat, init_logging, load_tenancy, parse_duration};
 use crate::controller::batch::{self, ApplyOptions, Done};
 use crate::controller::context::{Core, Settings};
+use crate::controller::identity;
 use crate::controller::manifests::{self, Manifest};
 use crate::controller::metrics::Metrics;
 use crate::controller::reconcile::{Next, Outcome};
@@ -162,6 +163,8 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
         tenancy,
         policy_settle,
     );
+    // Who we are, once: a resource whose operator role is not us reports OperatorMismatch.
+    identity::ask_once(aws.sts.as_ref(), &core.caller).await;
     Ok((core, loaded.manifests))
 }
 

@@ -12,7 +12,9 @@ use anyhow::Context as _;
 use crate::aws::{ConnectOptions, connect};
 use crate::cli::BadInput;
 use crate::controller::context::{Core, Settings};
+use crate::controller::fence::WriteFence;
 use crate::controller::http::{self, Health};
+use crate::controller::identity;
 use crate::controller::kube_loop;
 use crate::controller::leader::{self, LeaderConfig};
 use crate::controller::metrics::Metrics;
@@ -183,7 +185,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default()
         .await
         .context("configuring the Kubernetes client (kubeconfig or in-cluster)")?;
-    let core = Arc::new(Core::new(
+    let leader_cfg = a.leader_election.then(|| LeaderConfig {
+        lease_name: a.lease_name.clone(),
+        lease_namespace: lease_namespace.clone().unwrap_or_default(),
+        identity: std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("msf-cmk-controller-{}", uuid::Uuid::new_v4())),
+        duration: a.lease_duration,
+        grace: (a.lease_duration / 3).max(Duration::from_secs(1)),
+    });
+    // With leader election, every AWS write asks the Lease's fence first.
+    let fence = leader_cfg
+        .as_ref()
+        .map_or_else(WriteFence::unfenced, LeaderConfig::fence);
+    let mut core = Core::new(
         aws.msf.clone(),
         aws.kms.clone(),
         Defaults {
@@ -199,7 +213,17 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             ..Settings::default()
         },
         metrics,
-    ));
+    );
+    // Outside the metering: a write the fence refuses is not an AWS call.
+    core.msf = fence.msf(core.msf.clone());
+    core.kms = fence.kms(core.kms.clone());
+    identity::ask_once(aws.sts.as_ref(), &core.caller).await;
+    warn_if_not_operator(&core);
+    let _identity = AbortOnDrop(tokio::spawn(identity::keep_current(
+        aws.sts.clone(),
+        core.caller.clone(),
+    )));
+    let core = Arc::new(core);
     tracing::info!(
         namespaces = ?a.namespaces,
         region = %aws.default_region,
@@ -210,21 +234,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let namespaces = a.namespaces.clone();
     let concurrency = a.concurrency.max(1);
-    if a.leader_election {
-        let cfg = LeaderConfig {
-            lease_name: a.lease_name.clone(),
-            lease_namespace: lease_namespace.unwrap_or_default(),
-            identity: std::env::var("POD_NAME")
-                .unwrap_or_else(|_| format!("msf-cmk-controller-{}", uuid::Uuid::new_v4())),
-            duration: a.lease_duration,
-            grace: (a.lease_duration / 3).max(Duration::from_secs(1)),
-        };
+    if let Some(cfg) = leader_cfg {
         let h = health.clone();
         let run_client = client.clone();
         tokio::select! {
             r = leader::run_when_leader(
                 client,
                 cfg,
+                fence,
                 move |leading| h.set(if leading { Health::LEADER } else { Health::STANDBY }),
                 move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency),
             ) => r?,
@@ -238,6 +255,24 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says at start, once, when the controller does not run as its default operator role (each
+/// affected resource then reports `OperatorMismatch`).
+fn warn_if_not_operator(core: &Core) {
+    if let (Some(me), Some(role)) = (core.caller.get(), &core.defaults.operator_role_arn)
+        && let Some(why) = me.mismatch(role)
+    {
+        tracing::warn!("{why}");
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// SIGTERM (what Kubernetes sends) or SIGINT. AWS-side work is idempotent and resumes safely,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::aws::{KmsApi, MsfApi};
 use crate::controller::backoff::{Backoff, BackoffPolicy};
+use crate::controller::identity::CallerCell;
 use crate::controller::key_locks::{KeyLocks, ResolvedKeys};
 use crate::controller::lifecycle::PolicyWrites;
 use crate::controller::metrics::{MeteredKms, MeteredMsf, Metrics};
@@ -62,6 +63,8 @@ pub struct Core {
     pub settings: Settings,
     /// When this process last wrote each key's policy (UpdateApplication waits for it).
     pub policy_writes: PolicyWrites,
+    /// Who the controller is in AWS (`sts:GetCallerIdentity`); empty until asked.
+    pub caller: CallerCell,
 }
 
 impl Core {
@@ -92,6 +95,7 @@ impl Core {
             metrics,
             settings,
             policy_writes: PolicyWrites::new(chrono::Utc::now()),
+            caller: CallerCell::default(),
         }
     }
 }

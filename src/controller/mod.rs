@@ -6,14 +6,18 @@
 //!   operations), and the Kubernetes side in [`kube_loop`]
 //!   (finalizer, status patch, events), [`finalizer`], [`http`], [`leader`].
 //! - PURE: [`status`] (the status builder), [`tenancy`] (the guard), [`backoff`].
+//! - Leader election: [`leader`] elects, [`fence`] stops AWS writes once the Lease may be lost.
+//! - [`identity`]: who the controller is in AWS (`sts:GetCallerIdentity`), kept current.
 //! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
 
 pub mod apply;
 pub mod backoff;
 pub mod batch;
 pub mod context;
+pub mod fence;
 pub mod finalizer;
 pub mod http;
+pub mod identity;
 pub mod key_locks;
 pub mod kube_loop;
 pub mod leader;

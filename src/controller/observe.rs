@@ -163,6 +163,27 @@ pub fn application_arn_for_key(key_arn: &str, name: &str) -> Option<String> {
     Some(Arn::application(&k.partition, &k.region, &k.account, name).to_string())
 }
 
+/// GetKeyPolicy of the key the application uses while a switch away from it is pending
+/// (`planner::operator` checks the operator may still use it): only when the application uses
+/// a customer managed key other than the desired one, not suspended, not in `Ignore` mode.
+/// Not shared or cached: that key is never written, and the read is rare (one per pending
+/// switch).
+pub async fn leaving_key_policy(
+    core: &Core,
+    spec: &ApplicationEncryptionSpec,
+    desired_key: &Observed<ObservedKey>,
+    current_key: &Observed<ObservedKey>,
+) -> Observed<String> {
+    let Some(current) = current_key.found() else {
+        return Observed::Skipped;
+    };
+    let staying = desired_key.found().is_some_and(|d| d.arn == current.arn);
+    if staying || spec.suspend || spec.key_policy.mode == KeyPolicyMode::Ignore {
+        return Observed::Skipped;
+    }
+    observed(core.kms.get_key_policy(&current.region, &current.arn).await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

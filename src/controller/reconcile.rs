@@ -22,13 +22,14 @@ use crate::api::{
     ApplicationEncryptionSpec, ApplicationEncryptionStatus, KeyPolicyMode, KeyPolicyWrite, KeyType,
     condition_types,
 };
-use crate::controller::{apply, lifecycle};
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
 use crate::controller::observe::{self, kms_region};
 use crate::controller::status::{self, StatusInput};
 use crate::controller::tenancy::KeyVerdict;
+use crate::controller::{apply, lifecycle};
 use crate::domain::{AppliedKeyType, ErrorCategory, Observed, ObservedApplication, ObservedKey};
+use crate::planner::operator::{self, OperatorInput};
 use crate::planner::{self, CoTenant, ConditionReport, ConditionStatus, Plan, PlanInput, Step};
 
 /// Requeue while a write just happened but another is still wanted (e.g. MSF still reports
@@ -121,6 +122,8 @@ struct Observation {
     application: Observed<ObservedApplication>,
     desired_key: Observed<ObservedKey>,
     current_key: Observed<ObservedKey>,
+    /// The policy of the key being left, while a switch away from a CMK is pending.
+    current_key_policy: Observed<String>,
     key_policy: Observed<String>,
     policy_fresh: bool,
 }
@@ -187,10 +190,14 @@ pub async fn reconcile(
     let (application, desired_key, current_key, app_lifecycle) =
         observe::application_and_keys(core, spec, &region, desired_key).await;
     let desired_key_arn = desired_key.found().map(|k| k.arn.clone());
+    let current_key_policy =
+        observe::leaving_key_policy(core, spec, &desired_key, &current_key).await;
+    let caller = core.caller.get();
     let mut obs = Observation {
         application,
         desired_key,
         current_key,
+        current_key_policy,
         key_policy: Observed::Skipped,
         policy_fresh: false,
     };
@@ -244,6 +251,18 @@ pub async fn reconcile(
             co_tenants: &co_tenants,
             now,
         });
+        // Who calls, and the key being left: drops the writes the operator may not make.
+        let plan = operator::gate(
+            plan,
+            &OperatorInput {
+                spec,
+                defaults: &core.defaults,
+                caller: caller.as_ref(),
+                application: &obs.application,
+                current_key: &obs.current_key,
+                current_key_policy: &obs.current_key_policy,
+            },
+        );
         let written_at = desired_key_arn
             .as_deref()
             .and_then(|k| lifecycle::policy_written_at(core, subject.previous, k));
