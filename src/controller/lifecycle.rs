@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{ApplicationEncryptionStatus, LastUpdate, UpdateOutcome};
+use crate::api::{ApplicationEncryptionStatus, KeyPolicyWrite, LastUpdate, UpdateOutcome};
 use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::domain::{
@@ -66,6 +66,15 @@ pub fn policy_written_at(
         .and_then(|w| DateTime::parse_from_rfc3339(&w.time).ok())
         .map(|t| t.with_timezone(&Utc));
     core.policy_writes.last(key_arn).max(from_status)
+}
+
+/// The status record of a key policy write. Milliseconds: the settle time is seconds long,
+/// and a time rounded down would shorten it after a restart.
+pub fn policy_write(key_arn: &str, at: DateTime<Utc>) -> KeyPolicyWrite {
+    KeyPolicyWrite {
+        key_arn: key_arn.to_string(),
+        time: at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }
 }
 
 /// Where the update lifecycle of one reconcile stands.

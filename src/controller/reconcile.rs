@@ -329,10 +329,7 @@ pub async fn reconcile(
                         puts += 1;
                         let at = Utc::now();
                         core.policy_writes.record(key_arn, at);
-                        policy_written = Some(KeyPolicyWrite {
-                            key_arn: key_arn.clone(),
-                            time: status::rfc3339(at),
-                        });
+                        policy_written = Some(lifecycle::policy_write(key_arn, at));
                         obs.key_policy = reread;
                         events.push(Note {
                             warning: false,
