@@ -28,9 +28,11 @@ const DEFAULT_REGION: &str = "eu-west-1";
 /// Every action the controller's AWS adapters call (DESIGN.md: "nothing else"), and the KMS
 /// actions MSF performs on the operator's behalf (kms:ViaService) when it switches an
 /// application to a customer managed key.
-const CONTROLLER_ACTIONS: [&str; 5] = [
+const CONTROLLER_ACTIONS: [&str; 7] = [
     "kinesisanalytics:DescribeApplication",
     "kinesisanalytics:UpdateApplication",
+    "kinesisanalytics:ListApplicationOperations",
+    "kinesisanalytics:DescribeApplicationOperation",
     "kms:DescribeKey",
     "kms:GetKeyPolicy",
     "kms:PutKeyPolicy",

@@ -41,7 +41,13 @@ pub fn operator_iam_policy(application_arns: &[String], key_arns: &[String]) -> 
             {
                 "Sid": "ObserveAndSwitchApplications",
                 "Effect": "Allow",
-                "Action": ["kinesisanalytics:DescribeApplication", "kinesisanalytics:UpdateApplication"],
+                // The operation history: an update MSF rolled back is followed, never repeated.
+                "Action": [
+                    "kinesisanalytics:DescribeApplication",
+                    "kinesisanalytics:UpdateApplication",
+                    "kinesisanalytics:ListApplicationOperations",
+                    "kinesisanalytics:DescribeApplicationOperation"
+                ],
                 "Resource": apps_v
             },
             {
