@@ -58,7 +58,9 @@ fn condition_operators() {
         ("StringLike is case-sensitive", json!({"StringLike": {"k": "A*"}}), vec![("k", "abc")], false),
         ("StringNotLike", json!({"StringNotLike": {"k": "a*"}}), vec![("k", "abc")], false),
         ("StringNotLike other", json!({"StringNotLike": {"k": "a*"}}), vec![("k", "xbc")], true),
-        ("policy variables are literal", json!({"StringEquals": {"k": "${aws:username}"}}), vec![("k", "alice")], false),
+        // Under 2012-10-17 a variable whose key is absent makes the condition false.
+        ("policy variable with absent key", json!({"StringEquals": {"k": "${aws:username}"}}), vec![("k", "alice")], false),
+        ("policy variable substituted", json!({"StringEquals": {"k": "${aws:username}"}}), vec![("k", "alice"), ("aws:username", "alice")], true),
         ("number policy values compare as text", json!({"StringEquals": {"aws:SourceAccount": 123456789012u64}}), vec![("aws:SourceAccount", "123456789012")], true),
         // ARN
         ("ArnEquals exact", json!({"ArnEquals": {"aws:SourceArn": "arn:aws:kinesisanalytics:us-east-1:123456789012:application/A"}}), vec![("aws:SourceArn", "arn:aws:kinesisanalytics:us-east-1:123456789012:application/A")], true),
@@ -145,51 +147,111 @@ fn allow_for(principal: Value) -> PolicyDocument {
     )
 }
 
-fn allowed(d: &PolicyDocument, p: Principal) -> bool {
-    evaluate(d, &Request::new(p, "kms:Decrypt", KEY)).decision == Decision::Allow
-}
-
+/// IAM User Guide, "AWS JSON policy elements: Principal": a role ARN covers its sessions, an
+/// account principal covers the account root and delegates to IAM for the account's other
+/// identities (the key policy alone does not let them in), `{"AWS": "*"}` is `"*"`.
 #[test]
 fn principals() {
     let aws = |s: &str| Principal::Aws(s.to_string());
     let svc = |s: &str| Principal::Service(s.to_string());
+    use Decision::{Allow, ImplicitDeny};
     #[rustfmt::skip]
-    let rows: Vec<(&str, Value, Principal, bool)> = vec![
-        ("* is anyone", json!("*"), aws(ROLE), true),
-        ("* includes services", json!("*"), svc("kinesisanalytics.amazonaws.com"), true),
-        ("AWS * is anyone", json!({"AWS": "*"}), aws(ROLE), true),
-        ("account id delegates to the account", json!({"AWS": "123456789012"}), aws(ROLE), true),
-        ("account root ARN delegates to the account", json!({"AWS": "arn:aws:iam::123456789012:root"}), aws(ROLE), true),
-        ("account root matches the account itself", json!({"AWS": "arn:aws:iam::123456789012:root"}), aws("123456789012"), true),
-        ("other account", json!({"AWS": "111111111111"}), aws(ROLE), false),
-        ("role ARN exact", json!({"AWS": ROLE}), aws(ROLE), true),
-        ("other role", json!({"AWS": ROLE}), aws("arn:aws:iam::123456789012:role/Other"), false),
-        ("role grants its sessions", json!({"AWS": ROLE}), aws("arn:aws:sts::123456789012:assumed-role/Operator/s1"), true),
-        ("role does not grant the account", json!({"AWS": ROLE}), aws("123456789012"), false),
-        ("array of principals", json!({"AWS": ["arn:aws:iam::123456789012:role/A", ROLE]}), aws(ROLE), true),
-        ("service principal", json!({"Service": "kinesisanalytics.amazonaws.com"}), svc("kinesisanalytics.amazonaws.com"), true),
-        ("service array", json!({"Service": ["a.amazonaws.com", "infrastructure.kinesisanalytics.amazonaws.com"]}), svc("infrastructure.kinesisanalytics.amazonaws.com"), true),
-        ("service is not an AWS principal", json!({"Service": "kinesisanalytics.amazonaws.com"}), aws(ROLE), false),
-        ("account grant does not cover services", json!({"AWS": "123456789012"}), svc("kinesisanalytics.amazonaws.com"), false),
-        ("other service", json!({"Service": "kinesisanalytics.amazonaws.com"}), svc("infrastructure.kinesisanalytics.amazonaws.com"), false),
-        ("mixed AWS and Service", json!({"AWS": ROLE, "Service": "s.amazonaws.com"}), svc("s.amazonaws.com"), true),
+    let rows: Vec<(&str, Value, Principal, Decision, bool)> = vec![
+        ("* is anyone", json!("*"), aws(ROLE), Allow, false),
+        ("* includes services", json!("*"), svc("kinesisanalytics.amazonaws.com"), Allow, false),
+        ("AWS * is anyone", json!({"AWS": "*"}), aws(ROLE), Allow, false),
+        ("AWS * includes services", json!({"AWS": "*"}), svc("kinesisanalytics.amazonaws.com"), Allow, false),
+        ("AWS * in a list includes services", json!({"AWS": [ROLE, "*"]}), svc("kinesisanalytics.amazonaws.com"), Allow, false),
+        ("account id delegates a role to IAM", json!({"AWS": "123456789012"}), aws(ROLE), ImplicitDeny, true),
+        ("account root ARN delegates a role to IAM", json!({"AWS": "arn:aws:iam::123456789012:root"}), aws(ROLE), ImplicitDeny, true),
+        ("account delegates a session to IAM", json!({"AWS": "123456789012"}), aws("arn:aws:sts::123456789012:assumed-role/Operator/s1"), ImplicitDeny, true),
+        ("account root ARN allows the root user", json!({"AWS": "arn:aws:iam::123456789012:root"}), aws("123456789012"), Allow, false),
+        ("account id allows the root user", json!({"AWS": "123456789012"}), aws("arn:aws:iam::123456789012:root"), Allow, false),
+        ("other account", json!({"AWS": "111111111111"}), aws(ROLE), ImplicitDeny, false),
+        ("role ARN exact", json!({"AWS": ROLE}), aws(ROLE), Allow, false),
+        ("other role", json!({"AWS": ROLE}), aws("arn:aws:iam::123456789012:role/Other"), ImplicitDeny, false),
+        ("role grants its sessions", json!({"AWS": ROLE}), aws("arn:aws:sts::123456789012:assumed-role/Operator/s1"), Allow, false),
+        ("role with a path grants its sessions", json!({"AWS": "arn:aws:iam::123456789012:role/team/Operator"}), aws("arn:aws:sts::123456789012:assumed-role/Operator/s1"), Allow, false),
+        ("session ARN grants that session only", json!({"AWS": "arn:aws:sts::123456789012:assumed-role/Operator/s1"}), aws("arn:aws:sts::123456789012:assumed-role/Operator/s2"), ImplicitDeny, false),
+        ("role does not grant the account", json!({"AWS": ROLE}), aws("123456789012"), ImplicitDeny, false),
+        ("array of principals", json!({"AWS": ["arn:aws:iam::123456789012:role/A", ROLE]}), aws(ROLE), Allow, false),
+        ("service principal", json!({"Service": "kinesisanalytics.amazonaws.com"}), svc("kinesisanalytics.amazonaws.com"), Allow, false),
+        ("service array", json!({"Service": ["a.amazonaws.com", "infrastructure.kinesisanalytics.amazonaws.com"]}), svc("infrastructure.kinesisanalytics.amazonaws.com"), Allow, false),
+        ("service is not an AWS principal", json!({"Service": "kinesisanalytics.amazonaws.com"}), aws(ROLE), ImplicitDeny, false),
+        ("account grant never covers (nor delegates for) services", json!({"AWS": "123456789012"}), svc("kinesisanalytics.amazonaws.com"), ImplicitDeny, false),
+        ("other service", json!({"Service": "kinesisanalytics.amazonaws.com"}), svc("infrastructure.kinesisanalytics.amazonaws.com"), ImplicitDeny, false),
+        ("mixed AWS and Service", json!({"AWS": ROLE, "Service": "s.amazonaws.com"}), svc("s.amazonaws.com"), Allow, false),
+        // How KMS shows a deleted principal: valid, matches nobody.
+        ("unique id matches nobody", json!({"AWS": "AROAEXAMPLEID1234567"}), aws(ROLE), ImplicitDeny, false),
     ];
-    for (name, p, who, want) in rows {
-        assert_eq!(allowed(&allow_for(p), who), want, "{name}");
+    for (name, p, who, want, delegated) in rows {
+        let e = evaluate(&allow_for(p), &Request::new(who, "kms:Decrypt", KEY));
+        assert_eq!(
+            (e.decision, e.delegated_to_iam),
+            (want, delegated),
+            "{name}"
+        );
     }
 }
 
+/// IAM User Guide, "AWS JSON policy elements: NotPrincipal": with Deny, everyone but the
+/// listed principals is denied; AWS checks the account, then the role, then the session, so a
+/// caller is exempt only when each of them is listed.
 #[test]
-fn not_principal() {
-    let d = doc(
-        json!([{"Effect": "Allow", "NotPrincipal": {"AWS": ROLE}, "Action": "kms:Decrypt", "Resource": "*"}]),
-    );
-    assert!(!allowed(&d, Principal::Aws(ROLE.into())));
-    assert!(allowed(
+fn not_principal_with_deny() {
+    const SESSION: &str = "arn:aws:sts::123456789012:assumed-role/Operator/s1";
+    const USER: &str = "arn:aws:iam::123456789012:user/alice";
+    let aws = |s: &str| Principal::Aws(s.to_string());
+    #[rustfmt::skip]
+    let rows: Vec<(&str, Value, Principal, bool)> = vec![
+        ("unlisted role is denied", json!({"AWS": "arn:aws:iam::123456789012:role/Other"}), aws(ROLE), true),
+        ("the account alone does not exempt its roles", json!({"AWS": "123456789012"}), aws(SESSION), true),
+        ("the account alone does not exempt its users", json!({"AWS": "arn:aws:iam::123456789012:root"}), aws(USER), true),
+        ("the account exempts its root user", json!({"AWS": "arn:aws:iam::123456789012:root"}), aws("123456789012"), false),
+        ("account + user exempts the user", json!({"AWS": ["123456789012", USER]}), aws(USER), false),
+        ("a user without its account is denied", json!({"AWS": USER}), aws(USER), true),
+        ("account + role does not exempt its sessions", json!({"AWS": ["123456789012", ROLE]}), aws(SESSION), true),
+        ("account + role + session ARN exempts the session", json!({"AWS": ["123456789012", ROLE, SESSION]}), aws(SESSION), false),
+        ("account + role + session ARN: another session is denied", json!({"AWS": ["123456789012", ROLE, SESSION]}), aws("arn:aws:sts::123456789012:assumed-role/Operator/s2"), true),
+        ("a role acts through sessions: account + role is not enough", json!({"AWS": ["123456789012", ROLE]}), aws(ROLE), true),
+        ("a role with a listed session of it is exempt", json!({"AWS": ["123456789012", ROLE, SESSION]}), aws(ROLE), false),
+        ("AWS * in NotPrincipal exempts everyone, services too", json!({"AWS": "*"}), Principal::Service("kinesisanalytics.amazonaws.com".into()), false),
+        ("a listed service is exempt", json!({"Service": "kinesisanalytics.amazonaws.com"}), Principal::Service("kinesisanalytics.amazonaws.com".into()), false),
+        ("an unlisted service is denied", json!({"AWS": ROLE}), Principal::Service("kinesisanalytics.amazonaws.com".into()), true),
+    ];
+    for (name, np, who, denied) in rows {
+        let d = doc(json!([
+            {"Sid": "All", "Effect": "Allow", "Principal": "*", "Action": "kms:Decrypt", "Resource": "*"},
+            {"Sid": "D", "Effect": "Deny", "NotPrincipal": np, "Action": "kms:Decrypt", "Resource": "*"}
+        ]));
+        let e = evaluate(&d, &Request::new(who, "kms:Decrypt", KEY));
+        assert_eq!(e.decision == Decision::ExplicitDeny, denied, "{name}");
+    }
+}
+
+/// A Deny naming an account applies to every identity of it (there is nothing to delegate).
+#[test]
+fn deny_naming_an_account_covers_its_identities() {
+    let d = doc(json!([
+        {"Sid": "All", "Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*"},
+        {"Sid": "NoAcct", "Effect": "Deny", "Principal": {"AWS": "111111111111"}, "Action": "kms:*", "Resource": "*"}
+    ]));
+    for who in [
+        "111111111111",
+        "arn:aws:iam::111111111111:role/R",
+        "arn:aws:sts::111111111111:assumed-role/R/s",
+    ] {
+        let e = evaluate(
+            &d,
+            &Request::new(Principal::Aws(who.into()), "kms:Decrypt", KEY),
+        );
+        assert_eq!(e.decision, Decision::ExplicitDeny, "{who}");
+    }
+    let e = evaluate(
         &d,
-        Principal::Aws("arn:aws:iam::123456789012:role/Other".into())
-    ));
-    assert!(allowed(&d, Principal::Service("x.amazonaws.com".into())));
+        &Request::new(Principal::Aws(ROLE.into()), "kms:Decrypt", KEY),
+    );
+    assert_eq!(e.decision, Decision::Allow);
 }
 
 fn action_allowed(actions: Value, negated: bool, action: &str) -> bool {

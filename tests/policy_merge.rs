@@ -41,7 +41,7 @@ fn human_statements() -> Vec<Value> {
                           "kms:CancelKeyDeletion"],
                "Resource": "*"}),
         json!({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:role/Analytics"},
-               "Action": "kms:Decrypt", "Resource": ["*"], "Comment": "unknown fields are kept",
+               "Action": "kms:Decrypt", "Resource": ["*"],
                "Condition": {"StringEquals": {"kms:CallerAccount": 123456789012u64}}}),
         json!({"Sid": "DenyOutsideOrg", "Effect": "Deny", "Principal": "*", "Action": "kms:Encrypt", "Resource": "*",
                "Condition": {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": "o-abc123"}, "Bool": {"aws:PrincipalIsAWSService": "false"}}}),
@@ -90,6 +90,7 @@ fn semantics(doc: &PolicyDocument, names: &[String]) -> BTreeMap<String, Decisio
                     action: a.action.clone(),
                     resource: KEY.into(),
                     context: a.context.clone(),
+                    unknown: a.unknown.clone(),
                 };
                 out.insert(
                     format!("{name}|{role}|{}|{}", a.principal, a.action),
@@ -172,8 +173,10 @@ proptest! {
         prop_assert_eq!(semantics(&back, &names), semantics(&base, &names));
     }
 
+    /// An edited copy of an owned statement is a person's statement: kept as it is, never
+    /// adopted, and nothing is written until it is renamed.
     #[test]
-    fn owned_statements_are_repaired(
+    fn edited_owned_statements_are_not_mergeable(
         names in prop::collection::btree_set("[a-z0-9-]{1,12}", 1..5),
         victim in 0usize..8,
         damage in 0usize..4,
@@ -184,17 +187,29 @@ proptest! {
         let owned: Vec<usize> = v["Statement"].as_array().unwrap().iter().enumerate()
             .filter(|(_, s)| s["Sid"].as_str().is_some_and(|s| s.starts_with("MsfCmk")))
             .map(|(i, _)| i).collect();
-        let s = &mut v["Statement"][owned[victim % owned.len()]];
+        let idx = owned[victim % owned.len()];
+        let s = &mut v["Statement"][idx];
         match damage {
             0 => { s.as_object_mut().unwrap().remove("Condition"); }
             1 => { s["Action"] = json!("kms:*"); }
             2 => { s["Resource"] = json!("arn:aws:kms:eu-west-1:123456789012:key/other"); }
             _ => { s["Condition"]["StringLike"] = json!({"kms:ViaService": "*"}); }
         }
+        let sid = v["Statement"][idx]["Sid"].as_str().unwrap().to_string();
         let damaged = PolicyDocument::parse(&v.to_string()).unwrap();
         prop_assert_ne!(&damaged, &good);
-        let repaired = merge(&damaged, &grants, &[]).unwrap();
-        prop_assert_eq!(&repaired, &good);
+        prop_assert_eq!(damaged.unmergeable_sids(), vec![sid.clone()]);
+        prop_assert!(!damaged.owned_sids().contains(&sid));
+        match merge(&damaged, &grants, &[]) {
+            Err(MergeError::NotMergeable { sids }) => prop_assert_eq!(sids, vec![sid.clone()]),
+            other => prop_assert!(false, "expected NotMergeable, got {:?}", other.map(|d| d.to_compact_json())),
+        }
+        // Renamed, it is a person's statement like any other and the merge goes through,
+        // keeping it byte for byte.
+        v["Statement"][idx]["Sid"] = json!(format!("Edited{}", &sid[6..]));
+        let renamed = PolicyDocument::parse(&v.to_string()).unwrap();
+        let merged = merge(&renamed, &grants, &[]).unwrap();
+        prop_assert_eq!(unowned(&merged), unowned(&renamed));
     }
 }
 
@@ -238,10 +253,18 @@ fn put_key_policy_is_never_taken_away() {
         .collect();
     let merged = merge(&base, &grants, &[]).unwrap();
     let removed = merge(&merged, &[], &[app("app0"), app("app1")]).unwrap();
+    let delegated = |d: &PolicyDocument, who: &str| {
+        evaluate(
+            d,
+            &Request::new(Principal::Aws(who.into()), "kms:PutKeyPolicy", KEY),
+        )
+        .delegated_to_iam
+    };
     for d in [&base, &merged, &removed] {
         assert!(can_put(d, ADMIN));
         assert!(can_put(d, ACCOUNT));
-        assert!(can_put(
+        // Any other role of the account: through the account's delegation to IAM.
+        assert!(delegated(
             d,
             "arn:aws:iam::123456789012:role/AnyRoleOfTheAccount"
         ));
@@ -255,7 +278,7 @@ fn put_key_policy_is_never_taken_away() {
     }
 
     // A person widened an owned statement to grant PutKeyPolicy to the only principal that
-    // had it: rebuilding would lock that principal out, so merge refuses.
+    // had it: it is no longer the controller's statement, so merge writes nothing.
     let mut v: Value = serde_json::from_str(
         &merge(&base_doc(&[false; 5]), &grants, &[])
             .unwrap()
@@ -268,8 +291,8 @@ fn put_key_policy_is_never_taken_away() {
     s.as_object_mut().unwrap().remove("Condition");
     let doc = PolicyDocument::parse(&v.to_string()).unwrap();
     match merge(&doc, &grants, &[]) {
-        Err(MergeError::WouldLockOut { principal }) => assert_eq!(principal, ADMIN),
-        other => panic!("expected WouldLockOut, got {other:?}"),
+        Err(MergeError::NotMergeable { sids }) => assert_eq!(sids.len(), 1),
+        other => panic!("expected NotMergeable, got {other:?}"),
     }
 }
 

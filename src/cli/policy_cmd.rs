@@ -46,9 +46,15 @@ pub struct SimulateArgs {
     /// The key ARN (the resource of every key policy request).
     #[arg(long, default_value = "*")]
     pub resource: String,
-    /// KEY=VALUE; repeat a key to make it multi-valued.
+    /// KEY=VALUE; repeat a key to make it multi-valued. Always wins over the keys derived
+    /// from --principal (aws:PrincipalArn, aws:PrincipalAccount, aws:PrincipalIsAWSService,
+    /// aws:PrincipalType, aws:PrincipalServiceName).
     #[arg(long = "context")]
     pub context: Vec<String>,
+    /// A key present in the request whose value is unknown (repeatable): the decision then
+    /// lists it in dependsOn when it hinges on it. Keys given neither way are absent.
+    #[arg(long = "unknown")]
+    pub unknown: Vec<String>,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -82,6 +88,9 @@ pub struct MergeArgs {
     /// Applications whose statements' values are removed (repeatable).
     #[arg(long = "remove-application-arn")]
     pub remove_application_arns: Vec<String>,
+    /// Print indented JSON instead of the compact form PutKeyPolicy would be sent.
+    #[arg(long)]
+    pub pretty: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,37 +139,98 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
             a.action
         )));
     }
-    let mut context: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut given: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for kv in &a.context {
         let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
             return Err(bad(format!("--context {kv:?}: expected KEY=VALUE")));
         };
-        context
+        given
             .entry(k.to_ascii_lowercase())
             .or_default()
             .push(v.to_string());
     }
+    // --context always wins over what the principal implies.
+    let mut context = principal_keys(&principal);
+    context.extend(given);
     let req = Request {
         principal,
         action: a.action,
         resource: a.resource,
         context,
+        unknown: a.unknown.iter().map(|k| k.to_ascii_lowercase()).collect(),
     };
     let e = evaluate(&doc, &req);
     match a.output {
         Output::Json => print_json(&e)?,
-        Output::Text => {
-            println!(
-                "{}: {} {} on {}",
-                e.decision, req.principal, req.action, req.resource
-            );
-            match e.decision {
-                Decision::ImplicitDeny => println!("no statement allows it"),
-                _ => println!("decided by: {}", e.statements.join(", ")),
-            }
-        }
+        Output::Text => print_simulation(&req, &e),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_simulation(req: &Request, e: &policy::Evaluation) {
+    println!(
+        "{}: {} {} on {}",
+        e.decision, req.principal, req.action, req.resource
+    );
+    match e.decision {
+        Decision::ImplicitDeny => println!("no statement allows it"),
+        _ => println!("decided by: {}", e.statements.join(", ")),
+    }
+    if e.delegated_to_iam {
+        println!(
+            "delegated to IAM: {} names the caller's account, so an identity-based policy of \
+             the caller could allow it (the key policy alone does not)",
+            e.delegating_statements.join(", ")
+        );
+    }
+    if !e.depends_on.is_empty() {
+        println!(
+            "depends on: {} (statements {})",
+            e.depends_on.join(", "),
+            e.conditional_statements.join(", ")
+        );
+    }
+}
+
+/// The global keys AWS derives from who is calling (IAM User Guide, "AWS global condition
+/// context keys"): lower-cased, as evaluation expects.
+fn principal_keys(p: &Principal) -> BTreeMap<String, Vec<String>> {
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: &str| {
+        m.insert(k.to_string(), vec![v.to_string()]);
+    };
+    match p {
+        Principal::Service(name) => {
+            put("aws:principalisawsservice", "true");
+            put("aws:principalservicename", name);
+        }
+        Principal::Aws(s) => {
+            put("aws:principalisawsservice", "false");
+            let arn = Arn::parse(s).ok();
+            let account = arn.as_ref().map_or(s.as_str(), |a| a.account.as_str());
+            put("aws:principalaccount", account);
+            let (arn_value, kind) = match &arn {
+                None => (format!("arn:aws:iam::{s}:root"), "Account"),
+                Some(a) if a.resource == "root" => (s.clone(), "Account"),
+                Some(a) if a.resource.starts_with("role/") => (s.clone(), "AssumedRole"),
+                Some(a) if a.resource.starts_with("user/") => (s.clone(), "User"),
+                Some(a) if a.resource.starts_with("assumed-role/") => {
+                    // aws:PrincipalArn of a session is its role's ARN (without the role path,
+                    // which the session ARN does not carry).
+                    let role = a.resource.split('/').nth(1).unwrap_or_default();
+                    let role_arn = format!("arn:{}:iam::{}:role/{role}", a.partition, a.account);
+                    (role_arn, "AssumedRole")
+                }
+                Some(a) if a.resource.starts_with("federated-user/") => {
+                    (s.clone(), "FederatedUser")
+                }
+                Some(_) => (s.clone(), "User"),
+            };
+            put("aws:principalarn", &arn_value);
+            put("aws:principaltype", kind);
+        }
+    }
+    m
 }
 
 fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -191,6 +261,10 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
             for m in report.missing() {
                 let why = match m.decision {
                     Decision::ExplicitDeny => format!("denied by {}", m.statements.join(", ")),
+                    _ if !m.depends_on.is_empty() => format!(
+                        "no statement allows it unless {} match",
+                        m.depends_on.join(", ")
+                    ),
                     _ => "no statement allows it".to_string(),
                 };
                 println!(
@@ -245,7 +319,13 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
         policy::merge::MergeError::Internal(_) => anyhow::Error::new(e),
         other => bad(other.to_string()),
     })?;
-    println!("{}", merged.to_pretty_json());
+    // merge refuses a result over the limit, measured on the compact form that is sent.
+    let out = if a.pretty {
+        merged.to_pretty_json()
+    } else {
+        merged.to_compact_json()
+    };
+    println!("{out}");
     Ok(ExitCode::SUCCESS)
 }
 

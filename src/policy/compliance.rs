@@ -1,14 +1,21 @@
 //! Is a key policy compliant for an application? Every required access must evaluate to
 //! Allow with exactly the context MSF sends. Findings are reported alongside, not blocking.
+//!
+//! Two cases are compliant with a finding rather than missing: the operator let in only by
+//! the account's delegation to IAM (`OperatorReliesOnIamPolicy`: its IAM policy must allow it;
+//! a service principal can never rely on delegation), and an access allowed unless a Deny
+//! whose condition hinges on a key the controller cannot know applies
+//! (`DenyDependsOnUnknownKey`, with the keys in `dependsOn`).
 
 use serde::Serialize;
 
 use super::document::PolicyDocument;
-use super::evaluator::{Decision, Request, evaluate};
+use super::evaluator::{Decision, Evaluation, Request, evaluate};
 use super::findings::{Finding, findings};
 use super::requirements::MsfRequirements;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AccessCheck {
     /// `AWS:<arn>` or `Service:<name>`.
     pub principal: String,
@@ -17,6 +24,18 @@ pub struct AccessCheck {
     /// The deciding statements (the Deny statements for ExplicitDeny).
     pub statements: Vec<String>,
     pub purpose: String,
+    /// Denied by the key policy alone, but an Allow names the caller's account.
+    pub delegated_to_iam: bool,
+    /// Unknown keys the decision hinges on (see [`Evaluation::depends_on`]).
+    pub depends_on: Vec<String>,
+}
+
+impl AccessCheck {
+    /// Allowed, or (for the operator only) left to its IAM policy by the account's delegation.
+    pub fn granted(&self) -> bool {
+        self.decision == Decision::Allow
+            || (self.delegated_to_iam && self.principal.starts_with("AWS:"))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -29,11 +48,9 @@ pub struct ComplianceReport {
 }
 
 impl ComplianceReport {
-    /// The accesses that are not allowed (implicitly or explicitly denied).
+    /// The accesses that are not granted (implicitly or explicitly denied).
     pub fn missing(&self) -> impl Iterator<Item = &AccessCheck> {
-        self.accesses
-            .iter()
-            .filter(|a| a.decision != Decision::Allow)
+        self.accesses.iter().filter(|a| !a.granted())
     }
 }
 
@@ -58,33 +75,79 @@ fn report(
     doc: &PolicyDocument,
     key_arn: &str,
     reqs: &MsfRequirements,
-    findings: Vec<Finding>,
+    mut findings: Vec<Finding>,
     owned_sids: Vec<String>,
 ) -> ComplianceReport {
-    let accesses: Vec<AccessCheck> = reqs
-        .accesses
-        .iter()
-        .map(|a| {
-            let req = Request {
-                principal: a.principal.clone(),
-                action: a.action.clone(),
-                resource: key_arn.to_string(),
-                context: a.context.clone(),
-            };
-            let e = evaluate(doc, &req);
-            AccessCheck {
-                principal: a.principal.to_string(),
-                action: a.action.clone(),
-                decision: e.decision,
-                statements: e.statements,
-                purpose: a.purpose.clone(),
-            }
-        })
-        .collect();
+    let mut accesses = Vec::with_capacity(reqs.accesses.len());
+    for a in &reqs.accesses {
+        let req = Request {
+            principal: a.principal.clone(),
+            action: a.action.clone(),
+            resource: key_arn.to_string(),
+            context: a.context.clone(),
+            unknown: a.unknown.clone(),
+        };
+        let e = evaluate(doc, &req);
+        let check = AccessCheck {
+            principal: a.principal.to_string(),
+            action: a.action.clone(),
+            decision: e.decision,
+            statements: e.statements.clone(),
+            purpose: a.purpose.clone(),
+            delegated_to_iam: e.delegated_to_iam,
+            depends_on: e.depends_on.clone(),
+        };
+        access_findings(&check, &e, &mut findings);
+        accesses.push(check);
+    }
     ComplianceReport {
-        compliant: accesses.iter().all(|a| a.decision == Decision::Allow),
+        compliant: accesses.iter().all(AccessCheck::granted),
         accesses,
         findings,
         owned_sids,
+    }
+}
+
+/// Findings about one access, each statement reported once per code.
+fn access_findings(a: &AccessCheck, e: &Evaluation, out: &mut Vec<Finding>) {
+    let mut push = |code: &str, statement: &str, message: String| {
+        if !out
+            .iter()
+            .any(|f| f.code == code && f.statement == statement)
+        {
+            out.push(Finding {
+                code: code.to_string(),
+                statement: statement.to_string(),
+                message,
+            });
+        }
+    };
+    if e.decision == Decision::ImplicitDeny && e.delegated_to_iam && a.granted() {
+        for s in &e.delegating_statements {
+            push(
+                "OperatorReliesOnIamPolicy",
+                s,
+                format!(
+                    "{} is let in only by the account's delegation to IAM: its own IAM policy \
+                     must allow the KMS calls MSF makes with its credentials (the controller's \
+                     statements would grant them directly)",
+                    a.principal
+                ),
+            );
+        }
+    }
+    if e.decision == Decision::Allow && !e.depends_on.is_empty() {
+        for s in &e.conditional_statements {
+            push(
+                "DenyDependsOnUnknownKey",
+                s,
+                format!(
+                    "denies {} {} if {} (which the controller cannot know) match its condition",
+                    a.principal,
+                    a.action,
+                    e.depends_on.join(", ")
+                ),
+            );
+        }
     }
 }

@@ -12,9 +12,14 @@
 //!   must match; `ForAnyValue:` is false when missing, otherwise one request value must match;
 //! - an empty list in the request counts as missing.
 //!
-//! Policy variables (`${aws:username}`) are not substituted: they compare as literal text.
-//! A request value that cannot be read as the operator's type (a number, a date, an IP)
-//! matches nothing, and makes the operator false whether or not it is negated.
+//! Policy variables (`${aws:username}`) in string and ARN values are substituted under
+//! Version 2012-10-17 (see [`super::variables`]); a variable that cannot be substituted makes
+//! its clause false. A request value that cannot be read as the operator's type (a number, a
+//! date, an IP) matches nothing, and makes the operator false whether or not it is negated.
+//!
+//! Three values: a key the caller marks as unknown (present, value not knowable, such as
+//! `aws:PrincipalOrgID` for the controller) makes its clause [`Tri::Unknown`]; the condition is
+//! the Kleene AND of its clauses (false wins over unknown, unknown over true).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,6 +29,7 @@ use serde_json::Value;
 
 use super::glob;
 use super::principal::kind_of;
+use super::variables::{Lookup, Resolved, Template};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Base {
@@ -102,6 +108,10 @@ const OPERATORS: &[(&str, Base, bool)] = &[
 #[derive(Clone, Debug, PartialEq)]
 enum PValue {
     Str(String),
+    /// A string holding policy variables (Version 2012-10-17 only).
+    Template(Template),
+    /// A substituted template: characters and which of them are literal.
+    Masked(Vec<char>, Vec<bool>),
     Num(f64),
     /// Milliseconds since the Unix epoch.
     Date(i64),
@@ -118,6 +128,54 @@ struct Clause {
     /// Lower-cased: condition key names are case-insensitive.
     key: String,
     values: Vec<PValue>,
+    has_templates: bool,
+}
+
+/// A three-valued truth: the result of a condition on a request with unknown keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tri {
+    True,
+    False,
+    Unknown,
+}
+
+impl Tri {
+    pub fn and(self, other: Tri) -> Tri {
+        match (self, other) {
+            (Tri::False, _) | (_, Tri::False) => Tri::False,
+            (Tri::Unknown, _) | (_, Tri::Unknown) => Tri::Unknown,
+            _ => Tri::True,
+        }
+    }
+
+    pub fn from_bool(b: bool) -> Tri {
+        if b { Tri::True } else { Tri::False }
+    }
+}
+
+/// What evaluation knows of a request: its context and the keys whose value is unknown
+/// (lower-cased names, or prefixes ending in `/` such as `aws:principaltag/`).
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    pub values: &'a Context,
+    pub unknown: &'a [String],
+}
+
+impl<'a> Ctx<'a> {
+    pub fn lookup(&self, key: &str) -> Lookup<'a> {
+        if let Some(v) = lookup(self.values, key) {
+            return Lookup::Known(v);
+        }
+        let unknown = self.unknown.iter().any(|u| match u.strip_suffix('/') {
+            Some(_) => key.len() > u.len() && key[..u.len()].eq_ignore_ascii_case(u),
+            None => u.eq_ignore_ascii_case(key),
+        });
+        if unknown {
+            Lookup::Unknown
+        } else {
+            Lookup::Absent
+        }
+    }
 }
 
 /// A parsed `Condition` element (all clauses ANDed).
@@ -130,7 +188,8 @@ pub struct Condition {
 pub type Context = BTreeMap<String, Vec<String>>;
 
 impl Condition {
-    pub fn parse(v: &Value) -> Result<Self, String> {
+    /// `variables`: substitute policy variables (the document's Version is 2012-10-17).
+    pub fn parse(v: &Value, variables: bool) -> Result<Self, String> {
         let Value::Object(ops) = v else {
             return Err(format!("must be an object, found {}", kind_of(v)));
         };
@@ -144,14 +203,15 @@ impl Condition {
                 return Err(format!("{op_name}: no condition keys"));
             }
             for (key, vals) in keys {
-                let values =
-                    parse_values(base, vals).map_err(|e| format!("{op_name}.{key}: {e}"))?;
+                let values = parse_values(base, vals, variables)
+                    .map_err(|e| format!("{op_name}.{key}: {e}"))?;
                 clauses.push(Clause {
                     base,
                     negated,
                     set,
                     if_exists,
                     key: key.to_ascii_lowercase(),
+                    has_templates: values.iter().any(|v| matches!(v, PValue::Template(_))),
                     values,
                 });
             }
@@ -163,18 +223,61 @@ impl Condition {
         self.clauses.is_empty()
     }
 
-    /// True when every clause holds for `ctx`.
+    /// True when every clause holds for `ctx` (no unknown keys).
     pub fn matches(&self, ctx: &Context) -> bool {
-        self.clauses.iter().all(|c| c.matches(lookup(ctx, &c.key)))
+        self.eval(&Ctx {
+            values: ctx,
+            unknown: &[],
+        }) == Tri::True
     }
 
-    /// Lower-cased names of the keys constrained by a positive, non-`IfExists` operator: the
-    /// keys a request must carry (used by findings to tell a restricting condition).
+    /// The Kleene AND of the clauses.
+    pub fn eval(&self, ctx: &Ctx) -> Tri {
+        let mut out = Tri::True;
+        for c in &self.clauses {
+            match c.eval(ctx) {
+                Tri::False => return Tri::False,
+                t => out = out.and(t),
+            }
+        }
+        out
+    }
+
+    /// The keys that make [`Condition::eval`] unknown for `ctx` (lower-cased, sorted).
+    pub fn unknown_keys(&self, ctx: &Ctx) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for c in &self.clauses {
+            if c.eval(ctx) != Tri::Unknown {
+                continue;
+            }
+            if ctx.lookup(&c.key) == Lookup::Unknown {
+                keys.push(c.key.clone());
+            }
+            for v in &c.values {
+                if let PValue::Template(t) = v
+                    && let Resolved::Unknown(k) = t.resolve(|k| ctx.lookup(k))
+                {
+                    keys.push(k);
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Lower-cased names of the keys a clause really restricts: a positive, non-`IfExists`
+    /// operator whose values are not vacuous (used by findings to tell a restricting
+    /// condition). `Null` never restricts: `Null false` only asks that the key be present.
     pub fn required_keys(&self) -> impl Iterator<Item = &str> {
         self.clauses
             .iter()
             .filter(|c| {
-                !c.negated && !c.if_exists && c.set != SetOp::ForAllValues && c.base != Base::Null
+                !c.negated
+                    && !c.if_exists
+                    && c.set != SetOp::ForAllValues
+                    && c.base != Base::Null
+                    && !c.is_vacuous()
             })
             .map(|c| c.key.as_str())
     }
@@ -220,7 +323,7 @@ fn parse_operator(name: &str) -> Result<(Base, bool, SetOp, bool), String> {
     Ok((base, negated, set, if_exists))
 }
 
-fn parse_values(base: Base, v: &Value) -> Result<Vec<PValue>, String> {
+fn parse_values(base: Base, v: &Value, variables: bool) -> Result<Vec<PValue>, String> {
     let scalars: Vec<&Value> = match v {
         Value::Array(items) if items.is_empty() => return Err("no values".into()),
         Value::Array(items) => items.iter().collect(),
@@ -235,6 +338,20 @@ fn parse_values(base: Base, v: &Value) -> Result<Vec<PValue>, String> {
                 Value::Bool(b) => b.to_string(),
                 other => return Err(format!("a value cannot be {}", kind_of(other))),
             };
+            let is_text = matches!(
+                base,
+                Base::StringEquals
+                    | Base::StringEqualsIgnoreCase
+                    | Base::StringLike
+                    | Base::BinaryEquals
+                    | Base::ArnLike
+            );
+            if variables
+                && is_text
+                && let Some(t) = Template::parse(&text)
+            {
+                return Ok(PValue::Template(t));
+            }
             parse_value(base, &text)
         })
         .collect()
@@ -306,17 +423,43 @@ fn parse_date(s: &str) -> Option<i64> {
 }
 
 impl Clause {
-    fn matches(&self, request: Option<&[String]>) -> bool {
+    fn eval(&self, ctx: &Ctx) -> Tri {
+        let request = match ctx.lookup(&self.key) {
+            Lookup::Known(v) => Some(v),
+            Lookup::Absent => None,
+            Lookup::Unknown => return Tri::Unknown,
+        };
+        if !self.has_templates {
+            return Tri::from_bool(self.matches(&self.values, request));
+        }
+        let mut values = Vec::with_capacity(self.values.len());
+        for v in &self.values {
+            match v {
+                PValue::Template(t) => match t.resolve(|k| ctx.lookup(k)) {
+                    Resolved::Text { chars, literal } => {
+                        values.push(PValue::Masked(chars, literal))
+                    }
+                    // AWS: a variable that cannot be substituted makes the condition false.
+                    Resolved::Absent => return Tri::False,
+                    Resolved::Unknown(_) => return Tri::Unknown,
+                },
+                other => values.push(other.clone()),
+            }
+        }
+        Tri::from_bool(self.matches(&values, request))
+    }
+
+    fn matches(&self, values: &[PValue], request: Option<&[String]>) -> bool {
         if self.base == Base::Null {
-            let want_missing = self.values.contains(&PValue::Flag(true));
-            let want_present = self.values.contains(&PValue::Flag(false));
+            let want_missing = values.contains(&PValue::Flag(true));
+            let want_present = values.contains(&PValue::Flag(false));
             return if request.is_none() {
                 want_missing
             } else {
                 want_present
             };
         }
-        let Some(values) = request else {
+        let Some(request) = request else {
             return match self.set {
                 _ if self.if_exists => true,
                 SetOp::ForAllValues => true,
@@ -324,35 +467,58 @@ impl Clause {
                 SetOp::None => self.negated,
             };
         };
-        // Some(true): the request value matches one of the policy values; None: unreadable.
-        let hits: Vec<Option<bool>> = values.iter().map(|v| self.hit(v)).collect();
-        if hits.iter().any(Option::is_none) {
-            return false;
+        let (mut any_hit, mut all_hit) = (false, true);
+        for r in request {
+            // An unreadable request value makes the operator false, negated or not.
+            let Some(h) = self.hit(values, r) else {
+                return false;
+            };
+            any_hit |= h;
+            all_hit &= h;
         }
-        let hit = |h: &Option<bool>| *h == Some(true);
         match (self.set, self.negated) {
-            (SetOp::ForAllValues, false) => hits.iter().all(hit),
-            (SetOp::ForAnyValue, true) => hits.iter().any(|h| !hit(h)),
-            (SetOp::ForAllValues | SetOp::None, true) => !hits.iter().any(hit),
-            (SetOp::ForAnyValue | SetOp::None, false) => hits.iter().any(hit),
+            (SetOp::ForAllValues, false) => all_hit,
+            (SetOp::ForAnyValue, true) => !all_hit,
+            (SetOp::ForAllValues | SetOp::None, true) => !any_hit,
+            (SetOp::ForAnyValue | SetOp::None, false) => any_hit,
         }
     }
 
     /// Does one request value match any policy value (the positive form of the operator)?
-    fn hit(&self, req: &str) -> Option<bool> {
+    fn hit(&self, values: &[PValue], req: &str) -> Option<bool> {
         use Base::*;
+        let text = |f: &dyn Fn(&PValue) -> bool| values.iter().any(f);
         Some(match self.base {
-            StringEquals | BinaryEquals => self.strs().any(|p| p == req),
-            StringEqualsIgnoreCase => self.strs().any(|p| p.to_lowercase() == req.to_lowercase()),
-            StringLike => self.strs().any(|p| glob::matches(p, req)),
-            ArnLike => self.strs().any(|p| arn_like(p, req)),
+            StringEquals | BinaryEquals => text(&|v| match v {
+                PValue::Str(p) => p == req,
+                PValue::Masked(c, _) => c.iter().copied().eq(req.chars()),
+                _ => false,
+            }),
+            StringEqualsIgnoreCase => {
+                let r = req.to_lowercase();
+                text(&|v| match v {
+                    PValue::Str(p) => p.to_lowercase() == r,
+                    PValue::Masked(c, _) => c.iter().collect::<String>().to_lowercase() == r,
+                    _ => false,
+                })
+            }
+            StringLike => text(&|v| match v {
+                PValue::Str(p) => glob::matches(p, req),
+                PValue::Masked(c, lit) => glob::matches_masked(c, lit, req),
+                _ => false,
+            }),
+            ArnLike => text(&|v| match v {
+                PValue::Str(p) => arn_like(p, req),
+                PValue::Masked(c, lit) => arn_like_masked(c, lit, req),
+                _ => false,
+            }),
             Bool => {
                 let r = match req.to_ascii_lowercase().as_str() {
                     "true" => true,
                     "false" => false,
                     _ => return None,
                 };
-                self.values.contains(&PValue::Flag(r))
+                values.contains(&PValue::Flag(r))
             }
             NumericEquals
             | NumericLessThan
@@ -360,7 +526,7 @@ impl Clause {
             | NumericGreaterThan
             | NumericGreaterThanEquals => {
                 let r = parse_number(req)?;
-                self.values.iter().any(|v| match v {
+                values.iter().any(|v| match v {
                     PValue::Num(p) => compare(self.base, r.partial_cmp(p)),
                     _ => false,
                 })
@@ -371,14 +537,14 @@ impl Clause {
             | DateGreaterThan
             | DateGreaterThanEquals => {
                 let r = parse_date(req)?;
-                self.values.iter().any(|v| match v {
+                values.iter().any(|v| match v {
                     PValue::Date(p) => compare(self.base, Some(r.cmp(p))),
                     _ => false,
                 })
             }
             IpAddress => {
                 let r: IpAddr = req.trim().parse().ok()?;
-                self.values.iter().any(|v| match v {
+                values.iter().any(|v| match v {
                     PValue::Net(n) => n.contains(&r),
                     _ => false,
                 })
@@ -387,10 +553,19 @@ impl Clause {
         })
     }
 
-    fn strs(&self) -> impl Iterator<Item = &str> {
-        self.values.iter().filter_map(|v| match v {
-            PValue::Str(s) => Some(s.as_str()),
-            _ => None,
+    /// A value that lets every request through, so the clause restricts nothing:
+    /// `StringLike "*"` (or any pattern of only `*` and `?`), `ArnLike "*"` / `"arn:*"`,
+    /// `IpAddress 0.0.0.0/0` or `::/0`. One such value is enough (values are ORed).
+    fn is_vacuous(&self) -> bool {
+        self.values.iter().any(|v| match (self.base, v) {
+            (Base::StringLike, PValue::Str(p)) => {
+                !p.is_empty() && p.chars().all(|c| c == '*' || c == '?')
+            }
+            (Base::ArnLike, PValue::Str(p)) => {
+                arn_like(p, "arn:aws:x:::y") && arn_like(p, "arn:aws-cn:iam::123456789012:role/r")
+            }
+            (Base::IpAddress, PValue::Net(n)) => n.prefix_len() == 0,
+            _ => false,
         })
     }
 }
@@ -416,5 +591,35 @@ fn arn_like(pattern: &str, arn: &str) -> bool {
     }
     let p: Vec<&str> = pattern.splitn(6, ':').collect();
     let a: Vec<&str> = arn.splitn(6, ':').collect();
-    p.len() == 6 && a.len() == 6 && p.iter().zip(&a).all(|(p, a)| glob::matches(p, a))
+    if a.len() != 6 {
+        return false;
+    }
+    // A shorter pattern ending in `:*` (such as `arn:*`) leaves the rest of the ARN to that `*`.
+    if p.len() < 6 && p.last() == Some(&"*") {
+        let n = p.len() - 1;
+        return p[..n].iter().zip(&a).all(|(p, a)| glob::matches(p, a));
+    }
+    p.len() == 6 && p.iter().zip(&a).all(|(p, a)| glob::matches(p, a))
+}
+
+/// [`arn_like`] for a substituted template: a colon from a substituted value splits too.
+fn arn_like_masked(chars: &[char], literal: &[bool], arn: &str) -> bool {
+    let mut parts: Vec<(Vec<char>, Vec<bool>)> = vec![(Vec::new(), Vec::new())];
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ':' && parts.len() < 6 {
+            parts.push((Vec::new(), Vec::new()));
+            continue;
+        }
+        if let Some((pc, pl)) = parts.last_mut() {
+            pc.push(c);
+            pl.push(literal.get(i).copied().unwrap_or(false));
+        }
+    }
+    let a: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && a.len() == 6
+        && parts
+            .iter()
+            .zip(&a)
+            .all(|((pc, pl), a)| glob::matches_masked(pc, pl, a))
 }

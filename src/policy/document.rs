@@ -1,18 +1,40 @@
 //! The key policy document: a lossless model.
 //!
-//! Every statement keeps its raw JSON object (field order, string-vs-array forms, unknown
-//! fields) next to the parsed form used for evaluation, and serialisation writes the raw
-//! object back. So a statement the controller does not own comes out exactly as it went in.
-//! Numbers are kept as serde_json reads them (integers exactly; floats may be re-formatted).
+//! Every statement keeps its raw JSON object (field order, string-vs-array forms) next to the
+//! parsed form used for evaluation, and serialisation writes the raw object back. So a
+//! statement the controller does not own comes out exactly as it went in. Numbers are kept as
+//! serde_json reads them (integers exactly; floats may be re-formatted).
+//!
+//! Parsing is as strict as PutKeyPolicy: unknown elements (a typo such as `Conditon` must not
+//! make a statement unconditional), duplicate keys at any depth, characters KMS refuses,
+//! `{"Service": "*"}` and unknown condition operators are errors. Writing escapes what KMS
+//! refuses (see [`super::strict_json`]).
 
 use std::fmt;
 
 use serde_json::{Map, Value};
 
 use super::OWNED_SID_PREFIX;
-use super::condition::Condition;
+use super::condition::{Condition, Ctx, Tri};
 use super::glob;
+use super::owned;
 use super::principal::{PrincipalSpec, kind_of, string_list};
+use super::strict_json;
+use super::variables::{Resolved, Template};
+
+/// The elements a key policy may have at the top level and in a statement.
+const TOP_ELEMENTS: &[&str] = &["Version", "Id", "Statement"];
+const STATEMENT_ELEMENTS: &[&str] = &[
+    "Sid",
+    "Effect",
+    "Principal",
+    "NotPrincipal",
+    "Action",
+    "NotAction",
+    "Resource",
+    "NotResource",
+    "Condition",
+];
 
 /// A malformed policy: where (statement index and Sid, field) and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +95,9 @@ pub struct Parsed {
     /// Lower-cased action patterns.
     pub action: Matcher<Vec<String>>,
     pub resource: Matcher<Vec<String>>,
+    /// The resource patterns holding policy variables (Version 2012-10-17), substituted at
+    /// evaluation; `resource.items` holds the others.
+    pub resource_templates: Vec<Template>,
     pub condition: Condition,
 }
 
@@ -82,6 +107,9 @@ pub struct Statement {
     pub(crate) parsed: Parsed,
     /// `Sid`, or the statement index as text when there is none.
     pub(crate) label: String,
+    /// The Sid is one the controller's naming scheme produces and the statement is exactly
+    /// what the controller would write for the grants it holds.
+    owned: bool,
 }
 
 impl PartialEq for Statement {
@@ -100,8 +128,17 @@ impl Statement {
         &self.label
     }
 
+    /// The controller wrote this statement: its Sid follows the naming scheme and its shape
+    /// (effect, principals, actions, condition keys and values) is the generated one.
     pub fn is_owned(&self) -> bool {
-        self.sid().is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
+        self.owned
+    }
+
+    /// The Sid has the controller's prefix but the statement is not one the controller would
+    /// write (a Deny, a person's grant, an edited copy): a person's statement that must be
+    /// renamed before the controller writes to the key.
+    pub fn claims_ownership(&self) -> bool {
+        !self.owned && self.sid().is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
     }
 
     pub fn raw(&self) -> &Map<String, Value> {
@@ -112,7 +149,12 @@ impl Statement {
         &self.parsed
     }
 
-    pub(crate) fn from_raw(index: usize, raw: Map<String, Value>) -> Result<Self, ParseError> {
+    /// `variables`: the document's Version is 2012-10-17, so policy variables are substituted.
+    pub(crate) fn from_raw(
+        index: usize,
+        raw: Map<String, Value>,
+        variables: bool,
+    ) -> Result<Self, ParseError> {
         let sid = raw.get("Sid").and_then(Value::as_str).map(str::to_string);
         let err = |field: &str, message: String| ParseError {
             statement: Some(index),
@@ -120,6 +162,18 @@ impl Statement {
             field: Some(field.to_string()),
             message,
         };
+        if let Some(unknown) = raw
+            .keys()
+            .find(|k| !STATEMENT_ELEMENTS.contains(&k.as_str()))
+        {
+            return Err(err(
+                unknown,
+                format!(
+                    "unknown statement element (KMS refuses it; expected one of {})",
+                    STATEMENT_ELEMENTS.join(", ")
+                ),
+            ));
+        }
         if let Some(s) = raw.get("Sid")
             && !s.is_string()
         {
@@ -150,9 +204,19 @@ impl Statement {
         let actions = string_list(avalue).map_err(|m| err(aname, m))?;
         let (rname, rvalue, rneg) =
             pick(&raw, "Resource", "NotResource").map_err(|m| err("Resource", m))?;
-        let resources = string_list(rvalue).map_err(|m| err(rname, m))?;
+        let mut resources = string_list(rvalue).map_err(|m| err(rname, m))?;
+        let mut resource_templates = Vec::new();
+        if variables {
+            resources.retain(|r| match Template::parse(r) {
+                Some(t) => {
+                    resource_templates.push(t);
+                    false
+                }
+                None => true,
+            });
+        }
         let condition = match raw.get("Condition") {
-            Some(c) => Condition::parse(c).map_err(|m| err("Condition", m))?,
+            Some(c) => Condition::parse(c, variables).map_err(|m| err("Condition", m))?,
             None => Condition::default(),
         };
         let parsed = Parsed {
@@ -166,13 +230,23 @@ impl Statement {
                 negated: rneg,
                 items: resources,
             },
+            resource_templates,
             condition,
         };
+        let owned = sid
+            .as_deref()
+            .is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
+            && owned::recognise(&raw).is_some();
         // An empty Sid names nothing; the index does.
         let label = sid
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| index.to_string());
-        Ok(Self { raw, parsed, label })
+        Ok(Self {
+            raw,
+            parsed,
+            label,
+            owned,
+        })
     }
 
     /// Does the statement's Action / NotAction cover `action_lower` (already lower-cased)?
@@ -188,9 +262,34 @@ impl Statement {
         hit != m.negated
     }
 
-    pub fn covers_resource(&self, resource: &str) -> bool {
+    /// Does Resource / NotResource cover `resource`? Unknown only when a policy variable in
+    /// it names an unknown key.
+    pub fn covers_resource(&self, resource: &str, ctx: &Ctx) -> Tri {
         let m = &self.parsed.resource;
-        m.items.iter().any(|p| glob::matches(p, resource)) != m.negated
+        let mut hit = if m.items.iter().any(|p| glob::matches(p, resource)) {
+            Tri::True
+        } else {
+            Tri::False
+        };
+        for t in &self.parsed.resource_templates {
+            if hit == Tri::True {
+                break;
+            }
+            match t.resolve(|k| ctx.lookup(k)) {
+                Resolved::Text { chars, literal } => {
+                    if glob::matches_masked(&chars, &literal, resource) {
+                        hit = Tri::True;
+                    }
+                }
+                Resolved::Absent => {}
+                Resolved::Unknown(_) => hit = Tri::Unknown,
+            }
+        }
+        match (hit, m.negated) {
+            (Tri::Unknown, _) => Tri::Unknown,
+            (h, false) => h,
+            (h, true) => Tri::from_bool(h == Tri::False),
+        }
     }
 }
 
@@ -219,13 +318,15 @@ enum StatementForm {
 pub struct PolicyDocument {
     /// Top-level fields in their order; the `Statement` entry is a placeholder filled on output.
     top: Map<String, Value>,
+    /// Version 2012-10-17: policy variables are substituted.
+    variables: bool,
     form: StatementForm,
     pub(crate) statements: Vec<Statement>,
 }
 
 impl PolicyDocument {
     pub fn parse(json: &str) -> Result<Self, ParseError> {
-        let value: Value = serde_json::from_str(json).map_err(|e| {
+        let value: Value = strict_json::parse(json).map_err(|e| {
             ParseError::top(
                 None,
                 format!(
@@ -245,6 +346,13 @@ impl PolicyDocument {
                 format!("must be a JSON object, found {}", kind_of(&value)),
             ));
         };
+        if let Some(unknown) = top.keys().find(|k| !TOP_ELEMENTS.contains(&k.as_str())) {
+            return Err(ParseError::top(
+                Some(unknown),
+                "unknown policy element (KMS refuses it; expected Version, Id and Statement)",
+            ));
+        }
+        let variables = top.get("Version").and_then(Value::as_str) == Some("2012-10-17");
         match top.get("Version") {
             None => {}
             Some(Value::String(v)) if v == "2012-10-17" || v == "2008-10-17" => {}
@@ -283,7 +391,7 @@ impl PolicyDocument {
             .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::Object(m) => Statement::from_raw(i, m),
+                Value::Object(m) => Statement::from_raw(i, m, variables),
                 other => Err(ParseError {
                     statement: Some(i),
                     sid: None,
@@ -294,6 +402,7 @@ impl PolicyDocument {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             top,
+            variables,
             form,
             statements,
         })
@@ -307,7 +416,7 @@ impl PolicyDocument {
         let statements = raws
             .into_iter()
             .enumerate()
-            .map(|(i, m)| Statement::from_raw(i, m))
+            .map(|(i, m)| Statement::from_raw(i, m, self.variables))
             .collect::<Result<Vec<_>, _>>()?;
         // A single-object policy that now holds several statements must become a list.
         let form = if self.form == StatementForm::Single && statements.len() == 1 {
@@ -321,6 +430,7 @@ impl PolicyDocument {
         }
         Ok(Self {
             top,
+            variables: self.variables,
             form,
             statements,
         })
@@ -349,13 +459,25 @@ impl PolicyDocument {
         Value::Object(out)
     }
 
-    /// The form sent to PutKeyPolicy; its byte length is what KMS compares with the limit.
+    /// The form sent to PutKeyPolicy (compact, characters above U+00FF escaped); its byte
+    /// length is what KMS compares with the limit.
     pub fn to_compact_json(&self) -> String {
-        serde_json::to_string(&self.to_value()).unwrap_or_default()
+        strict_json::kms_text(serde_json::to_string(&self.to_value()).unwrap_or_default())
     }
 
+    /// Indented for people; also accepted by KMS (it counts the indentation towards the limit).
     pub fn to_pretty_json(&self) -> String {
-        serde_json::to_string_pretty(&self.to_value()).unwrap_or_default()
+        strict_json::kms_text(serde_json::to_string_pretty(&self.to_value()).unwrap_or_default())
+    }
+
+    /// Sids of the statements that carry the controller's prefix but are not the controller's
+    /// (see [`Statement::claims_ownership`]), in document order.
+    pub fn unmergeable_sids(&self) -> Vec<String> {
+        self.statements
+            .iter()
+            .filter(|s| s.claims_ownership())
+            .filter_map(|s| s.sid().map(str::to_string))
+            .collect()
     }
 
     /// Sids of the statements the controller owns, in document order.

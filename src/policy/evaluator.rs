@@ -1,16 +1,21 @@
 //! Request evaluation against one key policy: explicit Deny > Allow > implicit deny.
 //!
-//! Only the key policy is consulted. When it delegates to an account (`...:root`), AWS would
-//! also consult that account's IAM policies; those are out of scope, so an account grant is
-//! treated as allowing every principal of the account (see [`super::principal`]).
+//! Only the key policy is consulted. When an Allow names the caller's account rather than the
+//! caller, AWS would also consult the caller's IAM policies; those are out of scope, so the
+//! decision is the one AWS makes when the caller has no identity-based policy (implicit deny)
+//! and [`Evaluation::delegated_to_iam`] says that an identity policy could allow it.
+//!
+//! Keys the caller marks unknown ([`Request::unknown`]) make conditions three-valued: a
+//! statement that may or may not apply is listed in [`Evaluation::depends_on`] (its keys) when
+//! it could change the decision, and does not count towards it.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::condition::Context;
+use super::condition::{Ctx, Tri};
 use super::document::{Effect, PolicyDocument, Statement};
-use super::principal::Principal;
+use super::principal::{Caller, Cover, Principal};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum Decision {
@@ -37,6 +42,9 @@ pub struct Request {
     pub resource: String,
     /// Condition keys, lower-cased by [`Request::with_context`]; lookups also tolerate other cases.
     pub context: BTreeMap<String, Vec<String>>,
+    /// Keys present in the real request whose value is not known here (lower-cased names, or
+    /// prefixes ending in `/`). Keys neither in `context` nor here are absent.
+    pub unknown: Vec<String>,
 }
 
 impl Request {
@@ -50,6 +58,7 @@ impl Request {
             action: action.into(),
             resource: resource.into(),
             context: BTreeMap::new(),
+            unknown: Vec::new(),
         }
     }
 
@@ -66,47 +75,110 @@ impl Request {
 /// The decision and the statements that made it: the matching Deny statements for
 /// `ExplicitDeny`, the matching Allow statements for `Allow`, none for `ImplicitDeny`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Evaluation {
     pub decision: Decision,
     pub statements: Vec<String>,
+    /// Not allowed by the key policy alone, but an Allow names the caller's account: an
+    /// identity-based policy of the caller could allow it.
+    pub delegated_to_iam: bool,
+    /// The unknown keys the decision hinges on (sorted, lower-cased): for `Allow`, the keys of
+    /// Deny statements that may apply; for `ImplicitDeny`, those of Allow statements that may.
+    pub depends_on: Vec<String>,
+    /// The Allow statements that delegate to the caller's account.
+    #[serde(skip)]
+    pub delegating_statements: Vec<String>,
+    /// The statements that may or may not apply, depending on `depends_on`.
+    #[serde(skip)]
+    pub conditional_statements: Vec<String>,
+}
+
+/// What one statement does to a request.
+struct Applies {
+    cover: Cover,
+    condition: Tri,
 }
 
 pub fn evaluate(doc: &PolicyDocument, req: &Request) -> Evaluation {
     let action = req.action.to_ascii_lowercase();
-    let mut allows = Vec::new();
-    let mut denies = Vec::new();
+    let caller = Caller::of(&req.principal);
+    let ctx = Ctx {
+        values: &req.context,
+        unknown: &req.unknown,
+    };
+    let (mut allows, mut denies, mut delegating) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut maybe_allows, mut maybe_denies) = (Vec::new(), Vec::new());
     for stmt in doc.statements() {
-        if applies(stmt, req, &action, &req.context) {
-            match stmt.parsed().effect {
-                Effect::Allow => allows.push(stmt.label().to_string()),
-                Effect::Deny => denies.push(stmt.label().to_string()),
-            }
+        let Some(a) = applies(stmt, &caller, &req.resource, &action, &ctx) else {
+            continue;
+        };
+        let deny = stmt.parsed().effect == Effect::Deny;
+        match (deny, a.cover, a.condition) {
+            (_, Cover::No, _) | (_, _, Tri::False) => {}
+            (true, _, Tri::True) => denies.push(stmt),
+            (true, _, Tri::Unknown) => maybe_denies.push(stmt),
+            (false, Cover::Delegated, _) => delegating.push(stmt),
+            (false, Cover::Yes, Tri::True) => allows.push(stmt),
+            (false, Cover::Yes, Tri::Unknown) => maybe_allows.push(stmt),
         }
     }
-    if !denies.is_empty() {
-        Evaluation {
-            decision: Decision::ExplicitDeny,
-            statements: denies,
-        }
+    let labels = |v: &[&Statement]| v.iter().map(|s| s.label().to_string()).collect::<Vec<_>>();
+    let (decision, statements, conditional) = if !denies.is_empty() {
+        (Decision::ExplicitDeny, labels(&denies), Vec::new())
     } else if !allows.is_empty() {
-        Evaluation {
-            decision: Decision::Allow,
-            statements: allows,
-        }
+        (Decision::Allow, labels(&allows), maybe_denies)
     } else {
-        Evaluation {
-            decision: Decision::ImplicitDeny,
-            statements: Vec::new(),
-        }
+        (Decision::ImplicitDeny, Vec::new(), maybe_allows)
+    };
+    let mut depends_on: Vec<String> = conditional
+        .iter()
+        .flat_map(|s| s.parsed().condition.unknown_keys(&ctx))
+        .collect();
+    depends_on.sort();
+    depends_on.dedup();
+    let delegated_to_iam = decision == Decision::ImplicitDeny && !delegating.is_empty();
+    Evaluation {
+        decision,
+        statements,
+        delegated_to_iam,
+        depends_on,
+        delegating_statements: if delegated_to_iam {
+            labels(&delegating)
+        } else {
+            Vec::new()
+        },
+        conditional_statements: labels(&conditional),
     }
 }
 
-/// Does the statement apply to the request? Cheapest tests first: action, principal, resource,
-/// then conditions.
-pub(crate) fn applies(stmt: &Statement, req: &Request, action_lower: &str, ctx: &Context) -> bool {
-    let p = &stmt.parsed().principal;
-    stmt.covers_action(action_lower)
-        && (p.items.matches(&req.principal) != p.negated)
-        && stmt.covers_resource(&req.resource)
-        && stmt.parsed().condition.matches(ctx)
+/// How the statement covers the request, or `None` when it does not concern it. Cheapest
+/// tests first: action, principal, resource, then conditions.
+fn applies(
+    stmt: &Statement,
+    caller: &Caller,
+    resource: &str,
+    action_lower: &str,
+    ctx: &Ctx,
+) -> Option<Applies> {
+    if !stmt.covers_action(action_lower) {
+        return None;
+    }
+    let parsed = stmt.parsed();
+    let p = &parsed.principal;
+    let cover = if p.negated {
+        Cover::from(!p.items.exempts(caller))
+    } else {
+        p.items.cover(caller, parsed.effect == Effect::Deny)
+    };
+    if cover == Cover::No {
+        return None;
+    }
+    let resource = stmt.covers_resource(resource, ctx);
+    if resource == Tri::False {
+        return None;
+    }
+    Some(Applies {
+        cover,
+        condition: resource.and(parsed.condition.eval(ctx)),
+    })
 }

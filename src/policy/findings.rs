@@ -1,5 +1,12 @@
 //! Over-permissive statements worth a person's attention. Reported, never blocking: the
 //! controller does not own these statements and must not refuse to work because of them.
+//!
+//! Stable codes: `ServicePrincipalWithoutSourceCondition`, `PrincipalStarWithoutCondition`,
+//! `KmsStarToNonAdministrator` (here), `OperatorReliesOnIamPolicy` and
+//! `DenyDependsOnUnknownKey` (per access, in [`super::compliance`]). A vacuous condition
+//! (`StringLike "*"`, `IpAddress 0.0.0.0/0`, `ArnLike "arn:*"`, `Null`) restricts nothing and
+//! does not silence a finding; an action pattern that matches every KMS action (`kms:?*`)
+//! counts as `kms:*`.
 
 use serde::Serialize;
 
@@ -116,7 +123,7 @@ fn anyone_without_condition(stmt: &Statement, out: &mut Vec<Finding>) {
 fn kms_star(stmt: &Statement, key_account: Option<&str>, out: &mut Vec<Finding>) {
     let parsed = stmt.parsed();
     let all_actions =
-        parsed.action.negated || parsed.action.items.iter().any(|a| a == "*" || a == "kms:*");
+        parsed.action.negated || parsed.action.items.iter().any(|a| every_kms_action(a));
     if !all_actions {
         return;
     }
@@ -139,4 +146,23 @@ fn kms_star(stmt: &Statement, key_account: Option<&str>, out: &mut Vec<Finding>)
                 .into(),
         );
     }
+}
+
+/// Actions a key administrator has and nobody else should: a pattern matching all of them
+/// is `kms:*` in effect, however it is spelled (`kms:*`, `kms:?*`, `*`).
+const SENSITIVE_ACTIONS: &[&str] = &[
+    "kms:decrypt",
+    "kms:encrypt",
+    "kms:putkeypolicy",
+    "kms:schedulekeydeletion",
+    "kms:creategrant",
+    "kms:disablekey",
+    "kms:sign",
+];
+
+/// `pattern` is lower-cased, as the parsed statement keeps it.
+fn every_kms_action(pattern: &str) -> bool {
+    SENSITIVE_ACTIONS
+        .iter()
+        .all(|a| super::glob::matches(pattern, a))
 }

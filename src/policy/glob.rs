@@ -8,20 +8,27 @@
 pub fn matches(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
-    matches_chars(&p, &t)
+    matches_chars(&p, |_| false, &t)
 }
 
-fn matches_chars(p: &[char], t: &[char]) -> bool {
+/// Like [`matches`], but a `*` or `?` at a position where `literal` is true is an ordinary
+/// character: what `${*}` and `${?}` and substituted request values produce.
+pub fn matches_masked(pattern: &[char], literal: &[bool], text: &str) -> bool {
+    let t: Vec<char> = text.chars().collect();
+    matches_chars(pattern, |i| literal.get(i).copied().unwrap_or(false), &t)
+}
+
+fn matches_chars(p: &[char], literal: impl Fn(usize) -> bool, t: &[char]) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     // Position of the last `*` in the pattern and where in the text it started matching.
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
+            Some('*') if !literal(pi) => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if c == '?' || c == t[ti] => {
+            Some(&c) if (c == '?' && !literal(pi)) || c == t[ti] => {
                 pi += 1;
                 ti += 1;
             }
@@ -36,7 +43,10 @@ fn matches_chars(p: &[char], t: &[char]) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..]
+        .iter()
+        .enumerate()
+        .all(|(i, &c)| c == '*' && !literal(pi + i))
 }
 
 /// True when `pattern` contains no wildcard, so callers can compare directly.
@@ -62,5 +72,14 @@ mod tests {
         assert!(matches("${aws:username}", "${aws:username}"));
         assert!(!matches("", "x"));
         assert!(matches("", ""));
+    }
+
+    #[test]
+    fn masked_wildcards_are_literal() {
+        let p: Vec<char> = "a*b?".chars().collect();
+        assert!(matches_masked(&p, &[false, true, false, false], "a*bc"));
+        assert!(!matches_masked(&p, &[false, true, false, false], "axbc"));
+        assert!(matches_masked(&p, &[false; 4], "axxbc"));
+        assert!(!matches_masked(&p, &[false, false, false, true], "abc"));
     }
 }

@@ -30,7 +30,7 @@ pub fn operator_iam_policy(application_arns: &[String], key_arns: &[String]) -> 
     let vias: BTreeSet<String> = application_arns
         .iter()
         .filter_map(|a| Arn::parse_application(a).ok())
-        .map(|a| via_service(&a.region))
+        .map(|a| via_service(&a.partition, &a.region))
         .collect();
     let apps_v = one_or_many(&apps);
     let keys_v = one_or_many(&keys);

@@ -1,7 +1,10 @@
 //! Adds, repairs and removes the controller-owned statements of a key policy.
 //!
 //! Owned statements are rebuilt from scratch from the grants they hold (plus the additions,
-//! minus the removals), so edits to them are repaired and the output is deterministic.
+//! minus the removals), so the output is deterministic. A statement is owned only when it is
+//! exactly what the controller writes ([`super::owned::recognise`]); one that merely carries
+//! the `MsfCmk` Sid prefix (a Deny, a person's grant, an edited copy) belongs to a person, and
+//! merge refuses to write anything until it is renamed ([`MergeError::NotMergeable`]).
 //! Statements the controller does not own are copied as they are, in their order; the owned
 //! block takes the place of the first owned statement, or goes last.
 
@@ -40,6 +43,14 @@ pub enum MergeError {
          the MsfCmk Sid prefix)"
     )]
     WouldLockOut { principal: String },
+    #[error(
+        "statement {} has the controller's Sid prefix MsfCmk but is not a statement the \
+         controller writes (a Deny, a person's grant or an edited copy): it is kept as it is, \
+         and nothing is written to this key until a person gives it a Sid without the MsfCmk \
+         prefix",
+        sids.join(", ")
+    )]
+    NotMergeable { sids: Vec<String> },
     /// A generated statement failed to parse: a bug in the controller, never the user's input.
     #[error("internal error: a generated key policy statement is invalid: {0}")]
     Internal(#[from] ParseError),
@@ -56,6 +67,10 @@ pub fn merge(
     }
     for a in remove_applications {
         Arn::parse_application(a)?;
+    }
+    let sids = doc.unmergeable_sids();
+    if !sids.is_empty() {
+        return Err(MergeError::NotMergeable { sids });
     }
 
     let mut state = extract(
@@ -103,9 +118,12 @@ pub fn merge(
     Ok(merged)
 }
 
-/// Every AWS principal the original allows `kms:PutKeyPolicy` must keep it. Only owned
-/// statements change and they never grant it, so this fires only when a person widened an
-/// owned statement; refusing beats silently locking someone out.
+/// Every AWS principal the original lets call `kms:PutKeyPolicy`, directly or through the
+/// account's delegation to IAM, must keep it (KMS's own lockout safety check refuses the write
+/// otherwise, or worse, accepts it). Checking each account named by an Allow covers every
+/// identity that relies on delegation, and so the writing identity whoever it is. Owned
+/// statements never grant PutKeyPolicy and a statement that is not exactly ours is refused
+/// before this, so this is a last guard, not a path taken in practice.
 fn check_no_lockout(before: &PolicyDocument, after: &PolicyDocument) -> Result<(), MergeError> {
     let mut principals = BTreeSet::new();
     for s in before.statements() {
@@ -117,13 +135,17 @@ fn check_no_lockout(before: &PolicyDocument, after: &PolicyDocument) -> Result<(
     }
     for principal in principals {
         let req = Request::new(Principal::Aws(principal.clone()), "kms:PutKeyPolicy", "*");
-        if evaluate(before, &req).decision == Decision::Allow
-            && evaluate(after, &req).decision != Decision::Allow
-        {
+        if can_put(before, &req) && !can_put(after, &req) {
             return Err(MergeError::WouldLockOut { principal });
         }
     }
     Ok(())
+}
+
+/// Allowed by the key policy, or left to the caller's IAM policies by it.
+fn can_put(doc: &PolicyDocument, req: &Request) -> bool {
+    let e = evaluate(doc, req);
+    e.decision == Decision::Allow || e.delegated_to_iam
 }
 
 /// The grants recorded in a policy's owned statements (for reports and callers that need to

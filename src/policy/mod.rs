@@ -4,8 +4,10 @@
 //! operator's IAM policy ([`iam`]).
 //!
 //! Limits, stated once: only the key policy is evaluated (IAM policies, grants, SCPs and
-//! session policies are out of scope); policy variables such as `${aws:username}` are compared
-//! as literal text.
+//! session policies are out of scope). Where the answer depends on them, the engine says so
+//! instead of guessing: an Allow that names the caller's account delegates to IAM
+//! (`delegated_to_iam`), and a condition on a key the controller cannot know (such as
+//! `aws:PrincipalOrgID`) makes the decision depend on it (`depends_on`).
 
 mod compliance;
 mod condition;
@@ -18,6 +20,8 @@ pub mod merge;
 mod owned;
 mod principal;
 pub mod requirements;
+mod strict_json;
+mod variables;
 
 pub use compliance::{AccessCheck, ComplianceReport, check, check_many};
 pub use document::{Effect, ParseError, PolicyDocument, Statement};

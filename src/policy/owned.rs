@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::OWNED_SID_PREFIX;
 use super::requirements::{
     KEY_ENCRYPTION_CONTEXT, KEY_GRANT_CONSTRAINT, KEY_GRANT_OPERATIONS, KEY_SOURCE_ACCOUNT,
-    KEY_SOURCE_ARN, KEY_VIA_SERVICE, MSF_INFRASTRUCTURE_SERVICE, MSF_SERVICE, via_service,
+    KEY_SOURCE_ARN, KEY_VIA_SERVICE, msf_infrastructure_service, msf_service, via_service,
 };
 use crate::arn::Arn;
 
@@ -76,40 +76,51 @@ fn group_tag(role_arn: &str, region: &str) -> String {
 /// The owned statements for `state`, in a fixed order.
 pub fn build(state: &GrantState) -> Vec<Map<String, Value>> {
     let mut out = Vec::new();
-    // Service statements, per account.
-    let mut by_account: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Service statements, per account (an account belongs to one partition).
+    let mut by_account: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for app in &state.applications {
         if let Ok(a) = Arn::parse_application(app) {
-            by_account.entry(a.account).or_default().insert(app.clone());
+            by_account
+                .entry((a.account, a.partition))
+                .or_default()
+                .insert(app.clone());
         }
     }
-    for (account, apps) in &by_account {
-        out.extend(service_statements(account, apps));
+    for ((account, partition), apps) in &by_account {
+        out.extend(service_statements(partition, account, apps));
     }
     // Operator statements, per (role, region).
-    let mut by_operator: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut by_operator: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
     for (app, role) in &state.operators {
         if !state.applications.contains(app) {
             continue;
         }
         if let Ok(a) = Arn::parse_application(app) {
             by_operator
-                .entry((role.clone(), a.region))
+                .entry((role.clone(), a.region, a.partition))
                 .or_default()
                 .insert(app.clone());
         }
     }
-    for ((role, region), apps) in &by_operator {
-        out.extend(operator_statements(role, region, apps));
+    for ((role, region, partition), apps) in &by_operator {
+        out.extend(operator_statements(role, partition, region, apps));
     }
     out
 }
 
-fn service_statements(account: &str, apps: &BTreeSet<String>) -> Vec<Map<String, Value>> {
+fn service_statements(
+    partition: &str,
+    account: &str,
+    apps: &BTreeSet<String>,
+) -> Vec<Map<String, Value>> {
     let p = OWNED_SID_PREFIX;
-    let both = json!({"Service": [MSF_SERVICE, MSF_INFRASTRUCTURE_SERVICE]});
-    let msf = json!({"Service": MSF_SERVICE});
-    let infra = json!({"Service": MSF_INFRASTRUCTURE_SERVICE});
+    let (msf_name, infra_name) = (
+        msf_service(partition),
+        msf_infrastructure_service(partition),
+    );
+    let both = json!({"Service": [msf_name, infra_name]});
+    let msf = json!({"Service": msf_name});
+    let infra = json!({"Service": infra_name});
     let arns = values(apps);
     let ctx = |extra: Value| {
         let mut m = Map::new();
@@ -158,13 +169,14 @@ fn service_statements(account: &str, apps: &BTreeSet<String>) -> Vec<Map<String,
 
 fn operator_statements(
     role: &str,
+    partition: &str,
     region: &str,
     apps: &BTreeSet<String>,
 ) -> Vec<Map<String, Value>> {
     let p = OWNED_SID_PREFIX;
     let tag = group_tag(role, region);
     let principal = json!({"AWS": role});
-    let via = via_service(region);
+    let via = via_service(partition, region);
     let arns = values(apps);
     vec![
         statement(
@@ -199,9 +211,65 @@ fn operator_statements(
     ]
 }
 
-/// Recovers the grants from the owned statements of a policy, even damaged ones: any
-/// application ARN found under `aws:SourceArn` or the encryption-context key, and the operator
-/// role named by an owned statement that carries an application's encryption context.
+/// The grants a statement holds when it is exactly one the controller writes, `None` when it is
+/// anything else (whatever its Sid). The statement is rebuilt from the values it holds (its
+/// applications, its operator role and region) and must come out byte for byte: so a Deny, a
+/// person's grant or an edited copy under an owned-looking Sid is never taken for ours, and
+/// its values never flow into the statements the controller writes.
+pub fn recognise(raw: &Map<String, Value>) -> Option<GrantState> {
+    let sid = raw.get("Sid")?.as_str()?;
+    let rest = sid.strip_prefix(OWNED_SID_PREFIX)?;
+    let state = extract(std::iter::once(raw));
+    let apps: Vec<Arn> = state
+        .applications
+        .iter()
+        .filter_map(|a| Arn::parse_application(a).ok())
+        .collect();
+    let candidates = if rest.starts_with("Service") {
+        let first = apps.first()?;
+        let one_group = apps
+            .iter()
+            .all(|a| a.account == first.account && a.partition == first.partition);
+        if !one_group || !rest.ends_with(&first.account) {
+            return None;
+        }
+        service_statements(&first.partition, &first.account, &state.applications)
+    } else if rest.starts_with("Operator") {
+        let role = match raw.get("Principal") {
+            Some(Value::Object(p)) => p.get("AWS")?.as_str()?,
+            _ => return None,
+        };
+        let role_arn = Arn::parse_role(role).ok()?;
+        let region = operator_region(raw)?;
+        let one_group = apps
+            .iter()
+            .all(|a| a.region == region && a.partition == role_arn.partition);
+        if !one_group {
+            return None;
+        }
+        operator_statements(role, &role_arn.partition, &region, &state.applications)
+    } else {
+        return None;
+    };
+    let built = candidates
+        .into_iter()
+        .find(|c| c.get("Sid").and_then(Value::as_str) == Some(sid))?;
+    let same = serde_json::to_string(&built).ok()? == serde_json::to_string(raw).ok()?;
+    same.then_some(state)
+}
+
+/// The region in an operator statement's `kms:ViaService` (`kinesisanalytics.REGION.SUFFIX`).
+fn operator_region(raw: &Map<String, Value>) -> Option<String> {
+    let equals = raw.get("Condition")?.get("StringEquals")?;
+    let via = equals.get(KEY_VIA_SERVICE)?.as_str()?;
+    let rest = via.strip_prefix("kinesisanalytics.")?;
+    rest.split('.').next().map(str::to_string)
+}
+
+/// Recovers the grants from owned statements: any application ARN found under
+/// `aws:SourceArn` or the encryption-context key, and the operator role named by a statement
+/// that carries an application's encryption context. Callers pass only statements that
+/// [`recognise`] accepts.
 pub fn extract<'a>(owned: impl Iterator<Item = &'a Map<String, Value>>) -> GrantState {
     let mut state = GrantState::default();
     for raw in owned {

@@ -2,8 +2,8 @@
 //!
 //! Key policies name principals; whether an IAM identity is then allowed also depends on its
 //! IAM policies when the key policy delegates to the account (`arn:aws:iam::ACCOUNT:root`).
-//! IAM policies are out of scope here: an account grant is treated as allowing every principal
-//! of that account, which is the best the key policy alone can say.
+//! IAM policies are out of scope here, so such a grant is reported as a delegation
+//! ([`Cover::Delegated`]): the key policy alone does not let the identity in.
 
 use std::fmt;
 
@@ -44,15 +44,6 @@ impl Principal {
             "principal {s:?}: expected AWS:<arn-or-account> or Service:<name>"
         ))
     }
-
-    /// The account a principal belongs to, when it has one.
-    fn account(&self) -> Option<&str> {
-        match self {
-            Self::Aws(s) if is_account_id(s) => Some(s),
-            Self::Aws(s) => s.split(':').nth(4).filter(|a| is_account_id(a)),
-            Self::Service(_) => None,
-        }
-    }
 }
 
 impl fmt::Display for Principal {
@@ -78,6 +69,99 @@ enum AwsPrincipal {
     Account(String),
     /// Any other ARN, compared exactly (plus assumed-role sessions of a role).
     Arn(String),
+    /// A unique id (`AROA...`, `AIDA...`): how KMS shows a principal that was deleted. It
+    /// stands for nobody who can still call, so it matches nothing.
+    UniqueId(String),
+}
+
+/// How a statement's principal element covers a request's principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cover {
+    No,
+    /// An Allow naming the principal's account: the key policy delegates to the account's
+    /// IAM policies, which alone decide for an identity other than the account root.
+    Delegated,
+    Yes,
+}
+
+/// The request's principal, parsed once per evaluation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// The account root user (`ACCOUNT` or `...:root`).
+    Root {
+        account: String,
+    },
+    /// An IAM role. A role never calls by itself: its requests are made by a session of it,
+    /// whose session name is not known here.
+    Role {
+        account: String,
+        arn: String,
+    },
+    /// An assumed-role session `arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION`.
+    Session {
+        account: String,
+        role_name: String,
+        arn: String,
+    },
+    /// Any other IAM ARN (a user, a federated user).
+    Other {
+        account: String,
+        arn: String,
+    },
+    Service(String),
+    /// Something that is not an ARN or an account: only `*` names it.
+    Unknown,
+}
+
+impl Caller {
+    pub(crate) fn of(p: &Principal) -> Self {
+        let s = match p {
+            Principal::Service(s) => return Self::Service(s.to_ascii_lowercase()),
+            Principal::Aws(s) => s,
+        };
+        if is_account_id(s) {
+            return Self::Root { account: s.clone() };
+        }
+        let Ok(a) = Arn::parse(s) else {
+            return Self::Unknown;
+        };
+        let account = a.account.clone();
+        if a.service == "iam" && a.resource == "root" {
+            return Self::Root { account };
+        }
+        if a.service == "iam" && a.resource.starts_with("role/") {
+            return Self::Role {
+                account,
+                arn: s.clone(),
+            };
+        }
+        if a.service == "sts"
+            && let Some(role_name) = a
+                .resource
+                .strip_prefix("assumed-role/")
+                .and_then(|r| r.split('/').next())
+        {
+            return Self::Session {
+                account,
+                role_name: role_name.to_string(),
+                arn: s.clone(),
+            };
+        }
+        Self::Other {
+            account,
+            arn: s.clone(),
+        }
+    }
+
+    fn account(&self) -> Option<&str> {
+        match self {
+            Self::Root { account }
+            | Self::Role { account, .. }
+            | Self::Session { account, .. }
+            | Self::Other { account, .. } => Some(account),
+            Self::Service(_) | Self::Unknown => None,
+        }
+    }
 }
 
 /// The parsed `Principal` / `NotPrincipal` element.
@@ -108,28 +192,7 @@ impl PrincipalSpec {
                 let mut spec = Self::default();
                 for (kind, values) in map {
                     let values = string_list(values).map_err(|e| format!("{kind}: {e}"))?;
-                    match kind.as_str() {
-                        "AWS" => {
-                            for s in values {
-                                spec.aws.push(classify_aws(&s)?);
-                            }
-                        }
-                        "Service" => {
-                            for s in values {
-                                if s == "*" {
-                                    spec.any = true;
-                                } else {
-                                    spec.service.push(s.to_ascii_lowercase());
-                                }
-                            }
-                        }
-                        "Federated" | "CanonicalUser" => spec.other += values.len(),
-                        other => {
-                            return Err(format!(
-                                "unknown principal type {other:?} (expected AWS, Service, Federated or CanonicalUser)"
-                            ));
-                        }
-                    }
+                    spec.add(kind, values)?;
                 }
                 Ok(spec)
             }
@@ -137,29 +200,145 @@ impl PrincipalSpec {
         }
     }
 
-    /// Does this element name `p`? `"*"` and `{"AWS": "*"}` are equivalent and name everyone,
-    /// service principals included, as AWS documents for resource policies.
-    pub fn matches(&self, p: &Principal) -> bool {
+    fn add(&mut self, kind: &str, values: Vec<String>) -> Result<(), String> {
+        match kind {
+            "AWS" => {
+                for s in values {
+                    let p = classify_aws(&s)?;
+                    // IAM: {"AWS": "*"} is the same as "*" and covers service principals too.
+                    self.any |= p == AwsPrincipal::Any;
+                    self.aws.push(p);
+                }
+            }
+            "Service" => {
+                for s in values {
+                    if s.contains('*') {
+                        return Err(format!(
+                            "Service: {s:?}: a service principal cannot be a wildcard (AWS refuses it; use \"*\" for everyone)"
+                        ));
+                    }
+                    self.service.push(s.to_ascii_lowercase());
+                }
+            }
+            "Federated" | "CanonicalUser" => self.other += values.len(),
+            other => {
+                return Err(format!(
+                    "unknown principal type {other:?} (expected AWS, Service, Federated or CanonicalUser)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// How a `Principal` element (not `NotPrincipal`) covers `caller` in a statement of
+    /// `effect`. IAM User Guide, "AWS JSON policy elements: Principal":
+    /// - `"*"` and `{"AWS": "*"}` cover everyone, service principals included;
+    /// - a role ARN covers the role's sessions; a session ARN covers that session only;
+    /// - an account (`ACCOUNT`, `...:root`) covers the account root user; for the account's
+    ///   other identities an Allow only delegates to their IAM policies ([`Cover::Delegated`]),
+    ///   while a Deny applies to every identity of the account;
+    /// - an account never covers a service principal.
+    pub(crate) fn cover(&self, caller: &Caller, deny: bool) -> Cover {
+        if self.any {
+            return Cover::Yes;
+        }
+        if let Caller::Service(name) = caller {
+            return if self.service.iter().any(|s| s == name) {
+                Cover::Yes
+            } else {
+                Cover::No
+            };
+        }
+        let mut best = Cover::No;
+        for a in &self.aws {
+            let c = match (a, caller) {
+                (
+                    AwsPrincipal::Arn(granted),
+                    Caller::Role { arn, .. } | Caller::Other { arn, .. },
+                ) => Cover::from(granted == arn),
+                (AwsPrincipal::Arn(granted), Caller::Session { arn, .. }) => {
+                    Cover::from(granted == arn || is_session_of(arn, granted))
+                }
+                (AwsPrincipal::Account(acct), Caller::Root { account }) => {
+                    Cover::from(acct == account)
+                }
+                (AwsPrincipal::Account(acct), c) if c.account() == Some(acct.as_str()) => {
+                    if deny {
+                        Cover::Yes
+                    } else {
+                        Cover::Delegated
+                    }
+                }
+                _ => Cover::No,
+            };
+            best = best.max(c);
+            if best == Cover::Yes {
+                break;
+            }
+        }
+        best
+    }
+
+    /// Is `caller` exempt from a `NotPrincipal` element? IAM User Guide, "AWS JSON policy
+    /// elements: NotPrincipal": AWS checks the account, then the role, then the session, and
+    /// the statement applies unless every one of them is listed. So naming an account does not
+    /// exempt its identities, naming a role does not exempt its sessions (the session ARN must
+    /// be listed as well), and a role (whose requests are always made by some session) is
+    /// exempt only when its account, the role and a session of it are all listed.
+    pub(crate) fn exempts(&self, caller: &Caller) -> bool {
         if self.any {
             return true;
         }
-        match p {
-            Principal::Service(name) => self.service.iter().any(|s| s.eq_ignore_ascii_case(name)),
-            Principal::Aws(arn) => self.aws.iter().any(|a| match a {
-                AwsPrincipal::Any => true,
-                AwsPrincipal::Account(acct) => p.account() == Some(acct.as_str()),
-                AwsPrincipal::Arn(granted) => granted == arn || is_session_of(arn, granted),
-            }),
+        let account_listed = |acct: &str| {
+            self.aws
+                .iter()
+                .any(|a| matches!(a, AwsPrincipal::Account(x) if x == acct))
+        };
+        let arn_listed = |arn: &str| {
+            self.aws
+                .iter()
+                .any(|a| matches!(a, AwsPrincipal::Arn(x) if x == arn))
+        };
+        match caller {
+            Caller::Service(name) => self.service.iter().any(|s| s == name),
+            Caller::Root { account } => account_listed(account),
+            Caller::Other { account, arn } => account_listed(account) && arn_listed(arn),
+            Caller::Session {
+                account,
+                role_name,
+                arn,
+            } => {
+                let role_listed = self.aws.iter().any(|a| match a {
+                    AwsPrincipal::Arn(r) => role_name_of(r).is_some_and(|(acct, name)| {
+                        acct == account.as_str() && name == role_name.as_str()
+                    }),
+                    _ => false,
+                });
+                account_listed(account) && role_listed && arn_listed(arn)
+            }
+            Caller::Role { account, arn } => {
+                let session_listed = self.aws.iter().any(|a| match a {
+                    AwsPrincipal::Arn(s) => is_session_of(s, arn),
+                    _ => false,
+                });
+                account_listed(account) && arn_listed(arn) && session_listed
+            }
+            Caller::Unknown => false,
         }
     }
 
     /// True when the element names everyone (`"*"`, `{"AWS": "*"}`).
     pub fn is_anyone(&self) -> bool {
-        self.any || self.aws.contains(&AwsPrincipal::Any)
+        self.any
     }
 
     pub fn has_service(&self) -> bool {
         !self.service.is_empty()
+    }
+
+    /// The service principals named.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.service.iter().map(String::as_str)
     }
 
     /// The named AWS principals that are neither `*` nor an account: roles, users.
@@ -179,12 +358,34 @@ impl PrincipalSpec {
     }
 }
 
+impl From<bool> for Cover {
+    fn from(b: bool) -> Self {
+        if b { Cover::Yes } else { Cover::No }
+    }
+}
+
+/// IAM unique ids: four upper-case letters naming the kind (AROA role, AIDA user, AIPA
+/// instance profile, ...) then upper-case letters and digits.
+fn is_unique_id(s: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "AROA", "AIDA", "AIPA", "ANPA", "ANVA", "ASIA", "AKIA", "AGPA",
+    ];
+    s.len() >= 16
+        && s.len() <= 128
+        && PREFIXES.iter().any(|p| s.starts_with(p))
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
 fn classify_aws(s: &str) -> Result<AwsPrincipal, String> {
     if s == "*" {
         return Ok(AwsPrincipal::Any);
     }
     if is_account_id(s) {
         return Ok(AwsPrincipal::Account(s.to_string()));
+    }
+    if is_unique_id(s) {
+        return Ok(AwsPrincipal::UniqueId(s.to_string()));
     }
     match Arn::parse(s) {
         Ok(a) if a.service == "iam" && a.resource == "root" => Ok(AwsPrincipal::Account(a.account)),
@@ -193,9 +394,19 @@ fn classify_aws(s: &str) -> Result<AwsPrincipal, String> {
     }
 }
 
+/// `(account, name)` of an IAM role ARN `arn:aws:iam::ACCT:role/PATH/NAME`.
+fn role_name_of(role: &str) -> Option<(String, String)> {
+    let r = Arn::parse(role).ok()?;
+    if r.service != "iam" || !r.resource.starts_with("role/") {
+        return None;
+    }
+    let name = r.resource.rsplit('/').next()?.to_string();
+    Some((r.account, name))
+}
+
 /// `arn:aws:sts::ACCT:assumed-role/NAME/SESSION` is a session of `arn:aws:iam::ACCT:role/PATH/NAME`.
 fn is_session_of(request: &str, role: &str) -> bool {
-    let (Ok(req), Ok(role)) = (Arn::parse(request), Arn::parse(role)) else {
+    let Ok(req) = Arn::parse(request) else {
         return false;
     };
     let Some(session_role) = req
@@ -206,10 +417,8 @@ fn is_session_of(request: &str, role: &str) -> bool {
         return false;
     };
     req.service == "sts"
-        && role.service == "iam"
-        && req.account == role.account
-        && role.resource.starts_with("role/")
-        && role.resource.rsplit('/').next() == Some(session_role)
+        && role_name_of(role)
+            .is_some_and(|(acct, name)| acct == req.account && name == session_role)
 }
 
 /// A JSON string or array of strings (the two forms IAM accepts for lists).

@@ -5,6 +5,12 @@
 //! service principals call with `aws:SourceArn` / `aws:SourceAccount` of the application; the
 //! operator's calls go through MSF (`kms:ViaService`); data-key calls carry the application
 //! ARN as encryption context; MSF's grants are constrained to that context and to Decrypt.
+//!
+//! Each access also carries the global keys a real request carries (`aws:PrincipalArn`,
+//! `aws:PrincipalIsAWSService`, ...), and names the keys whose value the controller cannot
+//! know ([`RequiredAccess::unknown`], such as `aws:PrincipalOrgID`): evaluation treats those as
+//! unknown rather than absent. Service names and `kms:ViaService` follow the partition's DNS
+//! suffix (`amazonaws.com.cn` in China), taken from the application ARN.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +19,81 @@ use serde::Serialize;
 use super::principal::Principal;
 use crate::arn::{Arn, ArnError};
 
+/// The MSF service principals in the `aws` partition; see [`msf_service`] for the others.
 pub const MSF_SERVICE: &str = "kinesisanalytics.amazonaws.com";
 pub const MSF_INFRASTRUCTURE_SERVICE: &str = "infrastructure.kinesisanalytics.amazonaws.com";
+
+/// The DNS suffix of a partition: service principals and endpoints end with it.
+pub fn dns_suffix(partition: &str) -> &'static str {
+    match partition {
+        "aws-cn" => "amazonaws.com.cn",
+        "aws-iso" => "c2s.ic.gov",
+        "aws-iso-b" => "sc2s.sgov.gov",
+        // aws, aws-us-gov, and partitions this build does not know.
+        _ => "amazonaws.com",
+    }
+}
+
+/// `kinesisanalytics.<suffix>` in `partition`.
+pub fn msf_service(partition: &str) -> String {
+    format!("kinesisanalytics.{}", dns_suffix(partition))
+}
+
+/// `infrastructure.kinesisanalytics.<suffix>` in `partition`.
+pub fn msf_infrastructure_service(partition: &str) -> String {
+    format!("infrastructure.kinesisanalytics.{}", dns_suffix(partition))
+}
+
+/// Keys present in a request by an IAM role through MSF whose value the controller cannot
+/// know. Names are lower-cased; a trailing `/` makes a prefix. `aws:CalledVia` is here because
+/// AWS fills it only for some services and does not list MSF among them.
+const OPERATOR_UNKNOWN: &[&str] = &[
+    "aws:principalorgid",
+    "aws:principalorgpaths",
+    "aws:principaltag/",
+    "aws:userid",
+    "aws:sourceip",
+    "aws:sourceidentity",
+    "aws:rolesessionname",
+    "aws:tokenissuetime",
+    "aws:multifactorauthpresent",
+    "aws:multifactorauthage",
+    "aws:currenttime",
+    "aws:epochtime",
+    "aws:resourcetag/",
+    "aws:resourceorgid",
+    "aws:resourceorgpaths",
+    "aws:calledvia",
+    "aws:calledviafirst",
+    "aws:calledvialast",
+    "kms:keyorigin",
+    "kms:keyspec",
+    "kms:keyusage",
+    "kms:multiregion",
+    "kms:multiregionkeytype",
+    "kms:resourcealiases",
+];
+
+/// The same for a service principal's request. The service's own account (`kms:CallerAccount`)
+/// is not documented; `aws:PrincipalOrgID` and `aws:PrincipalArn` are absent for services.
+const SERVICE_UNKNOWN: &[&str] = &[
+    "kms:calleraccount",
+    "aws:sourceip",
+    "aws:currenttime",
+    "aws:epochtime",
+    "aws:viaawsservice",
+    "aws:resourcetag/",
+    "aws:resourceorgid",
+    "aws:resourceorgpaths",
+    "aws:sourceorgid",
+    "aws:sourceorgpaths",
+    "kms:keyorigin",
+    "kms:keyspec",
+    "kms:keyusage",
+    "kms:multiregion",
+    "kms:multiregionkeytype",
+    "kms:resourcealiases",
+];
 
 pub const KEY_VIA_SERVICE: &str = "kms:ViaService";
 pub const KEY_ENCRYPTION_CONTEXT: &str = "kms:EncryptionContext:aws:kinesisanalytics:arn";
@@ -31,6 +110,8 @@ pub struct RequiredAccess {
     pub action: String,
     /// Lower-cased keys, as evaluation expects.
     pub context: BTreeMap<String, Vec<String>>,
+    /// Keys present in the real request whose value the controller cannot know.
+    pub unknown: Vec<String>,
     /// Why MSF needs it, for people reading a report.
     pub purpose: String,
 }
@@ -42,9 +123,9 @@ pub struct MsfRequirements {
     pub accesses: Vec<RequiredAccess>,
 }
 
-/// `kms:ViaService` value for MSF in the application's region.
-pub fn via_service(region: &str) -> String {
-    format!("kinesisanalytics.{region}.amazonaws.com")
+/// `kms:ViaService` value for MSF in the application's partition and region.
+pub fn via_service(partition: &str, region: &str) -> String {
+    format!("kinesisanalytics.{region}.{}", dns_suffix(partition))
 }
 
 impl MsfRequirements {
@@ -54,10 +135,12 @@ impl MsfRequirements {
     ) -> Result<Self, ArnError> {
         let app = Arn::parse_application(application_arn)?;
         Arn::parse_role(operator_role_arn)?;
-        let via = via_service(&app.region);
+        let via = via_service(&app.partition, &app.region);
         let operator = Principal::Aws(operator_role_arn.to_string());
-        let msf = Principal::Service(MSF_SERVICE.to_string());
-        let infra = Principal::Service(MSF_INFRASTRUCTURE_SERVICE.to_string());
+        let msf_name = msf_service(&app.partition);
+        let infra_name = msf_infrastructure_service(&app.partition);
+        let msf = Principal::Service(msf_name.clone());
+        let infra = Principal::Service(infra_name.clone());
 
         let ctx = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<String>> {
             let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -104,6 +187,7 @@ impl MsfRequirements {
                 principal: p.clone(),
                 action: action.to_string(),
                 context: c.clone(),
+                unknown: Vec::new(),
                 purpose: why.to_string(),
             }
         };
@@ -181,10 +265,46 @@ impl MsfRequirements {
                 "MSF infrastructure creates a Decrypt grant for the running application",
             ),
         ];
+        let accesses = accesses
+            .into_iter()
+            .map(|a| with_global_keys(a, &app, operator_role_arn))
+            .collect();
         Ok(Self {
             application_arn: application_arn.to_string(),
             operator_role_arn: operator_role_arn.to_string(),
             accesses,
         })
     }
+}
+
+/// Adds the global keys AWS puts in every request of this principal (IAM User Guide, "AWS
+/// global condition context keys"), and the keys whose value is unknown. Keys already in the
+/// access's context stay as they are.
+fn with_global_keys(mut a: RequiredAccess, app: &Arn, operator_role_arn: &str) -> RequiredAccess {
+    let mut add = |k: &str, v: &str| {
+        a.context
+            .entry(k.to_string())
+            .or_insert_with(|| vec![v.to_string()]);
+    };
+    add("aws:securetransport", "true");
+    add("aws:requestedregion", &app.region);
+    let unknown: &[&str] = match &a.principal {
+        Principal::Aws(_) => {
+            // The operator's credentials, used by MSF on its behalf (forward access sessions).
+            add("aws:principalarn", operator_role_arn);
+            add("aws:principalaccount", &app.account);
+            add("aws:principalisawsservice", "false");
+            add("aws:principaltype", "AssumedRole");
+            add("aws:viaawsservice", "true");
+            OPERATOR_UNKNOWN
+        }
+        Principal::Service(name) => {
+            let name = name.clone();
+            add("aws:principalisawsservice", "true");
+            add("aws:principalservicename", &name);
+            SERVICE_UNKNOWN
+        }
+    };
+    a.unknown = unknown.iter().map(|k| k.to_string()).collect();
+    a
 }
