@@ -32,15 +32,25 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = kube::core::Rule::new(
     "self.keyType == 'CustomerManagedKey' ? (has(self.keyId) && self.keyId != '') : !has(self.keyId)"
 ).message("keyId is required when keyType is CustomerManagedKey and must be omitted when keyType is AwsOwnedKey"))]
+// Which application a resource governs never changes: a new name or region would leave the old
+// application on its key with no resource that owns it. (A field rule alone lets an optional
+// field be added or removed, hence the presence check here.)
+#[x_kube(validation = kube::core::Rule::new("has(self.region) == has(oldSelf.region)")
+    .message("region is immutable: it cannot be added or removed after creation; create a new resource for another application"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationEncryptionSpec {
-    /// Name of the MSF application (1-128 characters of [a-zA-Z0-9_.-]).
+    /// Name of the MSF application (1-128 characters of [a-zA-Z0-9_.-]). Immutable.
     #[schemars(length(min = 1, max = 128), regex(pattern = r"^[a-zA-Z0-9_.-]+$"))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf")
+        .message("applicationName is immutable: create a new resource for another application"))]
     pub application_name: String,
 
     /// AWS region of the application, e.g. us-east-1. Defaults to the controller's region.
+    /// Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-\d+$"))]
+    #[x_kube(validation = kube::core::Rule::new("self == oldSelf")
+        .message("region is immutable: create a new resource for an application in another region"))]
     pub region: Option<String>,
 
     /// Which key should encrypt the application's state: the AWS owned key or a customer

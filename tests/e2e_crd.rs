@@ -534,3 +534,91 @@ fn assert_forbidden(result: Result<(), kube::Error>, what: &str) {
         other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
     }
 }
+
+/// `applicationName` and `region` never change after creation: a new value would leave the old
+/// application on its key with no resource that owns it. The CRD's transition rules
+/// (`self == oldSelf`, and region may not be added or removed) refuse it; other fields still
+/// change.
+#[test]
+fn application_name_and_region_are_immutable() {
+    let c = cluster();
+    let ns = c.create_namespace("immutable");
+    let with_region = "applicationName: app-1\nregion: eu-west-1\nkeyType: AwsOwnedKey";
+    c.apply_yaml(&appenc_yaml("pinned", with_region), &ns)
+        .expect("created");
+
+    let msg = refused(
+        c,
+        &ns,
+        "pinned",
+        "applicationName: app-2\nregion: eu-west-1\nkeyType: AwsOwnedKey",
+    );
+    assert!(msg.contains("applicationName is immutable"), "{msg}");
+    let msg = refused(
+        c,
+        &ns,
+        "pinned",
+        "applicationName: app-1\nregion: us-east-1\nkeyType: AwsOwnedKey",
+    );
+    assert!(msg.contains("region is immutable"), "{msg}");
+    let msg = refused(
+        c,
+        &ns,
+        "pinned",
+        "applicationName: app-1\nkeyType: AwsOwnedKey",
+    );
+    assert!(msg.contains("region is immutable"), "removed: {msg}");
+
+    // Without a region at creation, one cannot be added later either.
+    c.apply_yaml(
+        &appenc_yaml(
+            "default-region",
+            "applicationName: app-3\nkeyType: AwsOwnedKey",
+        ),
+        &ns,
+    )
+    .expect("created");
+    let msg = refused(
+        c,
+        &ns,
+        "default-region",
+        "applicationName: app-3\nregion: eu-west-1\nkeyType: AwsOwnedKey",
+    );
+    assert!(msg.contains("region is immutable"), "added: {msg}");
+
+    // The rest of the spec still changes, and the stored object is what was created.
+    c.apply_yaml(
+        &appenc_yaml(
+            "pinned",
+            &format!("applicationName: app-1\nregion: eu-west-1\nkeyType: CustomerManagedKey\nkeyId: {KEY_ARN}"),
+        ),
+        &ns,
+    )
+    .expect("keyType and keyId may change");
+    let stored = c
+        .kubectl(&[
+            "get",
+            "appenc",
+            "pinned",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.spec.applicationName}/{.spec.region}/{.spec.keyType}",
+        ])
+        .ok();
+    assert_eq!(stored, "app-1/eu-west-1/CustomerManagedKey");
+
+    // A JSON merge patch (not only kubectl apply) is refused the same way.
+    let patch = c.kubectl(&[
+        "patch",
+        "appenc",
+        "pinned",
+        "-n",
+        &ns,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"applicationName":"app-9"}}"#,
+    ]);
+    let msg = patch.refused();
+    assert!(msg.contains("applicationName is immutable"), "{msg}");
+}
