@@ -528,6 +528,19 @@ fn plan_key_policy(
     };
     let report = policy::check(&doc, &key.arn, &reqs);
     b.key_policy = Some(observation(&key.arn, &report));
+    // A statement under the controller's Sid prefix that is not exactly what the controller
+    // writes belongs to a person: kept as it is, and nothing is written to this key (whatever
+    // else it grants) until a person renames it.
+    let unmergeable = doc.unmergeable_sids();
+    if mode == KeyPolicyMode::Enforce && !unmergeable.is_empty() {
+        let why = MergeError::NotMergeable { sids: unmergeable };
+        b.block(
+            KEY_POLICY_COMPLIANT,
+            "KeyPolicyNotMergeable",
+            &format!("key {}: {why}", key.arn),
+        );
+        return false;
+    }
     if report.compliant {
         b.set(
             KEY_POLICY_COMPLIANT,

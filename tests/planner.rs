@@ -1304,3 +1304,95 @@ mod operator_gate {
         assert_ne!(cond(&p, "EncryptionApplied").0, "CurrentKeyUnusable");
     }
 }
+
+/// Issue 8, ownership: a statement under the controller's Sid prefix that is not exactly what
+/// the controller writes is a person's. KeyPolicyCompliant=False reason KeyPolicyNotMergeable
+/// names its Sid, and nothing is written to the key.
+#[test]
+fn an_owned_looking_statement_that_is_not_ours_blocks_without_a_write() {
+    let mut doc: serde_json::Value = serde_json::from_str(&default_key_policy()).unwrap();
+    doc["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "Sid": "MsfCmkServiceDurableDecrypt123456789012",
+            "Effect": "Deny",
+            "Principal": {"Service": "kinesisanalytics.amazonaws.com"},
+            "Action": "kms:Decrypt",
+            "Resource": "*"
+        }));
+    let p = Case::cmk(doc.to_string()).run();
+    assert_eq!(kinds(&p), ["Blocked"], "{p:#?}");
+    assert_eq!(
+        cond(&p, "KeyPolicyCompliant"),
+        ("KeyPolicyNotMergeable", ConditionStatus::False)
+    );
+    let c = p
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "KeyPolicyCompliant")
+        .unwrap();
+    assert!(
+        c.message.contains("MsfCmkServiceDurableDecrypt123456789012"),
+        "{}",
+        c.message
+    );
+    assert!(
+        !p.key_policy
+            .as_ref()
+            .unwrap()
+            .owned_sids
+            .contains(&"MsfCmkServiceDurableDecrypt123456789012".to_string())
+    );
+}
+
+/// Issue 8: what PutKeyPolicy would refuse is MalformedKeyPolicy, never overwritten.
+#[test]
+fn a_policy_kms_would_refuse_is_malformed() {
+    for bad in [
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"*"},"Action":"kms:*","Resource":"*"}]}"#,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Conditon":{}}]}"#,
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*"}]}"#,
+    ] {
+        let p = Case::cmk(bad.into()).run();
+        assert_eq!(kinds(&p), ["Blocked"], "{bad}");
+        assert_eq!(cond(&p, "KeyPolicyCompliant").0, "MalformedKeyPolicy", "{bad}");
+    }
+}
+
+/// Issue 8: the operator let in only by the account's delegation to IAM is compliant with a
+/// warning finding; the AWS recommended organisation perimeter is compliant, its dependence on
+/// aws:PrincipalOrgID reported as a finding.
+#[test]
+fn delegation_and_unknown_keys_are_findings_not_blocks() {
+    let mut doc: serde_json::Value = serde_json::from_str(&reference_policy()).unwrap();
+    let statements = doc["Statement"].as_array_mut().unwrap();
+    statements.drain(0..3);
+    statements.push(serde_json::json!({
+        "Sid": "Enable IAM User Permissions", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*", "Resource": "*"}));
+    statements.push(serde_json::json!({
+        "Sid": "Perimeter", "Effect": "Deny", "Principal": "*", "Action": "kms:*", "Resource": "*",
+        "Condition": {"StringNotEqualsIfExists": {"aws:PrincipalOrgID": "o-abc123"},
+                      "BoolIfExists": {"aws:PrincipalIsAWSService": "false"}}}));
+    let mut c = Case::cmk(doc.to_string());
+    c.spec.key_policy.mode = KeyPolicyMode::Audit;
+    let p = c.run();
+    assert_eq!(
+        cond(&p, "KeyPolicyCompliant"),
+        ("Compliant", ConditionStatus::True)
+    );
+    let findings = &p.key_policy.as_ref().unwrap().findings;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.starts_with("OperatorReliesOnIamPolicy: Enable IAM User Permissions")),
+        "{findings:?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.starts_with("DenyDependsOnUnknownKey: Perimeter")),
+        "{findings:?}"
+    );
+}

@@ -136,8 +136,8 @@ fn access_findings(a: &AccessCheck, e: &Evaluation, out: &mut Vec<Finding>) {
             );
         }
     }
-    if e.decision == Decision::Allow && !e.depends_on.is_empty() {
-        for s in &e.conditional_statements {
+    if a.granted() && !e.depends_on.is_empty() {
+        for s in &e.possible_denies {
             push(
                 "DenyDependsOnUnknownKey",
                 s,

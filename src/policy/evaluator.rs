@@ -91,6 +91,9 @@ pub struct Evaluation {
     /// The statements that may or may not apply, depending on `depends_on`.
     #[serde(skip)]
     pub conditional_statements: Vec<String>,
+    /// The Deny statements among them (none for an explicit deny).
+    #[serde(skip)]
+    pub possible_denies: Vec<String>,
 }
 
 /// What one statement does to a request.
@@ -123,20 +126,32 @@ pub fn evaluate(doc: &PolicyDocument, req: &Request) -> Evaluation {
         }
     }
     let labels = |v: &[&Statement]| v.iter().map(|s| s.label().to_string()).collect::<Vec<_>>();
-    let (decision, statements, conditional) = if !denies.is_empty() {
+    let delegated_to_iam = denies.is_empty() && allows.is_empty() && !delegating.is_empty();
+    // What could still change the decision: Denies that may apply to an Allow (or to what an
+    // identity policy could allow), Allows that may apply to an implicit deny.
+    let (decision, statements, mut conditional) = if !denies.is_empty() {
         (Decision::ExplicitDeny, labels(&denies), Vec::new())
     } else if !allows.is_empty() {
-        (Decision::Allow, labels(&allows), maybe_denies)
+        (Decision::Allow, labels(&allows), maybe_denies.clone())
+    } else if delegated_to_iam {
+        (Decision::ImplicitDeny, Vec::new(), maybe_denies.clone())
     } else {
-        (Decision::ImplicitDeny, Vec::new(), maybe_allows)
+        (Decision::ImplicitDeny, Vec::new(), Vec::new())
     };
+    if decision == Decision::ImplicitDeny {
+        conditional.extend(maybe_allows);
+    }
     let mut depends_on: Vec<String> = conditional
         .iter()
         .flat_map(|s| s.parsed().condition.unknown_keys(&ctx))
         .collect();
     depends_on.sort();
     depends_on.dedup();
-    let delegated_to_iam = decision == Decision::ImplicitDeny && !delegating.is_empty();
+    let possible_denies = if decision == Decision::ExplicitDeny {
+        Vec::new()
+    } else {
+        labels(&maybe_denies)
+    };
     Evaluation {
         decision,
         statements,
@@ -148,6 +163,7 @@ pub fn evaluate(doc: &PolicyDocument, req: &Request) -> Evaluation {
             Vec::new()
         },
         conditional_statements: labels(&conditional),
+        possible_denies,
     }
 }
 
