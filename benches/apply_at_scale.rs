@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use msf_cmk_controller::domain::{ApplicationStatus, AppliedKeyType};
-use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
+use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, Quotas};
 
 const REGION: &str = "us-east-1";
 const RUNTIME: &str = "FLINK-1_20";
@@ -121,6 +121,8 @@ struct World {
 async fn world(cfg: &Config, n: usize) -> anyhow::Result<World> {
     let emu = Emulator::start(EmulatorConfig {
         update_delay: cfg.update_delay,
+        // Realistic request quotas (KMS's documented rates, MSF 50/s per operation).
+        quotas: Some(Quotas::default()),
         ..EmulatorConfig::default()
     })
     .await?;
