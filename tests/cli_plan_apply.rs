@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use msf_cmk_controller::domain::{ApplicationStatus, AppliedKeyType};
-use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 
 const REGION: &str = "us-east-1";
 
@@ -20,7 +20,9 @@ fn bin(args: &[&str], endpoint: &str) -> Output {
             "--region",
             REGION,
             "--operator-role-arn",
-            "arn:aws:iam::123456789012:role/operator",
+            // The identity the emulator answers as (sts:GetCallerIdentity): key policies must
+            // name the caller, or the resource reports OperatorMismatch.
+            "arn:aws:iam::123456789012:role/msf-cmk-operator",
         ])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_PROFILE")
@@ -107,8 +109,20 @@ async fn plan_then_apply_then_plan_again() {
         "{step}"
     );
 
-    // apply converges: one policy write for the three, one update each; exit 0.
-    let o = bin(&["apply", "-f", path, "--poll-interval", "100ms"], &ep);
+    // apply converges: one policy write for the three, one update each; exit 0. It waits for
+    // the written policy to settle and for MSF to finish each update by itself.
+    let o = bin(
+        &[
+            "apply",
+            "-f",
+            path,
+            "--poll-interval",
+            "100ms",
+            "--policy-settle",
+            "1s",
+        ],
+        &ep,
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(emu.call_count("PutKeyPolicy"), 1);
     assert_eq!(emu.call_count("UpdateApplication"), 3);
@@ -191,13 +205,55 @@ fn demo_runs_on_a_fresh_machine_in_seconds() {
     let out = String::from_utf8_lossy(&o.stdout);
     for needle in [
         "Key policy writes (1)",
-        "4/4 converged",
+        "4/5 converged",
         "Final key policy",
         "kinesisanalytics.amazonaws.com",
-        "PutKeyPolicy           1",
-        "UpdateApplication      3",
+        "PutKeyPolicy                 1",
+        "UpdateApplication            4",
+        // The application whose update the emulator rolls back: reported, not retried.
+        "Ready=False UpdateRolledBack",
+        "Warning event UpdateRolledBack: yes",
+        "UpdateApplication calls for inventory in all: 1",
     ] {
         assert!(out.contains(needle), "demo output lacks {needle:?}:\n{out}");
     }
     assert!(dir.path().join("applicationencryptions.yaml").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_exits_non_zero_on_a_rollback_and_never_updates_twice() {
+    let emu = emulator().await;
+    emu.create_application(REGION, "r1", "FLINK-1_20", ApplicationStatus::Running)
+        .unwrap();
+    let key = emu.create_key(REGION, None).unwrap();
+    emu.set_fault("UpdateApplication", Fault::rollback());
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(dir.path(), &key, &["r1"]);
+    let path = dir.path().to_str().unwrap();
+    let ep = emu.endpoint();
+    let args = [
+        "apply",
+        "-f",
+        path,
+        "--poll-interval",
+        "100ms",
+        "--policy-settle",
+        "0",
+        "--output",
+        "json",
+    ];
+    let o = bin(&args, &ep);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["resources"][0]["reason"], "UpdateRolledBack", "{v}");
+    assert_eq!(
+        v["resources"][0]["status"]["lastUpdate"]["outcome"],
+        "RolledBack"
+    );
+    assert_eq!(emu.call_count("UpdateApplication"), 1);
+    // The next pipeline run keeps no status: MSF's history says the same.
+    emu.clear_faults();
+    let o = bin(&args, &ep);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(emu.call_count("UpdateApplication"), 1, "no second restart");
 }

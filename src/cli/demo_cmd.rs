@@ -4,6 +4,10 @@
 //! whose policy is KMS's default (account root `kms:*`, none of MSF's statements), writes sample
 //! manifests, then runs `plan` and `apply` exactly as the commands do and shows the converged
 //! status, the final key policy and the AWS calls it cost. A second plan shows the steady state.
+//!
+//! One application's update is rolled back by the emulator (its restart "fails"): the demo
+//! shows it reported as `UpdateRolledBack` and not retried, neither by the same `apply` nor by a
+//! second one that starts without any status.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,12 +17,14 @@ use std::time::Duration;
 use crate::aws::{ConnectOptions, connect};
 use crate::cli::plan_cmd::{self, Output, batch_core};
 use crate::cli::run_cmd::{LogFormat, init_logging};
+use crate::controller::batch::Done;
 use crate::controller::batch::{self, ApplyOptions};
 use crate::controller::identity;
 use crate::controller::manifests;
+use crate::controller::reconcile::Next;
 use crate::controller::tenancy::Tenancy;
 use crate::domain::ApplicationStatus;
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 use crate::planner::Defaults;
 
 const REGION: &str = "us-east-1";
@@ -34,12 +40,16 @@ pub struct DemoArgs {
 }
 
 /// (name, status, desired key: true = the shared CMK)
-const APPS: [(&str, ApplicationStatus, bool); 4] = [
+const APPS: [(&str, ApplicationStatus, bool); 5] = [
     ("orders", ApplicationStatus::Running, true),
     ("payments", ApplicationStatus::Running, true),
     ("fraud-detection", ApplicationStatus::Ready, true),
     ("clickstream", ApplicationStatus::Ready, false),
+    ("inventory", ApplicationStatus::Running, true),
 ];
+
+/// The application whose update the emulator rolls back.
+const ROLLED_BACK: &str = "inventory";
 
 fn manifest(name: &str, cmk: bool, key_ref: &str) -> String {
     let key = if cmk {
@@ -67,6 +77,11 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let key_arn = emu.create_key(REGION, None)?;
     emu.create_alias(REGION, "alias/flink-state", &key_arn)?;
+    // MSF accepts the update, the restart fails, MSF rolls the application back.
+    emu.set_fault(
+        "UpdateApplication",
+        Fault::rollback().for_application(ROLLED_BACK),
+    );
 
     let tmp;
     let dir = match &a.dir {
@@ -109,6 +124,10 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         out,
         "   shared key {key_arn} (alias/flink-state): KMS default policy, no MSF statements"
     )?;
+    writeln!(
+        out,
+        "   the emulator rolls back any update of {ROLLED_BACK} (its restart fails)"
+    )?;
     writeln!(out, "== Manifests written to {}\n", file.display())?;
 
     let aws = connect(&ConnectOptions::local(emu.endpoint())).await?;
@@ -146,7 +165,9 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         poll: Duration::from_millis(250),
     };
     let done = plan_cmd::apply_with_progress(&core, &loaded.manifests, opts).await;
-    let code = plan_cmd::print_apply(&mut out, &core, &loaded.manifests, &done, Output::Text)?;
+    // Not converged: the rolled back resource, reported below; the demo's exit code says
+    // whether everything else converged and the rollback was reported without a retry.
+    plan_cmd::print_apply(&mut out, &core, &loaded.manifests, &done, Output::Text)?;
     let apply_calls = emu.call_counts();
 
     writeln!(
@@ -165,15 +186,29 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
 
     writeln!(out, "\n== AWS calls made by apply (emulator's count)\n")?;
     for (op, n) in &apply_calls {
-        writeln!(out, "   {op:<22} {n}")?;
+        writeln!(out, "   {op:<28} {n}")?;
     }
+
+    let rolled_back_ok = report_rollback(&mut out, &emu, &loaded.manifests, &done)?;
+    // A pipeline running apply again: no status, the decision comes from MSF's history.
+    let again = batch::apply_all(&core, &loaded.manifests, opts, |_| {}).await;
+    let updates = updates_of(&emu, ROLLED_BACK);
+    writeln!(
+        out,
+        "\n== apply again (a new run, no status): {ROLLED_BACK} is {}; UpdateApplication calls for {ROLLED_BACK} in all: {updates}",
+        again
+            .iter()
+            .find(|d| loaded.manifests[d.index].name == ROLLED_BACK)
+            .map_or("-".to_string(), |d| ready_reason(d))
+    )?;
+    let code = exit_code(&loaded.manifests, &done, rolled_back_ok && updates == 1);
 
     // Steady state: what a resync costs once everything has converged.
     emu.reset_counts();
-    let again = batch::plan_all(&core, &loaded.manifests, 8).await;
-    let pending = again
+    let plans = batch::plan_all(&core, &loaded.manifests, 8).await;
+    let pending = plans
         .iter()
-        .filter(|o| o.first_plan.as_ref().is_some_and(|p| !p.steps.is_empty()))
+        .filter(|o| o.first_plan.as_ref().is_some_and(has_write))
         .count();
     writeln!(
         out,
@@ -184,10 +219,91 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     )?;
-    writeln!(out, "   (reads only: a converged resource costs no write)")?;
+    writeln!(
+        out,
+        "   (reads only: a converged resource costs no write, nor does the rolled back one)"
+    )?;
     out.flush()?;
     emu.shutdown().await;
     Ok(ExitCode::from(code))
+}
+
+/// Prints how the rolled back update was reported; true when it was reported as the issue
+/// asks (Ready=False `UpdateRolledBack`, a Warning event, one UpdateApplication).
+fn report_rollback(
+    out: &mut impl Write,
+    emu: &EmulatorHandle,
+    manifests: &[manifests::Manifest],
+    done: &[Done],
+) -> anyhow::Result<bool> {
+    let Some(d) = done.iter().find(|d| manifests[d.index].name == ROLLED_BACK) else {
+        return Ok(false);
+    };
+    writeln!(
+        out,
+        "\n== {NAMESPACE}/{ROLLED_BACK}: MSF rolled its update back\n"
+    )?;
+    let ready = crate::controller::status::ready(&d.outcome.status);
+    if let Some(c) = ready {
+        writeln!(out, "   Ready={} {}: {}", c.status, c.reason, c.message)?;
+    }
+    if let Some(last) = &d.outcome.status.last_update {
+        writeln!(out, "   status.lastUpdate:")?;
+        for line in serde_yaml::to_string(last)?.lines() {
+            writeln!(out, "     {line}")?;
+        }
+    }
+    let warned = d
+        .outcome
+        .events
+        .iter()
+        .any(|n| n.warning && n.reason == "UpdateRolledBack");
+    let updates = updates_of(emu, ROLLED_BACK);
+    writeln!(
+        out,
+        "   Warning event UpdateRolledBack: {}; UpdateApplication calls for {ROLLED_BACK}: {updates} (no retry)",
+        if warned { "yes" } else { "no" }
+    )?;
+    Ok(warned
+        && updates == 1
+        && d.outcome.next == Next::Blocked
+        && ready.is_some_and(|c| c.reason == "UpdateRolledBack"))
+}
+
+/// UpdateApplication calls naming `application`, from the emulator's call log.
+fn updates_of(emu: &EmulatorHandle, application: &str) -> usize {
+    emu.calls(0)
+        .iter()
+        .filter(|c| c.operation == "UpdateApplication" && c.target.as_deref() == Some(application))
+        .count()
+}
+
+fn ready_reason(d: &Done) -> String {
+    crate::controller::status::ready(&d.outcome.status).map_or("Unknown".into(), |c| {
+        format!("Ready={} {}", c.status, c.reason)
+    })
+}
+
+fn has_write(plan: &crate::planner::Plan) -> bool {
+    plan.steps.iter().any(|s| {
+        matches!(
+            s,
+            crate::planner::Step::PutKeyPolicy { .. } | crate::planner::Step::UpdateApplication(_)
+        )
+    })
+}
+
+/// 0 when every other resource converged and the rollback was reported without a retry.
+fn exit_code(manifests: &[manifests::Manifest], done: &[Done], rollback_reported: bool) -> u8 {
+    let others_converged = done
+        .iter()
+        .filter(|d| manifests[d.index].name != ROLLED_BACK)
+        .all(|d| d.outcome.next == Next::Converged && d.outcome.ready() == "True");
+    if others_converged && rollback_reported {
+        plan_cmd::EXIT_OK
+    } else {
+        plan_cmd::EXIT_FAILED
+    }
 }
 
 /// A temporary directory removed on drop (tempfile is a dev-dependency only).

@@ -162,6 +162,9 @@ async fn converge(
     let key = format!("{}/{}", m.namespace, m.name);
     let mut previous: Option<ApplicationEncryptionStatus> = None;
     let mut passes = 0u32;
+    // A change takes several passes (write the policy, let it settle, update, wait for MSF):
+    // the result counts the writes of all of them.
+    let (mut puts, mut updates) = (0u32, 0u32);
     loop {
         passes += 1;
         let subject = Subject {
@@ -173,7 +176,12 @@ async fn converge(
             conflict: conflict.clone(),
             retry_update: m.retry_update.as_deref(),
         };
-        let outcome = reconcile::reconcile(core, &subject, peers, Mode::Execute, Utc::now()).await;
+        let mut outcome =
+            reconcile::reconcile(core, &subject, peers, Mode::Execute, Utc::now()).await;
+        puts += outcome.key_policy_writes;
+        updates += outcome.application_updates;
+        outcome.key_policy_writes = puts;
+        outcome.application_updates = updates;
         let wait = match outcome.next {
             Next::Waiting(d) => d.min(opts.poll),
             Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => core

@@ -248,7 +248,9 @@ pub async fn gate(
         .steps
         .iter()
         .any(|s| matches!(s, Step::UpdateApplication(_)));
-    if wants_update {
+    // While a written policy settles no update is made: the history can wait for the pass
+    // that would make one.
+    if wants_update && !settling(ctx) {
         tracker.read_history(core, ctx.region, &app.name).await;
     }
     rules::gate(
@@ -264,6 +266,15 @@ pub async fn gate(
             now: ctx.now,
         },
     )
+}
+
+fn settling(ctx: &GateContext<'_>) -> bool {
+    !ctx.settle.is_zero()
+        && ctx.policy_written_at.is_some_and(|at| {
+            (ctx.now - at)
+                .to_std()
+                .map_or(true, |elapsed| elapsed < ctx.settle)
+        })
 }
 
 /// The reason, message and category of a refused UpdateApplication. A refusal for key
