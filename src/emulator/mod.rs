@@ -1,16 +1,31 @@
-//! An embedded AWS emulator: MSF (`kinesisanalyticsv2`) and the KMS subset the controller
-//! uses, on one HTTP server on 127.0.0.1, so that the demo, the tests and the benchmarks need
-//! no cloud. Point the SDK at [`EmulatorHandle::endpoint`] (e.g. with
-//! [`crate::aws::ConnectOptions::local`]).
+//! An embedded AWS emulator: MSF (`kinesisanalyticsv2`), the KMS subset the controller
+//! uses and STS's GetCallerIdentity, on one HTTP server on 127.0.0.1, so that the demo, the
+//! tests and the benchmarks need no cloud. Point the SDK at [`EmulatorHandle::endpoint`]
+//! (e.g. with [`crate::aws::ConnectOptions::local`]).
 //!
-//! Faithful where the controller depends on it (see `msf.rs` and `kms.rs`); not an IAM
-//! evaluator: requests are not authenticated, and "access denied" is a fault to inject.
+//! Faithful where the controller depends on it, and failing the way AWS fails (each fact and
+//! its AWS source in docs/emulator.md): MSF versions, operations and rollbacks
+//! (`msf.rs`, `msf_operations.rs`), MSF's key checks evaluated with the policy engine for the
+//! caller and the service principals (`msf_keycheck.rs`, `access.rs`), eventually consistent
+//! key policies, KMS's policy rules (`kms.rs`), request quotas (`quotas.rs`), the caller's
+//! identity (`identity.rs`). Requests are not authenticated: the caller is whoever the
+//! emulator is told (`caller_arn`); SigV4 only gives the region and the access key id.
 //!
 //! Admin API for scripts (JSON), next to the AWS API on the same port:
 //! - `GET /_emulator/counts` -> `{"calls": {OP: n}, "outcomes": {OP: {"ok"|CODE: n}}}`;
 //!   `DELETE /_emulator/counts` resets them.
-//! - `GET /_emulator/faults`; `PUT /_emulator/faults/{OP or *}` with
-//!   `{"latency_ms", "throttle_rate", "error_rate", "deny"}`; `DELETE /_emulator/faults`.
+//! - `GET /_emulator/calls[?since=SEQ]` -> `{"calls": [{"seq", "time_ms", "operation",
+//!   "region", "account", "access_key_id", "caller_arn", "target", "outcome"}], "last_seq"}`
+//!   (the last [`CALL_LOG_CAPACITY`] calls); `DELETE /_emulator/calls` empties it.
+//! - `GET /_emulator/faults`; `PUT /_emulator/faults/{OP or *}` with `{"latency_ms",
+//!   "throttle_rate", "error_rate", "deny", "rollback" (UpdateApplication),
+//!   "interleave_policy" (PutKeyPolicy: a person's write just before the next call, once),
+//!   "application" | "key_id" (scope)}`; `DELETE /_emulator/faults`.
+//! - `GET /_emulator/config`; `PUT /_emulator/config` with any of `{"policy_propagation_ms",
+//!   "caller_arn", "strict_principals", "quotas": bool, "msf_quota", "update_delay_ms"}`.
+//! - `GET /_emulator/principals`; `PUT /_emulator/principals {"arns": [...]}` adds to the
+//!   registry `strict_principals` checks.
+//! - `PUT /_emulator/applications/{region}/{name}/snapshots {"enabled": bool}`.
 //! - `GET /_emulator/state`: every application, key (with policy) and alias.
 //! - `GET /_emulator/health`.
 //!
