@@ -135,7 +135,7 @@ impl MsfApi for SdkMsf {
             .filter_map(summary)
             .collect();
         // Most recent first, whatever order the service used (stable for equal times).
-        ops.sort_by(|a, b| b.start_time.cmp(&a.start_time));
+        ops.sort_by_key(|o| std::cmp::Reverse(o.start_time));
         Ok(ops)
     }
 

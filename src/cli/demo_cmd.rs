@@ -199,7 +199,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         again
             .iter()
             .find(|d| loaded.manifests[d.index].name == ROLLED_BACK)
-            .map_or("-".to_string(), |d| ready_reason(d))
+            .map_or("-".to_string(), ready_reason)
     )?;
     let code = exit_code(&loaded.manifests, &done, rolled_back_ok && updates == 1);
 
