@@ -103,6 +103,11 @@ impl Fault {
         }
     }
 
+    /// Does it add latency or inject an outcome?
+    fn injects(&self) -> bool {
+        !self.latency.is_zero() || self.deny || self.throttle_rate > 0.0 || self.error_rate > 0.0
+    }
+
     /// True when the fault changes nothing (its scope aside): setting it removes the entry.
     fn is_noop(&self) -> bool {
         Fault {
@@ -180,22 +185,25 @@ impl Faults {
     }
 
     /// The latency to add and the outcome to inject for one call of `op` naming `target`
-    /// (an application name or key reference), if any.
+    /// (an application name or key reference), if any. Entries apply from the most specific
+    /// (scoped, then the operation's, then `*`): latency and outcome come from the first entry
+    /// that sets any of them, so a rollback or interleave entry does not hide a `*` throttle.
     pub fn decide(&mut self, op: &str, target: Option<&str>) -> Decision {
         let scoped = target.map(|t| format!("{op}/{}", bare_target(t)));
-        let entry = scoped
-            .and_then(|k| self.table.get(&k))
-            .or_else(|| self.table.get(op))
-            .or_else(|| self.table.get("*"));
-        let Some(f) = entry else {
+        let chain: Vec<&Fault> = [scoped.as_deref(), Some(op), Some("*")]
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.table.get(k))
+            .collect();
+        let rollback = chain.iter().any(|f| f.rollback);
+        let Some(f) = chain.into_iter().find(|f| f.injects()) else {
             return Decision {
                 latency: Duration::ZERO,
                 injected: Injected::None,
-                rollback: false,
+                rollback,
             };
         };
         let (latency, deny, throttle, error) = (f.latency, f.deny, f.throttle_rate, f.error_rate);
-        let rollback = f.rollback;
         let injected = if deny {
             Injected::Deny
         } else {
@@ -288,6 +296,12 @@ mod tests {
         assert!(f.decide("UpdateApplication", Some("b")).rollback);
         f.set("UpdateApplication", Fault::default().for_application("a"));
         assert!(!f.decide("UpdateApplication", Some("a")).rollback);
+        // A rollback entry does not hide a `*` throttle.
+        f.set("*", Fault::throttle(1.0));
+        let d = f.decide("UpdateApplication", Some("b"));
+        assert!(d.rollback);
+        assert_eq!(d.injected, Injected::Throttle);
+        f.set("*", Fault::default());
         assert_eq!(f.table().len(), 1);
 
         let p = serde_json::json!({"Statement": []});

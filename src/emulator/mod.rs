@@ -20,7 +20,8 @@
 //! - `GET /_emulator/faults`; `PUT /_emulator/faults/{OP or *}` with `{"latency_ms",
 //!   "throttle_rate", "error_rate", "deny", "rollback" (UpdateApplication),
 //!   "interleave_policy" (PutKeyPolicy: a person's write just before the next call, once),
-//!   "application" | "key_id" (scope)}`; `DELETE /_emulator/faults`.
+//!   "application" | "key_id" (scope)}`; a scoped entry's effects come before the
+//!   operation's, which come before `*`'s; `DELETE /_emulator/faults`.
 //! - `GET /_emulator/config`; `PUT /_emulator/config` with any of `{"policy_propagation_ms",
 //!   "caller_arn", "strict_principals", "quotas": bool, "msf_quota", "update_delay_ms"}`.
 //! - `GET /_emulator/principals`; `PUT /_emulator/principals {"arns": [...]}` adds to the
