@@ -6,6 +6,7 @@
 //! - [`controller`]: `msf-cmk-controller run` as the controller's ServiceAccount, configured
 //!   like the Deployment in `deploy/`.
 //! - [`process`]: a child process (the controller binary) killed when dropped.
+//! - [`proxy`]: a TCP proxy the test controls between a replica and the API server (partitions).
 //! - [`scenario`]: one controller scenario: its own emulator, namespaces and replicas, and
 //!   diagnostics printed when it fails.
 //! - [`wait`]: bounded polling.
@@ -14,5 +15,6 @@
 pub mod cluster;
 pub mod controller;
 pub mod process;
+pub mod proxy;
 pub mod scenario;
 pub mod wait;
