@@ -158,3 +158,42 @@ pub fn granted(doc: &PolicyDocument) -> GrantState {
             .map(|s| s.raw()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(statements: &str) -> PolicyDocument {
+        PolicyDocument::parse(&format!(
+            r#"{{"Version":"2012-10-17","Statement":[{statements}]}}"#
+        ))
+        .unwrap()
+    }
+
+    const ROOT: &str = r#"{"Sid":"Root","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"kms:*","Resource":"*"}"#;
+    const ADMIN: &str = r#"{"Sid":"Admin","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:role/KeyAdmin"},"Action":"kms:PutKeyPolicy","Resource":"*"}"#;
+
+    /// KMS Developer Guide, "Default key policy": the root statement is what lets the account's
+    /// roles (the writing identity among them) call PutKeyPolicy through their IAM policies.
+    #[test]
+    fn the_guard_notices_the_last_way_to_put_key_policy() {
+        let both = doc(&format!("{ROOT},{ADMIN}"));
+        // Removing the root statement takes the delegation away from every other role.
+        assert!(matches!(
+            check_no_lockout(&both, &doc(ADMIN)),
+            Err(MergeError::WouldLockOut { principal }) if principal == "123456789012"
+        ));
+        // Removing the administrator's own statement leaves it the account's delegation: its
+        // IAM policy can still let it in, as KMS's own lockout check accepts.
+        assert!(check_no_lockout(&both, &doc(ROOT)).is_ok());
+        // Without the root statement, the administrator's statement is its last way in.
+        assert!(matches!(
+            check_no_lockout(&doc(ADMIN), &doc(r#"{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}"#)),
+            Err(MergeError::WouldLockOut { principal }) if principal.ends_with("role/KeyAdmin")
+        ));
+        assert!(check_no_lockout(&both, &both).is_ok());
+        // A Deny added for the writing identity counts too.
+        let deny = r#"{"Sid":"NoPut","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::123456789012:role/KeyAdmin"},"Action":"kms:Put*","Resource":"*"}"#;
+        assert!(check_no_lockout(&both, &doc(&format!("{ROOT},{ADMIN},{deny}"))).is_err());
+    }
+}
