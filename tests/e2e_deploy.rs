@@ -15,6 +15,9 @@ use support::cluster::{TestCluster, repo_path};
 const CHART: &str = "deploy/helm/msf-cmk-controller";
 const RELEASE: &str = "msf-cmk-controller";
 const NAMESPACE: &str = "msf-cmk-system";
+/// The role the tests install with; the kustomize base's placeholder stands for it.
+const ROLE_ARN: &str = "arn:aws:iam::111122223333:role/msf-cmk-controller";
+const BASE_PLACEHOLDER: &str = "REPLACE_WITH_CONTROLLER_ROLE_ARN";
 
 fn tool(var: &str) -> String {
     std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| {
@@ -36,17 +39,46 @@ fn run(bin: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// `helm template` with the role set (the chart requires one) and `extra` values.
 fn helm_template(extra: &[&str]) -> String {
-    let mut args = vec!["template", RELEASE, CHART, "--namespace", NAMESPACE];
+    let role = format!("aws.roleArn={ROLE_ARN}");
+    let mut args = vec![
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--set",
+        &role,
+    ];
     args.extend_from_slice(extra);
     run(&tool("HELM_BIN"), &args)
 }
 
+/// `helm template` that is expected to fail: its error output.
+fn helm_template_fails(extra: &[&str]) -> String {
+    let mut args = vec!["template", RELEASE, CHART, "--namespace", NAMESPACE];
+    args.extend_from_slice(extra);
+    let out = Command::new(tool("HELM_BIN"))
+        .args(&args)
+        .current_dir(repo_path("."))
+        .output()
+        .expect("run helm");
+    assert!(
+        !out.status.success(),
+        "helm template {extra:?} rendered:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The kustomize base, its role placeholder replaced as an overlay would.
 fn kustomize_base() -> String {
     run(
         &tool("KUBECTL_BIN"),
         &["kustomize", "deploy/kustomize/base"],
     )
+    .replace(BASE_PLACEHOLDER, ROLE_ARN)
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -89,12 +121,26 @@ fn chart_crd_is_the_generated_crd() {
         std::fs::read_to_string(repo_path("crds/applicationencryptions.msfcmk.dev.yaml"))
             .expect("crds/");
     let copy = std::fs::read_to_string(repo_path(&format!(
-        "{CHART}/crds/applicationencryptions.msfcmk.dev.yaml"
+        "{CHART}/files/applicationencryptions.msfcmk.dev.yaml"
     )))
-    .expect("chart crds/");
+    .expect("chart files/");
     assert!(
         generated == copy,
-        "the chart's CRD drifted: cp crds/applicationencryptions.msfcmk.dev.yaml {CHART}/crds/"
+        "the chart's CRD drifted: cp crds/applicationencryptions.msfcmk.dev.yaml {CHART}/files/"
+    );
+    // Rendered as a template (so upgrades upgrade it), the same object plus labels and the
+    // keep annotation.
+    let docs = documents(&helm_template(&[]));
+    let crd = find(
+        &docs,
+        "CustomResourceDefinition",
+        "applicationencryptions.msfcmk.dev",
+    );
+    let generated: Value = serde_yaml::from_str(&generated).expect("CRD YAML");
+    assert_eq!(crd["spec"], generated["spec"]);
+    assert_eq!(
+        str_at(crd, &["metadata", "annotations", "helm.sh/resource-policy"]),
+        "keep"
     );
 }
 
@@ -105,7 +151,23 @@ fn chart_renders_the_same_objects_as_the_kustomize_base() {
     // Helm installs into an existing namespace (--create-namespace); the base creates it.
     let mut base_ids = identities(&base);
     base_ids.remove(&("Namespace".into(), String::new(), NAMESPACE.into()));
-    assert_eq!(identities(&chart), base_ids);
+    // The chart also carries the CRD (the base leaves it to `kubectl apply -f crds/`) and the
+    // ClusterRoles aggregated into admin/edit/view.
+    let mut chart_ids = identities(&chart);
+    for extra in [
+        (
+            "CustomResourceDefinition",
+            "applicationencryptions.msfcmk.dev",
+        ),
+        ("ClusterRole", "msf-cmk-controller-edit"),
+        ("ClusterRole", "msf-cmk-controller-view"),
+    ] {
+        assert!(
+            chart_ids.remove(&(extra.0.into(), String::new(), extra.1.into())),
+            "{extra:?}"
+        );
+    }
+    assert_eq!(chart_ids, base_ids);
 
     // The parts that matter for security and behaviour are identical, not just the names.
     for (kind, name) in [
@@ -157,9 +219,9 @@ fn chart_options_render() {
         "--set",
         "controller.leaderElection.enabled=false",
         "--set",
-        "replicas=2",
+        "replicaCount=2",
         "--set",
-        "serviceAccount.annotations=null",
+        "aws.identity=podIdentity",
     ]);
     let docs = documents(&out);
     let ids = identities(&docs);
@@ -168,9 +230,34 @@ fn chart_options_render() {
         "{ids:?}"
     );
     assert!(
-        !ids.iter().any(|(kind, _, _)| kind == "Role"),
+        !ids.iter()
+            .any(|(kind, _, name)| kind == "Role" && name.ends_with("-leader-election")),
         "no lease Role without leader election"
     );
+    // RBAC only where the controller watches: a Role + RoleBinding per namespace with the
+    // ClusterRole's rules, and no ClusterRole for the controller.
+    let base = documents(&kustomize_base());
+    for ns in ["team-a", "team-b"] {
+        for kind in ["Role", "RoleBinding"] {
+            assert!(
+                ids.contains(&(kind.into(), ns.into(), RELEASE.into())),
+                "{kind} in {ns}: {ids:?}"
+            );
+        }
+        let role = docs
+            .iter()
+            .find(|d| str_at(d, &["kind"]) == "Role" && str_at(d, &["metadata", "namespace"]) == ns)
+            .expect("Role");
+        assert_eq!(role["rules"], find(&base, "ClusterRole", RELEASE)["rules"]);
+    }
+    assert!(!ids.contains(&("ClusterRole".into(), String::new(), RELEASE.into())));
+    assert!(!ids.contains(&("ClusterRoleBinding".into(), String::new(), RELEASE.into())));
+    // Two replicas: a PodDisruptionBudget over the controller's pods.
+    let pdb = find(&docs, "PodDisruptionBudget", RELEASE);
+    assert_eq!(pdb["spec"]["maxUnavailable"], Value::from(1));
+    // Pod Identity: no IRSA annotation to fight the association.
+    let sa = find(&docs, "ServiceAccount", RELEASE);
+    assert!(sa["metadata"]["annotations"].is_null(), "{sa:?}");
     let deployment = find(&docs, "Deployment", RELEASE);
     assert_eq!(deployment["spec"]["replicas"], Value::from(2));
     let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
@@ -274,4 +361,342 @@ fn find_run_as_user() -> String {
     );
     let v = &base[0]["spec"]["template"]["spec"]["securityContext"]["runAsUser"];
     v.as_u64().expect("runAsUser").to_string()
+}
+
+#[test]
+fn chart_refuses_to_render_without_the_role() {
+    for extra in [&[][..], &["--set", "aws.identity=podIdentity"][..]] {
+        let err = helm_template_fails(extra);
+        assert!(err.contains("aws.roleArn is required"), "{extra:?}: {err}");
+    }
+    // With credentials from elsewhere, an operator role alone is enough; without one, the
+    // message still names what to set.
+    let err = helm_template_fails(&["--set", "aws.identity=none"]);
+    assert!(
+        err.contains("aws.roleArn (or controller.operatorRoleArn) is required"),
+        "{err}"
+    );
+    let out = run(
+        &tool("HELM_BIN"),
+        &[
+            "template",
+            RELEASE,
+            CHART,
+            "--set",
+            "aws.identity=none",
+            "--set",
+            &format!("controller.operatorRoleArn={ROLE_ARN}"),
+        ],
+    );
+    let docs = documents(&out);
+    assert!(find(&docs, "ServiceAccount", RELEASE)["metadata"]["annotations"].is_null());
+    // Not an ARN of a role: the schema refuses it before anything renders.
+    let err = helm_template_fails(&["--set", "aws.roleArn=arn:aws:iam::1111:role/x"]);
+    assert!(err.contains("roleArn"), "{err}");
+    // A value the chart does not know (the old `replicas`) is an error, not ignored.
+    let err = helm_template_fails(&[
+        "--set",
+        &format!("aws.roleArn={ROLE_ARN}"),
+        "--set",
+        "replicas=2",
+    ]);
+    assert!(err.contains("replicas"), "{err}");
+}
+
+#[test]
+fn irsa_and_pod_identity_do_not_fight() {
+    let operator = |docs: &[Value]| {
+        let env =
+            &find(docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]["env"];
+        env.as_sequence()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"].as_str() == Some("MSF_CMK_OPERATOR_ROLE_ARN"))
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let irsa = documents(&helm_template(&[
+        "--set",
+        "serviceAccount.annotations.team=a",
+    ]));
+    let sa = find(&irsa, "ServiceAccount", RELEASE);
+    assert_eq!(
+        str_at(
+            sa,
+            &["metadata", "annotations", "eks.amazonaws.com/role-arn"]
+        ),
+        ROLE_ARN
+    );
+    assert_eq!(str_at(sa, &["metadata", "annotations", "team"]), "a");
+    assert_eq!(operator(&irsa), ROLE_ARN);
+
+    let pod_identity = documents(&helm_template(&["--set", "aws.identity=podIdentity"]));
+    let sa = find(&pod_identity, "ServiceAccount", RELEASE);
+    assert!(sa["metadata"]["annotations"].is_null(), "{sa:?}");
+    assert_eq!(operator(&pod_identity), ROLE_ARN);
+
+    // The annotation set by hand next to Pod Identity would override the association.
+    let err = helm_template_fails(&[
+        "--set",
+        &format!("aws.roleArn={ROLE_ARN}"),
+        "--set",
+        "aws.identity=podIdentity",
+        "--set",
+        "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/other",
+    ]);
+    assert!(
+        err.contains("must not set eks.amazonaws.com/role-arn"),
+        "{err}"
+    );
+
+    // A separate operator role is named in key policies; the pod still runs as aws.roleArn.
+    let other = "arn:aws:iam::111122223333:role/msf-operator";
+    let split = documents(&helm_template(&[
+        "--set",
+        &format!("controller.operatorRoleArn={other}"),
+    ]));
+    assert_eq!(operator(&split), other);
+}
+
+#[test]
+fn crds_install_and_keep_toggle() {
+    let crd = (
+        "CustomResourceDefinition",
+        "applicationencryptions.msfcmk.dev",
+    );
+    let has_crd =
+        |docs: &[Value]| identities(docs).contains(&(crd.0.into(), String::new(), crd.1.into()));
+    assert!(has_crd(&documents(&helm_template(&[]))));
+    let without = documents(&helm_template(&["--set", "crds.install=false"]));
+    assert!(!has_crd(&without));
+    let not_kept = documents(&helm_template(&["--set", "crds.keep=false"]));
+    let obj = find(&not_kept, crd.0, crd.1);
+    assert!(
+        str_at(obj, &["metadata", "annotations", "helm.sh/resource-policy"]).is_empty(),
+        "{:?}",
+        obj["metadata"]
+    );
+}
+
+#[test]
+fn namespace_users_get_applicationencryptions_through_aggregation() {
+    let docs = documents(&helm_template(&[]));
+    let label = |role: &Value, which: &str| {
+        str_at(
+            role,
+            &[
+                "metadata",
+                "labels",
+                &format!("rbac.authorization.k8s.io/aggregate-to-{which}"),
+            ],
+        )
+        .to_string()
+    };
+    let edit = find(&docs, "ClusterRole", "msf-cmk-controller-edit");
+    assert_eq!(label(edit, "edit"), "true");
+    assert_eq!(label(edit, "admin"), "true");
+    let verbs: Vec<_> = edit["rules"][0]["verbs"]
+        .as_sequence()
+        .expect("verbs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for verb in [
+        "create", "update", "patch", "delete", "get", "list", "watch",
+    ] {
+        assert!(verbs.contains(&verb), "edit lacks {verb}: {verbs:?}");
+    }
+    // Status belongs to the controller: users read it, never write it.
+    let status_rule = edit["rules"]
+        .as_sequence()
+        .expect("rules")
+        .iter()
+        .find(|r| r["resources"][0].as_str() == Some("applicationencryptions/status"))
+        .expect("a status rule");
+    assert_eq!(
+        status_rule["verbs"],
+        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
+    );
+    let view = find(&docs, "ClusterRole", "msf-cmk-controller-view");
+    assert_eq!(label(view, "view"), "true");
+    assert_eq!(
+        view["rules"][0]["verbs"],
+        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
+    );
+    let off = documents(&helm_template(&[
+        "--set",
+        "rbac.aggregateToDefaultRoles=false",
+    ]));
+    assert!(
+        !identities(&off)
+            .iter()
+            .any(|(_, _, name)| name.ends_with("-edit") || name.ends_with("-view"))
+    );
+}
+
+#[test]
+fn chart_pod_settings_are_overridable() {
+    let out = helm_template(&[
+        "--set",
+        "fullnameOverride=cmk",
+        "--set",
+        "serviceAccount.name=cmk-sa",
+        "--set",
+        "podLabels.team=platform",
+        "--set",
+        "podAnnotations.note=x",
+        "--set",
+        "priorityClassName=system-cluster-critical",
+        "--set",
+        "nodeSelector.kubernetes\\.io/os=linux",
+        "--set",
+        "tolerations[0].key=dedicated,tolerations[0].operator=Exists",
+        "--set",
+        "topologySpreadConstraints[0].maxSkew=1,topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone,topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+        "--set",
+        "podSecurityContext.runAsUser=10001",
+        "--set",
+        "securityContext.readOnlyRootFilesystem=true",
+    ]);
+    let docs = documents(&out);
+    let deployment = find(&docs, "Deployment", "cmk");
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(str_at(pod, &["metadata", "labels", "team"]), "platform");
+    assert_eq!(str_at(pod, &["metadata", "annotations", "note"]), "x");
+    let spec = &pod["spec"];
+    assert_eq!(str_at(spec, &["serviceAccountName"]), "cmk-sa");
+    assert_eq!(
+        str_at(spec, &["priorityClassName"]),
+        "system-cluster-critical"
+    );
+    assert_eq!(str_at(spec, &["nodeSelector", "kubernetes.io/os"]), "linux");
+    assert_eq!(str_at(&spec["tolerations"][0], &["key"]), "dedicated");
+    assert_eq!(
+        spec["topologySpreadConstraints"][0]["maxSkew"],
+        Value::from(1)
+    );
+    // A value replaces one key; the other defaults stay.
+    assert_eq!(spec["securityContext"]["runAsUser"], Value::from(10001));
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], Value::from(true));
+    find(&docs, "ServiceAccount", "cmk-sa");
+    find(&docs, "ConfigMap", "cmk-tenancy");
+    let binding = find(&docs, "ClusterRoleBinding", "cmk");
+    assert_eq!(str_at(&binding["subjects"][0], &["name"]), "cmk-sa");
+    // The selector stays the chart's name, so an upgrade never changes it.
+    assert_eq!(
+        str_at(
+            &deployment["spec"]["selector"]["matchLabels"],
+            &["app.kubernetes.io/name"]
+        ),
+        "msf-cmk-controller"
+    );
+    let renamed = documents(&helm_template(&["--set", "nameOverride=kms-guard"]));
+    let deployment = find(&renamed, "Deployment", "msf-cmk-controller-kms-guard");
+    assert_eq!(
+        str_at(deployment, &["metadata", "labels", "app.kubernetes.io/name"]),
+        "kms-guard"
+    );
+}
+
+/// The values table of the chart's README is generated from the comments in values.yaml:
+/// each commented key is a row (its path, type, default and comment). Regenerate with
+/// `MSF_CMK_REGENERATE=1 cargo test --test e2e_deploy chart_readme`.
+#[test]
+fn chart_readme_values_table_is_generated() {
+    let values_path = repo_path(&format!("{CHART}/values.yaml"));
+    let readme_path = repo_path(&format!("{CHART}/README.md"));
+    let values = std::fs::read_to_string(&values_path).expect("values.yaml");
+    let readme = std::fs::read_to_string(&readme_path).expect("chart README.md");
+    let (begin, end) = ("<!-- values:begin -->\n", "<!-- values:end -->");
+    let start = readme.find(begin).expect("values:begin marker") + begin.len();
+    let stop = readme.find(end).expect("values:end marker");
+    let table = values_table(&values);
+    if std::env::var_os("MSF_CMK_REGENERATE").is_some() {
+        let updated = format!("{}{table}{}", &readme[..start], &readme[stop..]);
+        std::fs::write(&readme_path, updated).expect("write README.md");
+        return;
+    }
+    assert!(
+        readme[start..stop] == table,
+        "{CHART}/README.md is not the table values.yaml generates: run \
+         MSF_CMK_REGENERATE=1 cargo test --test e2e_deploy chart_readme"
+    );
+    // Every top-level value is documented.
+    let parsed: Value = serde_yaml::from_str(&values).expect("values YAML");
+    for key in parsed.as_mapping().expect("mapping").keys() {
+        let key = key.as_str().expect("string key");
+        assert!(
+            table.contains(&format!("| `{key}")),
+            "values.yaml: `{key}` has no comment (and so no README row)"
+        );
+    }
+}
+
+/// The Markdown table for values.yaml: one row per key that has a comment right above it.
+fn values_table(values: &str) -> String {
+    let parsed: Value = serde_yaml::from_str(values).expect("values YAML");
+    let mut rows = vec![
+        "| key | type | default | description |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
+    let mut path: Vec<(usize, String)> = vec![];
+    let mut comment: Vec<String> = vec![];
+    let mut comment_indent = None;
+    for line in values.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let text = line.trim();
+        if text.is_empty() {
+            comment.clear();
+            continue;
+        }
+        if let Some(c) = text.strip_prefix('#') {
+            if comment_indent != Some(indent) {
+                comment.clear();
+            }
+            comment_indent = Some(indent);
+            comment.push(c.trim().to_string());
+            continue;
+        }
+        if text.starts_with('-') {
+            comment.clear();
+            continue;
+        }
+        let Some((key, _)) = text.split_once(':') else {
+            continue;
+        };
+        let key = key.trim_matches('"').to_string();
+        path.retain(|(i, _)| *i < indent);
+        path.push((indent, key));
+        if comment.is_empty() || comment_indent != Some(indent) {
+            comment.clear();
+            continue;
+        }
+        let keys: Vec<&str> = path.iter().map(|(_, k)| k.as_str()).collect();
+        let mut v = &parsed;
+        for k in &keys {
+            v = &v[*k];
+        }
+        let (kind, default) = match v {
+            Value::Bool(b) => ("bool", b.to_string()),
+            Value::Number(n) => ("int", n.to_string()),
+            Value::String(s) => ("string", format!("{s:?}")),
+            Value::Sequence(_) => ("list", serde_json::to_string(v).expect("json")),
+            Value::Mapping(_) => ("object", serde_json::to_string(v).expect("json")),
+            _ => ("", String::new()),
+        };
+        // Long object defaults (resources, tenancy...) are shown in values.yaml itself.
+        let default = if default.len() > 60 {
+            "see values.yaml".to_string()
+        } else {
+            format!("`{}`", default.replace('|', "\\|"))
+        };
+        rows.push(format!(
+            "| `{}` | {kind} | {default} | {} |",
+            keys.join("."),
+            comment.join(" ").replace('|', "\\|")
+        ));
+        comment.clear();
+    }
+    rows.join("\n") + "\n"
 }
