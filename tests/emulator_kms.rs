@@ -262,6 +262,15 @@ async fn characters_and_statements_without_action_as_kms_takes_them() {
         .await
         .expect("stored, without effect");
     assert_eq!(get(&c, &key).await, doc.to_string());
+
+    // KMS's rule since 2025-08-18, behind a switch: such statements are refused.
+    emu.set_reject_incomplete_statements(true);
+    let e = put(&c, &key, &doc.to_string()).await.unwrap_err();
+    assert!(e.starts_with("MalformedPolicyDocumentException"), "{e}");
+    assert!(e.contains("no Action"), "{e}");
+    put(&c, &key, &policy_with("Complete"))
+        .await
+        .expect("complete");
     emu.shutdown().await;
 }
 

@@ -39,6 +39,10 @@ pub struct EmulatorArgs {
     /// PutKeyPolicy refuses principals that do not exist (see PUT /_emulator/principals).
     #[arg(long)]
     pub strict_principals: bool,
+    /// PutKeyPolicy refuses statements without Action or Resource (KMS's rule since
+    /// 2025-08-18); default: stored without effect, as the KMS API reference describes.
+    #[arg(long)]
+    pub reject_incomplete_statements: bool,
     /// MSF control-plane requests per second per operation (account and region).
     #[arg(long, default_value_t = DEFAULT_MSF_PER_SECOND)]
     pub msf_quota: u32,
@@ -72,6 +76,7 @@ pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
         policy_propagation: Duration::from_millis(a.policy_propagation_ms),
         caller_arn: a.caller_arn,
         strict_principals: a.strict_principals,
+        reject_incomplete_statements: a.reject_incomplete_statements,
         quotas,
         ..EmulatorConfig::default()
     })

@@ -386,6 +386,11 @@ impl EmulatorHandle {
         self.inner.lock_settings().strict_principals = strict;
     }
 
+    /// KMS's rule since 2025-08-18: refuse statements without Action or Resource.
+    pub fn set_reject_incomplete_statements(&self, reject: bool) {
+        self.inner.lock_settings().reject_incomplete_statements = reject;
+    }
+
     /// Request quotas from now on (`None` = off).
     pub fn set_quotas(&self, quotas: Option<super::Quotas>) {
         self.inner.lock_settings().quotas = quotas;

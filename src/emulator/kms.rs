@@ -22,6 +22,8 @@ pub struct Ctx {
     pub propagation: Duration,
     /// The principals that exist, when PutKeyPolicy must check them (`strict_principals`).
     pub known_principals: Option<BTreeSet<String>>,
+    /// Refuse statements without Action or Resource (KMS since 2025-08-18).
+    pub reject_incomplete: bool,
     /// A person's policy write to apply just before this PutKeyPolicy (issue 13's hook).
     pub interleave: Option<String>,
     pub now: Instant,
@@ -337,6 +339,9 @@ fn put_key_policy(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
         key.write_policy(theirs.clone(), ctx.propagation);
     }
     let statements = policy_check::parse(policy).map_err(policy_error)?;
+    if ctx.reject_incomplete {
+        policy_check::check_complete(&statements).map_err(policy_error)?;
+    }
     if let Some(known) = &ctx.known_principals {
         check_principals(&statements, known)?;
     }

@@ -23,7 +23,8 @@
 //!   "application" | "key_id" (scope)}`; a scoped entry's effects come before the
 //!   operation's, which come before `*`'s; `DELETE /_emulator/faults`.
 //! - `GET /_emulator/config`; `PUT /_emulator/config` with any of `{"policy_propagation_ms",
-//!   "caller_arn", "strict_principals", "quotas": bool, "msf_quota", "update_delay_ms"}`.
+//!   "caller_arn", "strict_principals", "reject_incomplete_statements", "quotas": bool,
+//!   "msf_quota", "update_delay_ms"}`.
 //! - `GET /_emulator/principals`; `PUT /_emulator/principals {"arns": [...]}` adds to the
 //!   registry `strict_principals` checks.
 //! - `PUT /_emulator/applications/{region}/{name}/snapshots {"enabled": bool}`.
@@ -104,6 +105,11 @@ pub struct EmulatorConfig {
     pub caller_arn: Option<String>,
     /// PutKeyPolicy refuses AWS principals missing from the principal registry.
     pub strict_principals: bool,
+    /// KMS's rule since 2025-08-18 (AWS Health notice): CreateKey / PutKeyPolicy refuse a
+    /// statement without Action/NotAction or Resource/NotResource, or with a Resource other
+    /// than `*`. Off by default: the KMS API reference still says such statements are stored
+    /// without effect, which is what the emulator does then.
+    pub reject_incomplete_statements: bool,
     /// Request quotas (token buckets per account, region and operation); `None` = no quotas.
     /// Off in `EmulatorConfig::default()` (unit tests burst freely); on in the `emulator`
     /// command and the benchmarks.
@@ -121,6 +127,7 @@ impl Default for EmulatorConfig {
             policy_propagation: Duration::ZERO,
             caller_arn: None,
             strict_principals: false,
+            reject_incomplete_statements: false,
             quotas: None,
         }
     }
@@ -151,6 +158,7 @@ impl Emulator {
                 caller_arn: caller,
                 policy_propagation: config.policy_propagation,
                 strict_principals: config.strict_principals,
+                reject_incomplete_statements: config.reject_incomplete_statements,
                 quotas: config.quotas,
                 update_delay: config.update_delay,
             }),

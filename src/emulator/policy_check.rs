@@ -50,6 +50,34 @@ pub fn parse(policy: &str) -> Result<Vec<Value>, PolicyProblem> {
     Ok(statements)
 }
 
+/// KMS's rule since 2025-08-18 (AWS Health notice to key owners): every statement needs
+/// Action or NotAction, and Resource or NotResource, and the only Resource accepted is `*`.
+pub fn check_complete(statements: &[Value]) -> Result<(), PolicyProblem> {
+    for (i, s) in statements.iter().enumerate() {
+        let label = s.get("Sid").and_then(Value::as_str).map_or_else(
+            || format!("statement {i}"),
+            |sid| format!("statement {sid:?}"),
+        );
+        if s.get("Action").is_none() && s.get("NotAction").is_none() {
+            return Err(PolicyProblem::Malformed(format!(
+                "{label} has no Action or NotAction element"
+            )));
+        }
+        let resource = s.get("Resource").or_else(|| s.get("NotResource"));
+        let only_star = match resource {
+            Some(Value::String(r)) => r == "*",
+            Some(Value::Array(rs)) => !rs.is_empty() && rs.iter().all(|r| r == "*"),
+            _ => false,
+        };
+        if !only_star {
+            return Err(PolicyProblem::Malformed(format!(
+                "{label} needs a Resource element of \"*\""
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The policy KMS gives a key created without one: the account may do everything.
 pub fn default_policy(account: &str) -> String {
     serde_json::json!({
@@ -76,6 +104,10 @@ mod tests {
         assert_eq!(parse(&def).unwrap().len(), 1);
         let no_action = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Resource":"*"}]}"#;
         assert!(parse(no_action).is_ok());
+        assert!(check_complete(&parse(no_action).unwrap()).is_err());
+        assert!(check_complete(&parse(&def).unwrap()).is_ok());
+        let narrow = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"arn:aws:kms:r:1:key/k"}]}"#;
+        assert!(check_complete(&parse(narrow).unwrap()).is_err());
         assert!(matches!(parse("{"), Err(PolicyProblem::Malformed(_))));
         assert!(matches!(parse("{}"), Err(PolicyProblem::Malformed(_))));
         let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_POLICY_BYTES));

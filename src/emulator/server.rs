@@ -216,6 +216,7 @@ fn handle_kms(
         caller: caller.clone(),
         propagation: settings.policy_propagation,
         known_principals: None,
+        reject_incomplete: settings.reject_incomplete_statements,
         interleave: None,
         now: Instant::now(),
     };

@@ -15,6 +15,7 @@ pub struct Settings {
     pub caller_arn: String,
     pub policy_propagation: Duration,
     pub strict_principals: bool,
+    pub reject_incomplete_statements: bool,
     pub quotas: Option<Quotas>,
     pub update_delay: Duration,
 }
@@ -31,6 +32,7 @@ pub struct SettingsPatch {
     pub policy_propagation_ms: Option<u64>,
     pub caller_arn: Option<String>,
     pub strict_principals: Option<bool>,
+    pub reject_incomplete_statements: Option<bool>,
     /// `true` = the documented quotas (MSF at its current or default rate), `false` = none.
     pub quotas: Option<bool>,
     /// MSF requests per second per operation; implies quotas on.
@@ -51,6 +53,7 @@ impl Settings {
             policy_propagation_ms,
             caller_arn,
             strict_principals,
+            reject_incomplete_statements,
             quotas,
             msf_quota,
             update_delay_ms,
@@ -63,6 +66,9 @@ impl Settings {
         }
         if let Some(strict) = strict_principals {
             self.strict_principals = strict;
+        }
+        if let Some(reject) = reject_incomplete_statements {
+            self.reject_incomplete_statements = reject;
         }
         match quotas {
             Some(false) => self.quotas = None,
@@ -86,6 +92,7 @@ impl Settings {
             "caller_arn": self.caller_arn,
             "policy_propagation_ms": self.policy_propagation.as_millis() as u64,
             "strict_principals": self.strict_principals,
+            "reject_incomplete_statements": self.reject_incomplete_statements,
             "quotas": self.quotas.is_some(),
             "msf_quota": self.quotas.map(|q| q.msf_per_second),
             "update_delay_ms": self.update_delay.as_millis() as u64,
@@ -102,6 +109,7 @@ mod tests {
             caller_arn: default_caller("123456789012"),
             policy_propagation: Duration::ZERO,
             strict_principals: false,
+            reject_incomplete_statements: false,
             quotas: None,
             update_delay: Duration::ZERO,
         }
