@@ -577,3 +577,36 @@ async fn a_running_application_without_snapshots_is_not_restarted() {
     assert_eq!(ready(&o).0, "True", "{:#?}", o.status);
     assert_eq!(e.updates(), 1);
 }
+
+#[tokio::test]
+async fn an_update_whose_operation_cannot_be_read_ends_by_the_version() {
+    let e = env().await;
+    e.app("orders", ApplicationStatus::Running);
+    let key = e.emu.create_key(REGION, None).unwrap();
+    let spec = cmk("orders", &key);
+    let done = e.settle_down(&spec, 1, None, None).await;
+    assert_eq!(ready(&done).0, "True");
+    // A status that still says in progress, for an operation MSF does not know (forgotten).
+    let mut stale = done.status.clone();
+    let last = stale.last_update.as_mut().unwrap();
+    last.outcome = UpdateOutcome::InProgress;
+    last.operation_id = Some("no-such-operation".into());
+    let o = e
+        .pass(Pass {
+            spec: &spec,
+            generation: 1,
+            previous: Some(&stale),
+            retry: None,
+        })
+        .await;
+    assert_eq!(
+        ready(&o),
+        ("True".into(), "Converged".into()),
+        "{:#?}",
+        o.status
+    );
+    assert_eq!(
+        o.status.last_update.unwrap().outcome,
+        UpdateOutcome::Successful
+    );
+}

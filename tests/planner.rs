@@ -925,6 +925,24 @@ mod lifecycle {
         );
         // An ended record is left alone.
         assert_eq!(follow(&ok, None, &running, &marked), ok);
+        // No operation and no rollback: a settled application at our version is done; one
+        // still UPDATING is not.
+        let at_ours = ObservedApplication {
+            version_id: 8,
+            ..running.clone()
+        };
+        assert_eq!(
+            follow(&no_id, None, &at_ours, &lc).outcome,
+            UpdateOutcome::Successful
+        );
+        let updating = ObservedApplication {
+            status: ApplicationStatus::Updating,
+            ..at_ours
+        };
+        assert_eq!(
+            follow(&no_id, None, &updating, &lc).outcome,
+            UpdateOutcome::InProgress
+        );
     }
 
     #[test]

@@ -103,14 +103,21 @@ impl Tracker {
             && r.outcome == UpdateOutcome::InProgress
         {
             let op = match &r.operation_id {
-                Some(id) => core
-                    .msf
-                    .describe_application_operation(region, &app.name, id)
-                    .await
-                    .ok(),
-                None => None,
+                Some(id) => {
+                    core.msf
+                        .describe_application_operation(region, &app.name, id)
+                        .await
+                }
+                None => Err(no_operation_id()),
             };
-            *r = rules::follow(r, op.as_ref(), app, &lifecycle);
+            match op {
+                Ok(op) => *r = rules::follow(r, Some(&op), app, &lifecycle),
+                // Asked again at the next pass.
+                Err(e) if e.category != ErrorCategory::Terminal => {}
+                // The operation cannot be read (no id, forgotten by MSF, not permitted): the
+                // application's version tells, so a record never stays in progress forever.
+                Err(_) => *r = rules::follow(r, None, app, &lifecycle),
+            }
         }
         Self {
             lifecycle,
@@ -217,6 +224,15 @@ impl Tracker {
             latest: self.latest.as_ref(),
             lifecycle: &self.lifecycle,
         }
+    }
+}
+
+fn no_operation_id() -> AwsError {
+    AwsError {
+        category: ErrorCategory::Terminal,
+        operation: "DescribeApplicationOperation",
+        code: "NoOperationId".into(),
+        message: "UpdateApplication returned no OperationId".into(),
     }
 }
 
