@@ -212,7 +212,7 @@ proptest! {
             application_arn: format!("arn:aws:kinesisanalytics:us-east-1:123456789012:application/{name}"),
             operator_role_arn: ROLES[0].to_string(),
         };
-        match merge(&doc, &[g.clone()], &[]) {
+        match merge(&doc, std::slice::from_ref(&g), &[]) {
             Err(MergeError::NotMergeable { sids }) => prop_assert_eq!(sids, vec![format!("MsfCmkOperatorUseKey{i}")]),
             other => prop_assert!(false, "expected NotMergeable, got {:?}", other.map(|d| d.to_compact_json())),
         }

@@ -114,6 +114,15 @@ fn account_principals_delegate_to_iam() {
     assert!(r.missing().all(|a| !a.delegated_to_iam));
 }
 
+/// (name, Version, Condition, request context, allowed?)
+type VarRow = (
+    &'static str,
+    Option<&'static str>,
+    Value,
+    Vec<(&'static str, &'static str)>,
+    bool,
+);
+
 /// Class 6. IAM User Guide, "Policy variables": substituted under 2012-10-17 only; a key absent
 /// from the request makes the condition false; `${*}`, `${?}`, `${$}` are literal characters.
 #[test]
@@ -134,7 +143,7 @@ fn policy_variables() {
     let v12 = Some("2012-10-17");
     let acct = ("aws:PrincipalAccount", "123456789012");
     #[rustfmt::skip]
-    let rows: Vec<(&str, Option<&str>, Value, Vec<(&str, &str)>, bool)> = vec![
+    let rows: Vec<VarRow> = vec![
         ("substituted", v12, json!({"StringEquals": {"aws:PrincipalArn": "arn:aws:iam::${aws:PrincipalAccount}:role/Operator"}}), vec![acct, ("aws:PrincipalArn", OP)], true),
         ("substituted, other value", v12, json!({"StringEquals": {"aws:PrincipalArn": "arn:aws:iam::${aws:PrincipalAccount}:role/Other"}}), vec![acct, ("aws:PrincipalArn", OP)], false),
         ("key names are case-insensitive", v12, json!({"StringEquals": {"k": "${AWS:principalaccount}"}}), vec![acct, ("k", "123456789012")], true),
@@ -173,7 +182,7 @@ fn policy_variables() {
     // The unsafe direction: a Deny with a variable applies to the operator's real request.
     let deny = json!({"Sid": "NoOperatorOfThisAccount", "Effect": "Deny", "Principal": "*", "Action": "kms:CreateGrant",
         "Resource": "*", "Condition": {"ArnEquals": {"aws:PrincipalArn": "arn:aws:iam::${aws:PrincipalAccount}:role/Operator"}}});
-    let r = report(&reference_with(&[deny.clone()]));
+    let r = report(&reference_with(std::slice::from_ref(&deny)));
     let denied: Vec<_> = r
         .missing()
         .map(|a| (a.principal.as_str(), a.decision))
