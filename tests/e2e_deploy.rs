@@ -594,7 +594,10 @@ fn chart_pod_settings_are_overridable() {
     let renamed = documents(&helm_template(&["--set", "nameOverride=kms-guard"]));
     let deployment = find(&renamed, "Deployment", "msf-cmk-controller-kms-guard");
     assert_eq!(
-        str_at(deployment, &["metadata", "labels", "app.kubernetes.io/name"]),
+        str_at(
+            deployment,
+            &["metadata", "labels", "app.kubernetes.io/name"]
+        ),
         "kms-guard"
     );
 }

@@ -50,6 +50,8 @@ pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    // `msfcmk_leader` is what `/readyz` says, read at scrape time: one source of truth.
+    s.metrics.set_leader(s.health.get() == Health::LEADER);
     (
         [(
             header::CONTENT_TYPE,

@@ -214,6 +214,9 @@ async fn apply(
     };
     ctx.core.metrics.reconciled(result, timer.seconds());
     ctx.core.metrics.set_ready(&key, Some(outcome.ready()));
+    ctx.core
+        .metrics
+        .set_resource(&ns, &name, &obj.spec, Some(&outcome.status));
     let after = requeue_after(&ctx.core, &key, outcome.next);
     tracing::info!(result, ready = outcome.ready(), requeue_in = ?after, "reconciled");
     Ok(Action::requeue(after))
@@ -274,6 +277,7 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
             publish(ctx, &obj, &notes).await;
             ctx.core.backoff.reset(&key);
             ctx.core.metrics.set_ready(&key, None);
+            ctx.core.metrics.set_resource(&ns, &name, &obj.spec, None);
             Ok(Action::await_change())
         }
         Err(e) => {

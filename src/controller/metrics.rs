@@ -7,13 +7,24 @@
 //! - `drift_corrections_total{kind}`: kind = key_policy | encryption; a change made in AWS for a
 //!   resource that had already converged for its current generation
 //! - `resources{ready}`: resources by their Ready condition (True | False | Unknown)
+//! - `resource_ready{namespace,name,application,key_type,reason}`: 1 when the resource is Ready,
+//!   else 0; `reason` is Ready's reason (a CamelCase word from the code, so a bounded set),
+//!   `key_type` the desired one. One series per resource: a new reason replaces the old series.
+//! - `aws_call_duration_seconds{service,operation}`: histogram of one AWS call, SDK retries
+//!   included
+//! - `aws_throttles_total{service,operation}`: calls that ended in a throttling error after the
+//!   SDK's own retries (what the SDK retried away is not seen here)
+//! - `leader`: 1 while this replica runs the controllers (also without leader election), else 0;
+//!   set from `/readyz`'s state when scraped
+//! - `build_info{version,git_revision}`: always 1; `git_revision` is `MSF_CMK_GIT_REVISION` at
+//!   build time, `unknown` without it
 //!
-//! AWS calls are counted by wrapping `MsfApi` / `KmsApi` ([`MeteredMsf`], [`MeteredKms`]) so
-//! that no call site can forget to count.
+//! AWS calls are counted and timed by wrapping `MsfApi` / `KmsApi` ([`MeteredMsf`],
+//! [`MeteredKms`]) so that no call site can forget to count.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,6 +34,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::{ApplicationEncryptionSpec, ApplicationEncryptionStatus};
 use crate::aws::{AwsError, KmsApi, MsfApi};
 use crate::domain::{
     ApplicationDescription, ApplicationOperation, EncryptionUpdate, ObservedKey, UpdateAccepted,
@@ -50,6 +62,29 @@ pub struct ReadyLabels {
     pub ready: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsOperationLabels {
+    pub service: String,
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub namespace: String,
+    pub name: String,
+    pub application: String,
+    pub key_type: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub git_revision: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ResultLabels, Counter>,
@@ -57,8 +92,14 @@ pub struct Metrics {
     aws_calls: Family<AwsCallLabels, Counter>,
     drift: Family<KindLabels, Counter>,
     resources: Family<ReadyLabels, Gauge>,
+    resource_ready: Family<ResourceLabels, Gauge>,
+    aws_latency: HistogramFamily<AwsOperationLabels>,
+    throttles: Family<AwsOperationLabels, Counter>,
+    leader: Gauge,
     /// Ready state per object, so the gauge can be recomputed when an object changes state.
     ready_by_object: Mutex<HashMap<String, String>>,
+    /// The `resource_ready` series of each object, removed when its labels change.
+    resource_series: Mutex<HashMap<String, ResourceLabels>>,
     /// Calls per operation, all outcomes: for the summaries `apply` and `demo` print.
     call_totals: Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -105,6 +146,43 @@ impl Metrics {
             "Resources by Ready condition",
             resources.clone(),
         );
+        let resource_ready = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "resource_ready",
+            "1 when the resource is Ready, else 0, with Ready's reason",
+            resource_ready.clone(),
+        );
+        // 5 ms .. ~80 s: one call, the SDK's retries and backoff included.
+        let aws_latency: HistogramFamily<AwsOperationLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 15)));
+        registry.register(
+            "aws_call_duration_seconds",
+            "Duration of one AWS API call by service and operation, SDK retries included",
+            aws_latency.clone(),
+        );
+        let throttles = Family::<AwsOperationLabels, Counter>::default();
+        registry.register(
+            "aws_throttles",
+            "AWS API calls that ended in a throttling error after the SDK's retries",
+            throttles.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica runs the controllers, else 0",
+            leader.clone(),
+        );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                git_revision: option_env!("MSF_CMK_GIT_REVISION")
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or("unknown")
+                    .to_string(),
+            })
+            .set(1);
+        registry.register("build_info", "The controller's version; always 1", build);
         Self {
             registry,
             reconciles,
@@ -112,9 +190,88 @@ impl Metrics {
             aws_calls,
             drift,
             resources,
+            resource_ready,
+            aws_latency,
+            throttles,
+            leader,
             ready_by_object: Mutex::default(),
+            resource_series: Mutex::default(),
             call_totals: Mutex::default(),
         }
+    }
+
+    /// Whether this replica runs the controllers.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// One AWS call's outcome, duration and throttling.
+    pub fn aws_call_done(
+        &self,
+        service: &str,
+        operation: &str,
+        outcome: &str,
+        took: Duration,
+        throttled: bool,
+    ) {
+        self.aws_call(service, operation, outcome);
+        let labels = AwsOperationLabels {
+            service: service.to_string(),
+            operation: operation.to_string(),
+        };
+        self.aws_latency
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if throttled {
+            self.throttles.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Records one resource's readiness (`status: None`: the resource is gone).
+    pub fn set_resource(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &ApplicationEncryptionSpec,
+        status: Option<&ApplicationEncryptionStatus>,
+    ) {
+        let object = format!("{namespace}/{name}");
+        let mut series = self
+            .resource_series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(status) = status else {
+            if let Some(old) = series.remove(&object) {
+                self.resource_ready.remove(&old);
+            }
+            return;
+        };
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        let reason = ready.map_or("Unknown", |c| c.reason.as_str());
+        // Reasons are CamelCase words from the code; anything else would be unbounded.
+        let reason = if !reason.is_empty()
+            && reason.len() <= 64
+            && reason.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            reason
+        } else {
+            "Other"
+        };
+        let labels = ResourceLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            application: spec.application_name.clone(),
+            key_type: format!("{:?}", spec.key_type),
+            reason: reason.to_string(),
+        };
+        if let Some(old) = series.insert(object, labels.clone())
+            && old != labels
+        {
+            self.resource_ready.remove(&old);
+        }
+        self.resource_ready
+            .get_or_create(&labels)
+            .set(i64::from(ready.is_some_and(|c| c.status == "True")));
     }
 
     pub fn reconciled(&self, result: &str, seconds: f64) {
@@ -203,6 +360,29 @@ fn outcome<T>(r: &Result<T, AwsError>) -> &'static str {
     }
 }
 
+/// AWS's throttling codes (and a bare HTTP 429), as `aws::classify` names them.
+fn is_throttle(code: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException"
+            | "Throttling"
+            | "ThrottledException"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "SlowDown"
+            | "Http429"
+    )
+}
+
+impl Metrics {
+    fn done<T>(&self, service: &str, operation: &str, started: Instant, r: &Result<T, AwsError>) {
+        let throttled = r.as_ref().is_err_and(|e| is_throttle(&e.code));
+        self.aws_call_done(service, operation, outcome(r), started.elapsed(), throttled);
+    }
+}
+
 /// Counts every MSF call.
 pub struct MeteredMsf {
     pub inner: Arc<dyn MsfApi>,
@@ -216,12 +396,13 @@ impl MsfApi for MeteredMsf {
         region: &str,
         application_name: &str,
     ) -> Result<ApplicationDescription, AwsError> {
+        let started = Instant::now();
         let r = self
             .inner
             .describe_application_detail(region, application_name)
             .await;
         self.metrics
-            .aws_call("kinesisanalytics", "DescribeApplication", outcome(&r));
+            .done("kinesisanalytics", "DescribeApplication", started, &r);
         r
     }
 
@@ -229,9 +410,10 @@ impl MsfApi for MeteredMsf {
         &self,
         update: &EncryptionUpdate,
     ) -> Result<UpdateAccepted, AwsError> {
+        let started = Instant::now();
         let r = self.inner.start_encryption_update(update).await;
         self.metrics
-            .aws_call("kinesisanalytics", "UpdateApplication", outcome(&r));
+            .done("kinesisanalytics", "UpdateApplication", started, &r);
         r
     }
 
@@ -241,12 +423,13 @@ impl MsfApi for MeteredMsf {
         application_name: &str,
         operation: &str,
     ) -> Result<Vec<ApplicationOperation>, AwsError> {
+        let started = Instant::now();
         let r = self
             .inner
             .list_application_operations(region, application_name, operation)
             .await;
         self.metrics
-            .aws_call("kinesisanalytics", "ListApplicationOperations", outcome(&r));
+            .done("kinesisanalytics", "ListApplicationOperations", started, &r);
         r
     }
 
@@ -256,14 +439,16 @@ impl MsfApi for MeteredMsf {
         application_name: &str,
         operation_id: &str,
     ) -> Result<ApplicationOperation, AwsError> {
+        let started = Instant::now();
         let r = self
             .inner
             .describe_application_operation(region, application_name, operation_id)
             .await;
-        self.metrics.aws_call(
+        self.metrics.done(
             "kinesisanalytics",
             "DescribeApplicationOperation",
-            outcome(&r),
+            started,
+            &r,
         );
         r
     }
@@ -278,14 +463,16 @@ pub struct MeteredKms {
 #[async_trait]
 impl KmsApi for MeteredKms {
     async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError> {
+        let started = Instant::now();
         let r = self.inner.describe_key(region, key_id).await;
-        self.metrics.aws_call("kms", "DescribeKey", outcome(&r));
+        self.metrics.done("kms", "DescribeKey", started, &r);
         r
     }
 
     async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError> {
+        let started = Instant::now();
         let r = self.inner.get_key_policy(region, key_arn).await;
-        self.metrics.aws_call("kms", "GetKeyPolicy", outcome(&r));
+        self.metrics.done("kms", "GetKeyPolicy", started, &r);
         r
     }
 
@@ -295,8 +482,9 @@ impl KmsApi for MeteredKms {
         key_arn: &str,
         policy: &str,
     ) -> Result<(), AwsError> {
+        let started = Instant::now();
         let r = self.inner.put_key_policy(region, key_arn, policy).await;
-        self.metrics.aws_call("kms", "PutKeyPolicy", outcome(&r));
+        self.metrics.done("kms", "PutKeyPolicy", started, &r);
         r
     }
 }
@@ -336,8 +524,90 @@ mod tests {
             r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#,
             r#"msfcmk_resources{ready="True"} 1"#,
             r#"msfcmk_resources{ready="False"} 1"#,
+            r#"msfcmk_build_info{version=""#,
+            "msfcmk_leader 0",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }
+    }
+
+    #[test]
+    fn calls_are_timed_and_throttles_counted() {
+        let m = Metrics::new();
+        let throttled: Result<(), AwsError> = Err(AwsError {
+            category: crate::domain::ErrorCategory::Transient,
+            operation: "PutKeyPolicy",
+            code: "ThrottlingException".into(),
+            message: "Rate exceeded".into(),
+        });
+        m.done("kms", "PutKeyPolicy", Instant::now(), &throttled);
+        m.done(
+            "kms",
+            "GetKeyPolicy",
+            Instant::now(),
+            &Ok::<(), AwsError>(()),
+        );
+        m.set_leader(true);
+        let text = m.encode();
+        for needle in [
+            r#"msfcmk_aws_throttles_total{service="kms",operation="PutKeyPolicy"} 1"#,
+            r#"msfcmk_aws_call_duration_seconds_count{service="kms",operation="GetKeyPolicy"} 1"#,
+            r#"msfcmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="transient"} 1"#,
+            "msfcmk_leader 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+        assert!(
+            !text.contains(r#"msfcmk_aws_throttles_total{service="kms",operation="GetKeyPolicy"}"#)
+        );
+    }
+
+    #[test]
+    fn one_readiness_series_per_resource() {
+        let m = Metrics::new();
+        let spec: ApplicationEncryptionSpec = serde_json::from_value(serde_json::json!({
+            "applicationName": "orders",
+            "keyType": "AwsOwnedKey"
+        }))
+        .unwrap();
+        let status = |ready: &str, reason: &str| -> ApplicationEncryptionStatus {
+            serde_json::from_value(serde_json::json!({
+                "conditions": [{
+                    "type": "Ready", "status": ready, "reason": reason, "message": "",
+                    "lastTransitionTime": "2026-11-26T12:00:00Z"
+                }]
+            }))
+            .unwrap()
+        };
+        m.set_resource(
+            "team-a",
+            "orders",
+            &spec,
+            Some(&status("False", "Updating")),
+        );
+        m.set_resource(
+            "team-a",
+            "orders",
+            &spec,
+            Some(&status("True", "Converged")),
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(r#"msfcmk_resource_ready{namespace="team-a",name="orders",application="orders",key_type="AwsOwnedKey",reason="Converged"} 1"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Updating"),
+            "the old series is gone:\n{text}"
+        );
+        m.set_resource(
+            "team-a",
+            "orders",
+            &spec,
+            Some(&status("False", "not a reason!")),
+        );
+        assert!(m.encode().contains(r#"reason="Other"} 0"#));
+        m.set_resource("team-a", "orders", &spec, None);
+        assert!(!m.encode().contains("msfcmk_resource_ready{"));
     }
 }
