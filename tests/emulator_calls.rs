@@ -148,6 +148,7 @@ async fn the_call_log_tells_callers_apart_and_pages_by_sequence() {
         "{} < {started_ms}",
         first.time_ms
     );
+    assert!(first.answered_ms >= first.time_ms);
     assert_eq!(calls[1].access_key_id, "AKIDSTANDBY");
     assert_eq!(calls[1].outcome, "ThrottlingException");
     assert_eq!(calls[2].operation, "GetCallerIdentity");

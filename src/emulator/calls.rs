@@ -18,8 +18,11 @@ pub const CALL_LOG_CAPACITY: usize = 100_000;
 pub struct CallRecord {
     /// 1, 2, 3...: never reused, not even after a clear.
     pub seq: u64,
-    /// When the answer was sent, in milliseconds since the Unix epoch.
+    /// When the request arrived, in milliseconds since the Unix epoch: the moment the caller
+    /// acted (a fenced writer's request counts from here, however long the answer took).
     pub time_ms: u64,
+    /// When the answer was ready (after injected latency), in milliseconds since the epoch.
+    pub answered_ms: u64,
     /// The operation (`UpdateApplication`, `PutKeyPolicy`, `GetCallerIdentity`, `Unknown`).
     pub operation: String,
     pub region: String,
@@ -37,6 +40,8 @@ pub struct CallRecord {
 /// What the server knows of a call before it is answered.
 #[derive(Clone, Debug, Default)]
 pub struct CallInfo {
+    /// Arrival, in milliseconds since the Unix epoch.
+    pub received_ms: u64,
     pub operation: String,
     pub region: String,
     pub account: String,
@@ -73,6 +78,7 @@ impl CallLog {
             self.records.pop_front();
         }
         let CallInfo {
+            received_ms,
             operation,
             region,
             account,
@@ -82,7 +88,8 @@ impl CallLog {
         } = info;
         self.records.push_back(CallRecord {
             seq,
-            time_ms: now_ms(),
+            time_ms: received_ms,
+            answered_ms: now_ms(),
             operation,
             region,
             account,
@@ -112,7 +119,7 @@ impl CallLog {
     }
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

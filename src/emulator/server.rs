@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 
-use super::calls::{CallInfo, access_key_from_authorization};
+use super::calls::{CallInfo, access_key_from_authorization, now_ms};
 use super::faults::{Decision, Injected};
 use super::identity::{self, Identity};
 use super::quotas::kms_rate;
@@ -99,6 +99,7 @@ async fn aws(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
         .unwrap_or_default();
     let caller = inner.caller();
     let mut info = CallInfo {
+        received_ms: now_ms(),
         operation: "Unknown".into(),
         region: region_from_authorization(auth)
             .unwrap_or(&inner.default_region)
