@@ -9,8 +9,9 @@
 
 use serde::Serialize;
 
+use super::condition::Ctx;
 use super::document::PolicyDocument;
-use super::evaluator::{Decision, Evaluation, Request, evaluate};
+use super::evaluator::{Decision, Evaluation, evaluate_parts};
 use super::findings::{Finding, findings};
 use super::requirements::MsfRequirements;
 
@@ -80,14 +81,11 @@ fn report(
 ) -> ComplianceReport {
     let mut accesses = Vec::with_capacity(reqs.accesses.len());
     for a in &reqs.accesses {
-        let req = Request {
-            principal: a.principal.clone(),
-            action: a.action.clone(),
-            resource: key_arn.to_string(),
-            context: a.context.clone(),
-            unknown: a.unknown.clone(),
+        let ctx = Ctx {
+            values: &a.context,
+            unknown: &a.unknown,
         };
-        let e = evaluate(doc, &req);
+        let e = evaluate_parts(doc, &a.principal, &a.action, key_arn, &ctx);
         let check = AccessCheck {
             principal: a.principal.to_string(),
             action: a.action.clone(),

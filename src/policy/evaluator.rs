@@ -103,16 +103,27 @@ struct Applies {
 }
 
 pub fn evaluate(doc: &PolicyDocument, req: &Request) -> Evaluation {
-    let action = req.action.to_ascii_lowercase();
-    let caller = Caller::of(&req.principal);
     let ctx = Ctx {
         values: &req.context,
         unknown: &req.unknown,
     };
+    evaluate_parts(doc, &req.principal, &req.action, &req.resource, &ctx)
+}
+
+/// [`evaluate`] on borrowed parts, so a caller evaluating many requests copies nothing.
+pub(crate) fn evaluate_parts(
+    doc: &PolicyDocument,
+    principal: &Principal,
+    action: &str,
+    resource: &str,
+    ctx: &Ctx,
+) -> Evaluation {
+    let action = action.to_ascii_lowercase();
+    let caller = Caller::of(principal);
     let (mut allows, mut denies, mut delegating) = (Vec::new(), Vec::new(), Vec::new());
     let (mut maybe_allows, mut maybe_denies) = (Vec::new(), Vec::new());
     for stmt in doc.statements() {
-        let Some(a) = applies(stmt, &caller, &req.resource, &action, &ctx) else {
+        let Some(a) = applies(stmt, &caller, resource, &action, ctx) else {
             continue;
         };
         let deny = stmt.parsed().effect == Effect::Deny;
@@ -143,7 +154,7 @@ pub fn evaluate(doc: &PolicyDocument, req: &Request) -> Evaluation {
     }
     let mut depends_on: Vec<String> = conditional
         .iter()
-        .flat_map(|s| s.parsed().condition.unknown_keys(&ctx))
+        .flat_map(|s| s.parsed().condition.unknown_keys(ctx))
         .collect();
     depends_on.sort();
     depends_on.dedup();
