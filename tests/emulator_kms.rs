@@ -435,3 +435,47 @@ async fn an_interleaved_write_lands_once_just_before_the_next_put() {
     assert!(emu.faults().is_empty());
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_setup_requests_are_not_throttled() {
+    let emu = Emulator::start(EmulatorConfig {
+        quotas: Some(Quotas::default()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let ep = emu.endpoint();
+    // 25 CreateKey (quota 5/s) without a signature, as scripts seed keys.
+    for i in 0..25 {
+        let addr = ep.trim_start_matches("http://").to_string();
+        let (status, body) = tokio::task::block_in_place(|| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let body = "{}";
+            write!(
+                s,
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nX-Amz-Target: TrentService.CreateKey\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            (
+                out.split_whitespace().nth(1).unwrap_or("0").to_string(),
+                out,
+            )
+        });
+        assert_eq!(status, "200", "key {i}: {body}");
+    }
+    // Signed ones (the SDK) are.
+    let c = raw_kms(&ep);
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        codes.push(code(&c.create_key().send().await));
+    }
+    assert!(
+        codes.iter().any(|c| c == "ThrottlingException"),
+        "{codes:?}"
+    );
+    emu.shutdown().await;
+}

@@ -6,7 +6,8 @@
 //! DescribeKey 2,000/s, GetKeyPolicy 1,000/s, PutKeyPolicy 15/s; the other operations the
 //! emulator serves are 5/s (CreateKey, CreateAlias, EnableKey, DisableKey, key deletion) and
 //! ListAliases 100/s. MSF does not document per-operation rates; its control-plane quota is a
-//! setting ([`Quotas::msf_per_second`]).
+//! setting ([`Quotas::msf_per_second`]). Only signed requests count (see `server.rs`):
+//! unsigned ones are scripts seeding state.
 
 use std::collections::HashMap;
 use std::time::Instant;
