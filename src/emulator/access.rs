@@ -226,6 +226,31 @@ mod tests {
     }
 
     #[test]
+    fn the_caller_is_its_roles_session_with_the_role_as_principal_arn() {
+        let by_principal_arn = |role: &str| {
+            serde_json::json!({"Statement": [{
+                "Effect": "Allow",
+                "Principal": {"AWS": "*"},
+                "Action": "kms:PutKeyPolicy",
+                "Resource": "*",
+                "Condition": {"StringEquals": {"aws:PrincipalArn": role}}
+            }]})
+            .to_string()
+        };
+        let me = "arn:aws:iam::123456789012:role/msf-cmk-operator";
+        assert!(keeps_put_key_policy(&by_principal_arn(me), KEY, &caller()));
+        let other = "arn:aws:iam::123456789012:role/Other";
+        assert!(!keeps_put_key_policy(
+            &by_principal_arn(other),
+            KEY,
+            &caller()
+        ));
+        // Naming the role as principal matches its session.
+        let named = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:role/msf-cmk-operator"},"Action":"kms:*","Resource":"*"}]}"#;
+        assert!(keeps_put_key_policy(named, KEY, &caller()));
+    }
+
+    #[test]
     fn statements_without_action_grant_nothing() {
         let policy = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Resource":"*"}]}"#;
         assert!(engine_document(policy).is_some());
