@@ -90,6 +90,19 @@ fn writing_escapes_above_latin1() {
     assert_eq!(PolicyDocument::parse(&sent).unwrap(), doc);
 }
 
+/// KMS accepts a statement without Action (it has no effect): so does the engine.
+#[test]
+fn a_statement_without_action_has_no_effect() {
+    let text = r#"{"Version":"2012-10-17","Statement":[{"Sid":"Empty","Effect":"Deny","Principal":"*","Resource":"*"}]}"#;
+    let doc = PolicyDocument::parse(text).unwrap();
+    assert_eq!(doc.to_compact_json(), text);
+    let e = evaluate(
+        &doc,
+        &Request::new(Principal::Aws("123456789012".into()), "kms:Decrypt", "*"),
+    );
+    assert!(e.statements.is_empty());
+}
+
 #[test]
 fn single_statement_object_form_is_kept() {
     let text = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":{"AWS":"123456789012"},"Action":"kms:*","Resource":"*"}}"#;

@@ -199,9 +199,14 @@ impl Statement {
             negated: pneg,
             items: PrincipalSpec::parse(pvalue).map_err(|m| err(pname, m))?,
         };
-        let (aname, avalue, aneg) =
-            pick(&raw, "Action", "NotAction").map_err(|m| err("Action", m))?;
-        let actions = string_list(avalue).map_err(|m| err(aname, m))?;
+        // KMS accepts a statement without Action or NotAction; it allows or denies nothing.
+        let (actions, aneg) = if raw.contains_key("Action") || raw.contains_key("NotAction") {
+            let (aname, avalue, aneg) =
+                pick(&raw, "Action", "NotAction").map_err(|m| err("Action", m))?;
+            (string_list(avalue).map_err(|m| err(aname, m))?, aneg)
+        } else {
+            (Vec::new(), false)
+        };
         let (rname, rvalue, rneg) =
             pick(&raw, "Resource", "NotResource").map_err(|m| err("Resource", m))?;
         let mut resources = string_list(rvalue).map_err(|m| err(rname, m))?;
