@@ -167,7 +167,12 @@ impl<'a> Ctx<'a> {
             return Lookup::Known(v);
         }
         let unknown = self.unknown.iter().any(|u| match u.strip_suffix('/') {
-            Some(_) => key.len() > u.len() && key[..u.len()].eq_ignore_ascii_case(u),
+            Some(_) => {
+                key.len() > u.len()
+                    && key
+                        .get(..u.len())
+                        .is_some_and(|h| h.eq_ignore_ascii_case(u))
+            }
             None => u.eq_ignore_ascii_case(key),
         });
         if unknown {
