@@ -610,3 +610,31 @@ async fn an_update_whose_operation_cannot_be_read_ends_by_the_version() {
         UpdateOutcome::Successful
     );
 }
+
+#[tokio::test]
+async fn after_a_restart_a_refusal_may_be_an_unknown_write_but_not_in_apply() {
+    // keyPolicy.mode Ignore: no policy write in this process, MSF refuses the update.
+    for (unknown_writes, expected) in [
+        (true, Next::Failed(ErrorCategory::Transient)),
+        (false, Next::Blocked),
+    ] {
+        let e = env_with(Duration::ZERO, |s| {
+            s.writes_before_start_unknown = unknown_writes;
+        })
+        .await;
+        e.app("orders", ApplicationStatus::Running);
+        let key = e.emu.create_key(REGION, None).unwrap();
+        let mut spec = cmk("orders", &key);
+        spec.key_policy.mode = msf_cmk_controller::api::KeyPolicyMode::Ignore;
+        e.emu.set_fault("UpdateApplication", Fault::deny());
+        let o = e
+            .pass(Pass {
+                spec: &spec,
+                generation: 1,
+                previous: None,
+                retry: None,
+            })
+            .await;
+        assert_eq!(o.next, expected, "{unknown_writes}: {:#?}", o.status);
+    }
+}

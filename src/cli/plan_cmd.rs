@@ -119,6 +119,9 @@ pub fn batch_core(
             // (a write always re-reads first).
             policy_share_window: Duration::from_secs(3600),
             policy_settle,
+            // A run knows every key policy write it made: a refusal is not blamed on an
+            // unknown write before the start.
+            writes_before_start_unknown: false,
             ..Settings::default()
         },
         Arc::new(Metrics::new()),

@@ -35,6 +35,10 @@ pub struct Settings {
     /// `KeyPolicyNotVerified`, and the pause between them.
     pub verify_attempts: u32,
     pub verify_interval: Duration,
+    /// Count the process start as a possible key policy write when judging a refusal: a
+    /// restarted controller does not know what it wrote just before (`run`). Off for `apply`,
+    /// which knows every write of its run.
+    pub writes_before_start_unknown: bool,
 }
 
 impl Default for Settings {
@@ -47,6 +51,7 @@ impl Default for Settings {
             propagation_window: Duration::from_secs(300),
             verify_attempts: 4,
             verify_interval: Duration::from_secs(1),
+            writes_before_start_unknown: true,
         }
     }
 }

@@ -302,13 +302,16 @@ pub fn update_failure(
     written_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> (String, String, ErrorCategory) {
-    let since = written_at
-        .unwrap_or(core.policy_writes.started())
-        .max(core.policy_writes.started());
-    let within = (now - since)
-        .to_std()
-        .is_ok_and(|d| d < core.settings.propagation_window)
-        || now < since;
+    let start = core
+        .settings
+        .writes_before_start_unknown
+        .then(|| core.policy_writes.started());
+    let within = written_at.max(start).is_some_and(|since| {
+        now < since
+            || (now - since)
+                .to_std()
+                .is_ok_and(|d| d < core.settings.propagation_window)
+    });
     if error.category == ErrorCategory::Terminal
         && within
         && rules::is_key_permission_refusal(&error.code, &error.message)
