@@ -479,3 +479,26 @@ async fn unsigned_setup_requests_are_not_throttled() {
     );
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn create_key_checks_its_policy_like_put_key_policy() {
+    let emu = emulator().await;
+    let c = raw_kms(&emu.endpoint());
+    let locked = json!({"Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:role/KeyAdmin"}, "Action": "kms:*", "Resource": "*"}]}).to_string();
+    let r = c.create_key().policy(&locked).send().await;
+    assert_eq!(code(&r), "MalformedPolicyDocumentException");
+    let r = c
+        .create_key()
+        .policy(&locked)
+        .bypass_policy_lockout_safety_check(true)
+        .send()
+        .await;
+    assert_eq!(code(&r), "ok");
+    let r = c
+        .create_key()
+        .policy(policy_with("snow\u{2603}"))
+        .send()
+        .await;
+    assert_eq!(code(&r), "ValidationException");
+    emu.shutdown().await;
+}

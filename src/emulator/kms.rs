@@ -72,7 +72,7 @@ fn invalid_state(message: String) -> ApiError {
 pub fn handle(op: &str, body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
     let scope = &ctx.scope;
     match op {
-        "CreateKey" => create_key(body, scope, world),
+        "CreateKey" => create_key(body, ctx, world),
         "DescribeKey" => {
             let key = resolve(body, scope, world, true)?;
             Ok(json!({ "KeyMetadata": metadata(key) }))
@@ -215,7 +215,29 @@ fn check_principals(statements: &[Value], known: &BTreeSet<String>) -> Result<()
     }
 }
 
-fn create_key(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
+/// KMS's checks of a policy a caller writes (PutKeyPolicy, CreateKey with a Policy):
+/// characters, size and form, complete statements (when on), principals that exist (when
+/// strict), and the lock-out safety check unless bypassed.
+fn check_new_policy(policy: &str, key_arn: &str, ctx: &Ctx, bypass: bool) -> Result<(), ApiError> {
+    check_policy_characters(policy)?;
+    let statements = policy_check::parse(policy).map_err(policy_error)?;
+    if ctx.reject_incomplete {
+        policy_check::check_complete(&statements).map_err(policy_error)?;
+    }
+    if let Some(known) = &ctx.known_principals {
+        check_principals(&statements, known)?;
+    }
+    if !bypass && !keeps_put_key_policy(policy, key_arn, &ctx.caller) {
+        return Err(ApiError::client(
+            "MalformedPolicyDocumentException",
+            "The new key policy will not allow you to update the key policy in the future.",
+        ));
+    }
+    Ok(())
+}
+
+fn create_key(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
+    let scope = &ctx.scope;
     let spec = body
         .str("KeySpec")?
         .or(body.str("CustomerMasterKeySpec")?)
@@ -234,16 +256,19 @@ fn create_key(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
             format!("KeyUsage {usage} is not compatible with KeySpec {spec}"),
         ));
     }
-    let policy = match body.str("Policy")? {
-        Some(p) => {
-            check_policy_characters(p)?;
-            policy_check::parse(p).map_err(policy_error)?;
-            p.to_string()
-        }
-        None => policy_check::default_policy(&scope.account),
-    };
+    let given = body.str("Policy")?;
+    let bypass = body
+        .bool("BypassPolicyLockoutSafetyCheck")?
+        .unwrap_or(false);
+    let policy = given.map_or_else(
+        || policy_check::default_policy(&scope.account),
+        str::to_string,
+    );
     let description = body.str("Description")?.unwrap_or_default();
     let key = new_key(scope, policy, spec, usage, description);
+    if let Some(p) = given {
+        check_new_policy(p, &key.arn, ctx, bypass)?;
+    }
     let meta = metadata(&key);
     world.scope_mut(scope).keys.insert(key.id.clone(), key);
     Ok(json!({ "KeyMetadata": meta }))
@@ -338,19 +363,7 @@ fn put_key_policy(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
         // A person's write lands first; ours is then checked and applied as usual.
         key.write_policy(theirs.clone(), ctx.propagation);
     }
-    let statements = policy_check::parse(policy).map_err(policy_error)?;
-    if ctx.reject_incomplete {
-        policy_check::check_complete(&statements).map_err(policy_error)?;
-    }
-    if let Some(known) = &ctx.known_principals {
-        check_principals(&statements, known)?;
-    }
-    if !bypass && !keeps_put_key_policy(policy, &key.arn, &ctx.caller) {
-        return Err(ApiError::client(
-            "MalformedPolicyDocumentException",
-            "The new key policy will not allow you to update the key policy in the future.",
-        ));
-    }
+    check_new_policy(policy, &key.arn, ctx, bypass)?;
     key.write_policy(policy.to_string(), ctx.propagation);
     Ok(json!({}))
 }

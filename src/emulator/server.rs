@@ -223,10 +223,10 @@ fn handle_kms(
         interleave: None,
         now: Instant::now(),
     };
+    if settings.strict_principals && matches!(op, "PutKeyPolicy" | "CreateKey") {
+        ctx.known_principals = Some(inner.lock_principals().clone());
+    }
     if op == "PutKeyPolicy" {
-        if settings.strict_principals {
-            ctx.known_principals = Some(inner.lock_principals().clone());
-        }
         // Locks are taken one at a time (world, then faults), never nested.
         let key_id = kms::key_id_of(body, scope, &inner.lock_world());
         if let Some(id) = key_id {
