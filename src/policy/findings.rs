@@ -162,7 +162,9 @@ const SENSITIVE_ACTIONS: &[&str] = &[
 
 /// `pattern` is lower-cased, as the parsed statement keeps it.
 fn every_kms_action(pattern: &str) -> bool {
-    SENSITIVE_ACTIONS
-        .iter()
-        .all(|a| super::glob::matches(pattern, a))
+    // A literal names one action; `all` stops at the first action a pattern misses.
+    !super::glob::is_literal(pattern)
+        && SENSITIVE_ACTIONS
+            .iter()
+            .all(|a| super::glob::matches(pattern, a))
 }
