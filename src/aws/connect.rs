@@ -44,7 +44,30 @@ impl Default for ConnectOptions {
     }
 }
 
+/// Variables by which the standard chain finds credentials of the environment's own: access
+/// keys, a web identity token (IRSA), container credentials (EKS Pod Identity, ECS), a profile.
+const CREDENTIAL_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_PROFILE",
+];
+
+fn names_credentials(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    CREDENTIAL_VARIABLES
+        .iter()
+        .any(|k| var(k).is_some_and(|v| !v.is_empty()))
+}
+
 impl ConnectOptions {
+    /// Whether `run` / `plan` with `--aws-endpoint-url` use dummy credentials: only when the
+    /// environment names none. An endpoint override (an emulator, but also a VPC endpoint or a
+    /// proxy) must not replace a pod's IRSA or Pod Identity credentials.
+    pub fn dummy_credentials_for(endpoint_url: Option<&str>) -> bool {
+        endpoint_url.is_some() && !names_credentials(|k| std::env::var_os(k))
+    }
+
     /// Options for talking to a local emulator (or moto) at `endpoint`: dummy credentials,
     /// no client-side rate limits.
     pub fn local(endpoint: impl Into<String>) -> Self {
@@ -156,5 +179,36 @@ impl<C: Clone> PerRegion<C> {
         map.entry(region.to_string())
             .or_insert_with(|| (self.build)(&self.shared, region))
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_credentials_are_never_replaced_by_dummy_ones() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        // IRSA, EKS Pod Identity, static keys, a profile: the environment's own credentials.
+        assert!(names_credentials(env(&[(
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+        )])));
+        assert!(names_credentials(env(&[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "http://169.254.170.23/v1/credentials"
+        )])));
+        assert!(names_credentials(env(&[("AWS_ACCESS_KEY_ID", "AKID")])));
+        assert!(names_credentials(env(&[("AWS_PROFILE", "dev")])));
+        // Nothing (or empty values): dummy credentials for an emulator are fine.
+        assert!(!names_credentials(env(&[])));
+        assert!(!names_credentials(env(&[("AWS_ACCESS_KEY_ID", "")])));
+        assert!(!ConnectOptions::dummy_credentials_for(None));
     }
 }

@@ -151,8 +151,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
     let opts = ConnectOptions {
         endpoint_url: c.aws_endpoint_url.clone(),
         region: c.region.clone(),
-        static_credentials: c.aws_endpoint_url.is_some()
-            && std::env::var_os("AWS_ACCESS_KEY_ID").is_none(),
+        static_credentials: ConnectOptions::dummy_credentials_for(c.aws_endpoint_url.as_deref()),
         ..ConnectOptions::default()
     };
     let aws = connect(&opts).await.context("configuring AWS clients")?;

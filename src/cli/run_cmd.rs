@@ -174,8 +174,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = ConnectOptions {
         endpoint_url: a.aws_endpoint_url.clone(),
         region: a.region.clone(),
-        static_credentials: a.aws_endpoint_url.is_some()
-            && std::env::var_os("AWS_ACCESS_KEY_ID").is_none(),
+        static_credentials: ConnectOptions::dummy_credentials_for(a.aws_endpoint_url.as_deref()),
         ..ConnectOptions::default()
     };
     let aws = connect(&opts).await.context("configuring AWS clients")?;
