@@ -6,6 +6,13 @@
 
 /// Case-sensitive match (callers lower-case both sides for case-insensitive names) of `text` against `pattern`.
 pub fn matches(pattern: &str, text: &str) -> bool {
+    // The common cases (`Resource: "*"`, literal names) without building char vectors.
+    if pattern == "*" {
+        return true;
+    }
+    if is_literal(pattern) {
+        return pattern == text;
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     matches_chars(&p, |_| false, &t)
