@@ -161,12 +161,15 @@ impl MsfApi for SdkMsf {
             .ok_or_else(|| incomplete(OP, "response has no ApplicationOperationInfoDetails"))?;
         let change = d.application_version_change_details();
         let failure = d.operation_failure_details();
+        let status = OperationStatus::from_wire(d.operation_status().as_str());
+        // The SDK fills a missing (required) EndTime with the epoch: no end while in progress.
+        let end_time = status.is_final().then(|| time(d.end_time()));
         Ok(ApplicationOperation {
             operation_id: operation_id.to_string(),
             operation: d.operation().to_string(),
-            status: OperationStatus::from_wire(d.operation_status().as_str()),
+            status,
             start_time: Some(time(d.start_time())),
-            end_time: Some(time(d.end_time())),
+            end_time,
             version_from: change.map(|c| c.application_version_updated_from()),
             version_to: change.map(|c| c.application_version_updated_to()),
             failure_message: failure

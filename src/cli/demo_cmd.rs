@@ -70,19 +70,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         ..EmulatorConfig::default()
     })
     .await?;
-    let account = emu.account_id().to_string();
-    let operator = format!("arn:aws:iam::{account}:role/msf-cmk-operator");
-    for (name, status, _) in &APPS {
-        emu.create_application(REGION, name, "FLINK-1_20", status.clone())?;
-    }
-    let key_arn = emu.create_key(REGION, None)?;
-    emu.create_alias(REGION, "alias/flink-state", &key_arn)?;
-    // MSF accepts the update, the restart fails, MSF rolls the application back.
-    emu.set_fault(
-        "UpdateApplication",
-        Fault::rollback().for_application(ROLLED_BACK),
-    );
-
+    let key_arn = create_world(&emu)?;
     let tmp;
     let dir = match &a.dir {
         Some(d) => {
@@ -94,24 +82,109 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
             tmp.0.clone()
         }
     };
-    let mut docs = Vec::new();
-    for (i, (name, _, cmk)) in APPS.iter().enumerate() {
-        // One by alias, the others by key ARN: keys are compared by resolved ARN.
-        let key_ref = if i == 0 {
-            "alias/flink-state"
-        } else {
-            key_arn.as_str()
-        };
-        docs.push(manifest(name, *cmk, key_ref));
+    let file = write_manifests(&dir, &key_arn)?;
+    let mut out = std::io::stdout().lock();
+    print_world(&mut out, &emu, &key_arn, &file)?;
+
+    let aws = connect(&ConnectOptions::local(emu.endpoint())).await?;
+    let core = batch_core(
+        aws.msf,
+        aws.kms,
+        Defaults {
+            region: REGION.to_string(),
+            operator_role_arn: Some(format!(
+                "arn:aws:iam::{}:role/msf-cmk-operator",
+                emu.account_id()
+            )),
+        },
+        Tenancy(None),
+        DEMO_SETTLE,
+    );
+    // As `plan` and `apply` do: the emulator answers as the demo's operator role.
+    identity::ask_once(aws.sts.as_ref(), &core.caller).await;
+    if let Some(me) = core.caller.get() {
+        writeln!(
+            out,
+            "== AWS caller (sts:GetCallerIdentity): {}, the operator role of the key policies\n",
+            me.arn
+        )?;
     }
+    let loaded = manifests::load(std::slice::from_ref(&file)).map_err(anyhow::Error::msg)?;
+    let manifests = &loaded.manifests;
+
+    writeln!(out, "== msf-cmk-controller plan -f {}\n", file.display())?;
+    let outcomes = batch::plan_all(&core, manifests, 8).await;
+    plan_cmd::print_plan(&mut out, manifests, &outcomes, Output::Text)?;
+
+    writeln!(out, "\n== msf-cmk-controller apply -f {}\n", file.display())?;
+    out.flush()?;
+    emu.reset_counts();
+    let done = plan_cmd::apply_with_progress(&core, manifests, APPLY).await;
+    // Not converged: the rolled back resource, reported below; the demo's exit code says
+    // whether everything else converged and the rollback was reported without a retry.
+    plan_cmd::print_apply(&mut out, &core, manifests, &done, Output::Text)?;
+    print_results(&mut out, &emu, &key_arn, &done)?;
+    let rolled_back_ok = report_rollback(&mut out, &emu, manifests, &done)?;
+    let retried = apply_again(&mut out, &core, &emu, manifests).await?;
+    resync(&mut out, &core, &emu, manifests).await?;
+    out.flush()?;
+    emu.shutdown().await;
+    Ok(ExitCode::from(exit_code(
+        manifests,
+        &done,
+        rolled_back_ok && !retried,
+    )))
+}
+
+/// How the demo's `apply` waits.
+const APPLY: ApplyOptions = ApplyOptions {
+    concurrency: 8,
+    timeout: Duration::from_secs(60),
+    poll: Duration::from_millis(250),
+};
+
+/// The applications, the shared key (with an alias) and the rollback fault; returns the key.
+fn create_world(emu: &EmulatorHandle) -> anyhow::Result<String> {
+    for (name, status, _) in &APPS {
+        emu.create_application(REGION, name, "FLINK-1_20", status.clone())?;
+    }
+    let key_arn = emu.create_key(REGION, None)?;
+    emu.create_alias(REGION, "alias/flink-state", &key_arn)?;
+    // MSF accepts the update, the restart fails, MSF rolls the application back.
+    emu.set_fault(
+        "UpdateApplication",
+        Fault::rollback().for_application(ROLLED_BACK),
+    );
+    Ok(key_arn)
+}
+
+/// One manifest per application; returns the file.
+fn write_manifests(dir: &std::path::Path, key_arn: &str) -> anyhow::Result<PathBuf> {
+    let docs: Vec<String> = APPS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, cmk))| {
+            // One by alias, the others by key ARN: keys are compared by resolved ARN.
+            let key_ref = if i == 0 { "alias/flink-state" } else { key_arn };
+            manifest(name, *cmk, key_ref)
+        })
+        .collect();
     let file = dir.join("applicationencryptions.yaml");
     std::fs::write(&file, docs.join("---\n"))?;
+    Ok(file)
+}
 
-    let mut out = std::io::stdout().lock();
+fn print_world(
+    out: &mut impl Write,
+    emu: &EmulatorHandle,
+    key_arn: &str,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
     writeln!(
         out,
-        "== Embedded AWS emulator at {} (account {account}, {REGION})",
-        emu.endpoint()
+        "== Embedded AWS emulator at {} (account {}, {REGION})",
+        emu.endpoint(),
+        emu.account_id()
     )?;
     for (name, status, _) in &APPS {
         writeln!(
@@ -129,47 +202,17 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         "   the emulator rolls back any update of {ROLLED_BACK} (its restart fails)"
     )?;
     writeln!(out, "== Manifests written to {}\n", file.display())?;
+    Ok(())
+}
 
-    let aws = connect(&ConnectOptions::local(emu.endpoint())).await?;
-    let core = batch_core(
-        aws.msf,
-        aws.kms,
-        Defaults {
-            region: REGION.to_string(),
-            operator_role_arn: Some(operator),
-        },
-        Tenancy(None),
-        DEMO_SETTLE,
-    );
-    // As `plan` and `apply` do: the emulator answers as the demo's operator role.
-    identity::ask_once(aws.sts.as_ref(), &core.caller).await;
-    if let Some(me) = core.caller.get() {
-        writeln!(
-            out,
-            "== AWS caller (sts:GetCallerIdentity): {}, the operator role of the key policies\n",
-            me.arn
-        )?;
-    }
-    let loaded = manifests::load(std::slice::from_ref(&file)).map_err(anyhow::Error::msg)?;
-
-    writeln!(out, "== msf-cmk-controller plan -f {}\n", file.display())?;
-    let outcomes = batch::plan_all(&core, &loaded.manifests, 8).await;
-    plan_cmd::print_plan(&mut out, &loaded.manifests, &outcomes, Output::Text)?;
-
-    writeln!(out, "\n== msf-cmk-controller apply -f {}\n", file.display())?;
-    out.flush()?;
-    emu.reset_counts();
-    let opts = ApplyOptions {
-        concurrency: 8,
-        timeout: Duration::from_secs(60),
-        poll: Duration::from_millis(250),
-    };
-    let done = plan_cmd::apply_with_progress(&core, &loaded.manifests, opts).await;
-    // Not converged: the rolled back resource, reported below; the demo's exit code says
-    // whether everything else converged and the rollback was reported without a retry.
-    plan_cmd::print_apply(&mut out, &core, &loaded.manifests, &done, Output::Text)?;
+/// The status of the first resource, the final key policy and the calls apply made.
+fn print_results(
+    out: &mut impl Write,
+    emu: &EmulatorHandle,
+    key_arn: &str,
+    done: &[Done],
+) -> anyhow::Result<()> {
     let apply_calls = emu.call_counts();
-
     writeln!(
         out,
         "\n== Status of {NAMESPACE}/orders (as `kubectl get appenc orders -o yaml` would show it)\n"
@@ -178,34 +221,49 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         write!(out, "{}", serde_yaml::to_string(&d.outcome.status)?)?;
     }
     writeln!(out, "\n== Final key policy of {key_arn}\n")?;
-    let policy = emu.key_policy(&key_arn).unwrap_or_default();
+    let policy = emu.key_policy(key_arn).unwrap_or_default();
     let pretty = serde_json::from_str::<serde_json::Value>(&policy)
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or(policy);
     writeln!(out, "{pretty}")?;
-
     writeln!(out, "\n== AWS calls made by apply (emulator's count)\n")?;
     for (op, n) in &apply_calls {
         writeln!(out, "   {op:<28} {n}")?;
     }
+    Ok(())
+}
 
-    let rolled_back_ok = report_rollback(&mut out, &emu, &loaded.manifests, &done)?;
-    // A pipeline running apply again: no status, the decision comes from MSF's history.
-    let again = batch::apply_all(&core, &loaded.manifests, opts, |_| {}).await;
-    let updates = updates_of(&emu, ROLLED_BACK);
+/// A pipeline running `apply` again: no status, the decision comes from MSF's history.
+/// Returns whether the rolled back application was updated again (it must not be).
+async fn apply_again(
+    out: &mut impl Write,
+    core: &crate::controller::context::Core,
+    emu: &EmulatorHandle,
+    manifests: &[manifests::Manifest],
+) -> anyhow::Result<bool> {
+    let before = updates_of(emu, ROLLED_BACK);
+    let again = batch::apply_all(core, manifests, APPLY, |_| {}).await;
+    let updates = updates_of(emu, ROLLED_BACK);
     writeln!(
         out,
         "\n== apply again (a new run, no status): {ROLLED_BACK} is {}; UpdateApplication calls for {ROLLED_BACK} in all: {updates}",
         again
             .iter()
-            .find(|d| loaded.manifests[d.index].name == ROLLED_BACK)
+            .find(|d| manifests[d.index].name == ROLLED_BACK)
             .map_or("-".to_string(), ready_reason)
     )?;
-    let code = exit_code(&loaded.manifests, &done, rolled_back_ok && updates == 1);
+    Ok(updates != before)
+}
 
-    // Steady state: what a resync costs once everything has converged.
+/// Steady state: what a resync costs once everything has converged.
+async fn resync(
+    out: &mut impl Write,
+    core: &crate::controller::context::Core,
+    emu: &EmulatorHandle,
+    manifests: &[manifests::Manifest],
+) -> anyhow::Result<()> {
     emu.reset_counts();
-    let plans = batch::plan_all(&core, &loaded.manifests, 8).await;
+    let plans = batch::plan_all(core, manifests, 8).await;
     let pending = plans
         .iter()
         .filter(|o| o.first_plan.as_ref().is_some_and(has_write))
@@ -223,9 +281,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
         out,
         "   (reads only: a converged resource costs no write, nor does the rolled back one)"
     )?;
-    out.flush()?;
-    emu.shutdown().await;
-    Ok(ExitCode::from(code))
+    Ok(())
 }
 
 /// Prints how the rolled back update was reported; true when it was reported as the issue
