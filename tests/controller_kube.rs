@@ -47,7 +47,9 @@ fn controller(
         .env("MSF_CMK_LEASE_DURATION", "4s")
         .env(
             "MSF_CMK_OPERATOR_ROLE_ARN",
-            &format!("arn:aws:iam::{}:role/operator", emu.account_id()),
+            // The identity the emulator answers as (sts:GetCallerIdentity): key policies must
+            // name the caller, or the resource reports OperatorMismatch.
+            &format!("arn:aws:iam::{}:role/msf-cmk-operator", emu.account_id()),
         ),
     )
 }
@@ -287,7 +289,9 @@ async fn tenancy_and_conflicts_across_watched_namespaces() {
         .env("MSF_CMK_TENANCY_CONFIG", tenancy.to_str().unwrap())
         .env(
             "MSF_CMK_OPERATOR_ROLE_ARN",
-            &format!("arn:aws:iam::{}:role/operator", emu.account_id()),
+            // The identity the emulator answers as (sts:GetCallerIdentity): key policies must
+            // name the caller, or the resource reports OperatorMismatch.
+            &format!("arn:aws:iam::{}:role/msf-cmk-operator", emu.account_id()),
         ),
     );
     let client = c.client().await;
@@ -374,7 +378,9 @@ async fn drift_made_in_aws_is_corrected_at_the_next_resync() {
         .env("MSF_CMK_NAMESPACES", &ns)
         .env(
             "MSF_CMK_OPERATOR_ROLE_ARN",
-            &format!("arn:aws:iam::{}:role/operator", emu.account_id()),
+            // The identity the emulator answers as (sts:GetCallerIdentity): key policies must
+            // name the caller, or the resource reports OperatorMismatch.
+            &format!("arn:aws:iam::{}:role/msf-cmk-operator", emu.account_id()),
         ),
     );
     let client = c.client().await;

@@ -1070,7 +1070,8 @@ mod operator_gate {
     #[test]
     fn the_caller_must_be_the_operator_role() {
         // (caller, spec.keyPolicy.operatorRoleArn, Ready reason, steps)
-        let rows: Vec<(Option<&str>, Option<&str>, &str, Vec<&str>)> = vec![
+        type Row<'a> = (Option<&'a str>, Option<&'a str>, &'a str, Vec<&'a str>);
+        let rows: Vec<Row<'_>> = vec![
             (
                 Some(SESSION),
                 None,
@@ -1189,13 +1190,14 @@ mod operator_gate {
             message: "not allowed".into(),
         };
         // (to the AWS owned key?, key in use, its policy, EncryptionApplied reason, steps)
-        let rows: Vec<(
+        type Row = (
             bool,
             Observed<ObservedKey>,
             Observed<String>,
-            &str,
-            Vec<&str>,
-        )> = vec![
+            &'static str,
+            Vec<&'static str>,
+        );
+        let rows: Vec<Row> = vec![
             (
                 true,
                 Observed::Found(key(KEY)),
