@@ -351,6 +351,12 @@ fn list_aliases(body: &Body, scope: &Scope, world: &mut World) -> OpResult {
 }
 
 fn put_key_policy(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
+    if let Some(theirs) = &ctx.interleave
+        && let Ok(key) = resolve_mut(body, &ctx.scope, world)
+    {
+        // A person's write lands first, whatever becomes of ours (it was taken for this call).
+        key.write_policy(theirs.clone(), ctx.propagation);
+    }
     check_policy_name(body)?;
     let policy = body.required_str("Policy", "ValidationException")?;
     check_policy_characters(policy)?;
@@ -359,10 +365,6 @@ fn put_key_policy(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
         .unwrap_or(false);
     let key = resolve_mut(body, &ctx.scope, world)?;
     same_account(key, &ctx.caller, "kms:PutKeyPolicy")?;
-    if let Some(theirs) = &ctx.interleave {
-        // A person's write lands first; ours is then checked and applied as usual.
-        key.write_policy(theirs.clone(), ctx.propagation);
-    }
     check_new_policy(policy, &key.arn, ctx, bypass)?;
     key.write_policy(policy.to_string(), ctx.propagation);
     Ok(json!({}))
