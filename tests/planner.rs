@@ -1353,7 +1353,8 @@ fn an_owned_looking_statement_that_is_not_ours_blocks_without_a_write() {
         .find(|c| c.type_ == "KeyPolicyCompliant")
         .unwrap();
     assert!(
-        c.message.contains("MsfCmkServiceDurableDecrypt123456789012"),
+        c.message
+            .contains("MsfCmkServiceDurableDecrypt123456789012"),
         "{}",
         c.message
     );
@@ -1376,7 +1377,11 @@ fn a_policy_kms_would_refuse_is_malformed() {
     ] {
         let p = Case::cmk(bad.into()).run();
         assert_eq!(kinds(&p), ["Blocked"], "{bad}");
-        assert_eq!(cond(&p, "KeyPolicyCompliant").0, "MalformedKeyPolicy", "{bad}");
+        assert_eq!(
+            cond(&p, "KeyPolicyCompliant").0,
+            "MalformedKeyPolicy",
+            "{bad}"
+        );
     }
 }
 
