@@ -703,3 +703,90 @@ fn values_table(values: &str) -> String {
     }
     rows.join("\n") + "\n"
 }
+
+/// The trust policies in `deploy/iam/` name the chart's default namespace and ServiceAccount,
+/// carry what IRSA and EKS Pod Identity need, and docs/install-eks.md shows them as they are.
+#[test]
+fn trust_policies_match_the_chart_and_the_install_guide() {
+    let guide = std::fs::read_to_string(repo_path("docs/install-eks.md")).expect("install guide");
+    let read = |file: &str| {
+        let text = std::fs::read_to_string(repo_path(&format!("deploy/iam/{file}"))).unwrap();
+        assert!(
+            guide.contains(text.trim_end()),
+            "docs/install-eks.md does not show deploy/iam/{file} as it is"
+        );
+        serde_json::from_str::<serde_json::Value>(&text).expect("JSON")
+    };
+    let irsa = read("trust-irsa.json");
+    let st = &irsa["Statement"][0];
+    assert_eq!(st["Action"], "sts:AssumeRoleWithWebIdentity");
+    assert!(
+        st["Principal"]["Federated"]
+            .as_str()
+            .unwrap()
+            .ends_with(":oidc-provider/<OIDC_PROVIDER>")
+    );
+    let cond = &st["Condition"]["StringEquals"];
+    assert_eq!(
+        cond["<OIDC_PROVIDER>:sub"],
+        format!("system:serviceaccount:{NAMESPACE}:{RELEASE}")
+    );
+    assert_eq!(cond["<OIDC_PROVIDER>:aud"], "sts.amazonaws.com");
+
+    let pod = read("trust-pod-identity.json");
+    let st = &pod["Statement"][0];
+    assert_eq!(st["Principal"]["Service"], "pods.eks.amazonaws.com");
+    assert_eq!(
+        st["Action"],
+        serde_json::json!(["sts:AssumeRole", "sts:TagSession"])
+    );
+    let cond = &st["Condition"]["StringEquals"];
+    assert_eq!(cond["aws:RequestTag/kubernetes-namespace"], NAMESPACE);
+    assert_eq!(cond["aws:RequestTag/kubernetes-service-account"], RELEASE);
+
+    // The names the trust policies assume are what the chart renders by default.
+    let docs = documents(&helm_template(&[]));
+    find(&docs, "ServiceAccount", RELEASE);
+}
+
+/// README.md, the install guide and the deploy READMEs link only to files in this repository
+/// (relative links resolve; nothing points above the repository root).
+#[test]
+fn docs_link_only_to_files_in_the_repository() {
+    let mut files = vec![
+        "README.md".to_string(),
+        "docs/install-eks.md".to_string(),
+        "deploy/README.md".to_string(),
+        "deploy/argocd/README.md".to_string(),
+        "deploy/monitoring/README.md".to_string(),
+        format!("{CHART}/README.md"),
+    ];
+    files.sort();
+    let root = repo_path(".").canonicalize().unwrap();
+    let mut bad = vec![];
+    for file in &files {
+        let path = repo_path(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{file}"));
+        if text.contains("../shared") {
+            bad.push(format!(
+                "{file}: mentions ../shared (outside the repository)"
+            ));
+        }
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("](") {
+            let tail = &rest[i + 2..];
+            let end = tail.find(')').unwrap_or(tail.len());
+            let target = tail[..end].split('#').next().unwrap_or("");
+            rest = &tail[end..];
+            if target.is_empty() || target.starts_with("http") {
+                continue;
+            }
+            let resolved = path.parent().unwrap().join(target);
+            match resolved.canonicalize() {
+                Ok(p) if p.starts_with(&root) => {}
+                _ => bad.push(format!("{file}: link to {target}")),
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
