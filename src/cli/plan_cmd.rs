@@ -534,4 +534,14 @@ mod tests {
         let set: std::collections::BTreeSet<_> = codes.iter().collect();
         assert_eq!(set.len(), codes.len());
     }
+
+    #[test]
+    fn settle_accepts_zero_unlike_other_durations() {
+        use super::*;
+        assert_eq!(parse_settle("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_settle("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_settle("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_settle("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_settle("soon").is_err());
+    }
 }
