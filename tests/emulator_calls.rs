@@ -160,6 +160,15 @@ async fn the_call_log_tells_callers_apart_and_pages_by_sequence() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["calls"].as_array().unwrap().len(), 1);
     assert_eq!(emu.calls(since).len(), 1);
+    let (_, body) = admin(
+        &ep,
+        "GET",
+        "/_emulator/calls?access_key_id=AKIDSTANDBY&operation=DescribeKey",
+        "",
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["calls"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["calls"][0]["outcome"], "ThrottlingException");
 
     // Cleared, then numbering goes on.
     let (status, _) = admin(&ep, "DELETE", "/_emulator/calls", "");

@@ -93,14 +93,26 @@ async fn state(State(inner): State<Arc<Inner>>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct Since {
+struct CallQuery {
     #[serde(default)]
     since: u64,
+    access_key_id: Option<String>,
+    operation: Option<String>,
 }
 
-async fn calls(State(inner): State<Arc<Inner>>, Query(q): Query<Since>) -> Response {
+async fn calls(State(inner): State<Arc<Inner>>, Query(q): Query<CallQuery>) -> Response {
     let log = inner.lock_calls();
-    admin_json(json!({ "calls": log.since(q.since), "last_seq": log.last_seq() }))
+    let calls: Vec<_> = log
+        .since(q.since)
+        .into_iter()
+        .filter(|c| {
+            q.access_key_id
+                .as_ref()
+                .is_none_or(|k| *k == c.access_key_id)
+        })
+        .filter(|c| q.operation.as_ref().is_none_or(|o| *o == c.operation))
+        .collect();
+    admin_json(json!({ "calls": calls, "last_seq": log.last_seq() }))
 }
 
 async fn clear_calls(State(inner): State<Arc<Inner>>) -> Response {

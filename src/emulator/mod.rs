@@ -14,7 +14,8 @@
 //! Admin API for scripts (JSON), next to the AWS API on the same port:
 //! - `GET /_emulator/counts` -> `{"calls": {OP: n}, "outcomes": {OP: {"ok"|CODE: n}}}`;
 //!   `DELETE /_emulator/counts` resets them.
-//! - `GET /_emulator/calls[?since=SEQ]` -> `{"calls": [{"seq", "time_ms" (arrival),
+//! - `GET /_emulator/calls[?since=SEQ&access_key_id=AKID&operation=OP]` ->
+//!   `{"calls": [{"seq", "time_ms" (arrival),
 //!   "answered_ms", "operation",
 //!   "region", "account", "access_key_id", "caller_arn", "target", "outcome"}], "last_seq"}`
 //!   (the last [`CALL_LOG_CAPACITY`] calls); `DELETE /_emulator/calls` empties it.
