@@ -182,17 +182,7 @@ impl Statement {
                 format!("must be a string, found {}", kind_of(s)),
             ));
         }
-        let effect = match raw.get("Effect") {
-            Some(Value::String(s)) if s == "Allow" => Effect::Allow,
-            Some(Value::String(s)) if s == "Deny" => Effect::Deny,
-            Some(other) => {
-                return Err(err(
-                    "Effect",
-                    format!("must be \"Allow\" or \"Deny\", found {other}"),
-                ));
-            }
-            None => return Err(err("Effect", "is required".into())),
-        };
+        let effect = parse_effect(raw.get("Effect")).map_err(|m| err("Effect", m))?;
         let (pname, pvalue, pneg) =
             pick(&raw, "Principal", "NotPrincipal").map_err(|m| err("Principal", m))?;
         let principal = Matcher {
@@ -209,17 +199,8 @@ impl Statement {
         };
         let (rname, rvalue, rneg) =
             pick(&raw, "Resource", "NotResource").map_err(|m| err("Resource", m))?;
-        let mut resources = string_list(rvalue).map_err(|m| err(rname, m))?;
-        let mut resource_templates = Vec::new();
-        if variables {
-            resources.retain(|r| match Template::parse(r) {
-                Some(t) => {
-                    resource_templates.push(t);
-                    false
-                }
-                None => true,
-            });
-        }
+        let resources = string_list(rvalue).map_err(|m| err(rname, m))?;
+        let (resources, resource_templates) = split_templates(resources, variables);
         let condition = match raw.get("Condition") {
             Some(c) => Condition::parse(c, variables).map_err(|m| err("Condition", m))?,
             None => Condition::default(),
@@ -296,6 +277,34 @@ impl Statement {
             (h, true) => Tri::from_bool(h == Tri::False),
         }
     }
+}
+
+fn parse_effect(v: Option<&Value>) -> Result<Effect, String> {
+    match v {
+        Some(Value::String(s)) if s == "Allow" => Ok(Effect::Allow),
+        Some(Value::String(s)) if s == "Deny" => Ok(Effect::Deny),
+        Some(other) => Err(format!("must be \"Allow\" or \"Deny\", found {other}")),
+        None => Err("is required".into()),
+    }
+}
+
+/// The patterns that hold policy variables (only substituted under 2012-10-17), apart.
+fn split_templates(patterns: Vec<String>, variables: bool) -> (Vec<String>, Vec<Template>) {
+    if !variables {
+        return (patterns, Vec::new());
+    }
+    let mut templates = Vec::new();
+    let plain = patterns
+        .into_iter()
+        .filter(|r| match Template::parse(r) {
+            Some(t) => {
+                templates.push(t);
+                false
+            }
+            None => true,
+        })
+        .collect();
+    (plain, templates)
 }
 
 /// Exactly one of `name` / `not_name` must be present.
