@@ -502,3 +502,43 @@ async fn create_key_checks_its_policy_like_put_key_policy() {
     assert_eq!(code(&r), "ValidationException");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_sdk_retries_msf_throttling_on_its_own() {
+    let emu = Emulator::start(EmulatorConfig {
+        quotas: Some(Quotas { msf_per_second: 1 }),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let ep = emu.endpoint();
+    emu.create_application(REGION, "orders", "FLINK-1_20", ApplicationStatus::Ready)
+        .unwrap();
+    let conf = msf::config::Builder::new()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(&ep)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "AKIDTEST", "secret", None, None, "test",
+        ))
+        .retry_config(aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(3))
+        .build();
+    let c = msf::Client::from_conf(conf);
+    for _ in 0..2 {
+        let _ = c
+            .describe_application()
+            .application_name("orders")
+            .send()
+            .await;
+    }
+    let attempts = emu
+        .calls(0)
+        .iter()
+        .filter(|r| r.operation == "DescribeApplication")
+        .count();
+    assert!(
+        attempts >= 3,
+        "the throttled call was retried: {attempts} attempts"
+    );
+    emu.shutdown().await;
+}
