@@ -842,6 +842,18 @@ mod lifecycle {
     }
 
     #[test]
+    fn a_settling_policy_is_waited_for_before_the_history_is_judged() {
+        // The controller reads MSF's history only in the pass that may update: while the
+        // policy settles, an old rollback marker must not block (or be reported) yet.
+        let mut g = Gate::switch();
+        g.written = Some(now() - TimeDelta::seconds(1));
+        g.lifecycle.rolled_back_from = Some(3);
+        let p = g.run();
+        assert_eq!(kinds(&p), ["Requeue"], "{p:#?}");
+        assert_eq!(cond(&p, "Ready").0, "WaitingForKeyPolicyPropagation");
+    }
+
+    #[test]
     fn converged_means_the_update_has_ended() {
         // MSF shows the new key while it is still UPDATING: not converged.
         let p = Gate::applied(ApplicationStatus::Updating).run();

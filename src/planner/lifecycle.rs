@@ -70,10 +70,12 @@ pub fn gate(mut plan: Plan, input: &GateInput<'_>) -> Plan {
     let Step::UpdateApplication(update) = &plan.steps[index] else {
         return plan;
     };
+    // Settling comes before the history: the controller reads MSF's operations only for the
+    // pass that may update.
     let verdict = stateless_restart(input)
+        .or_else(|| settling(input, update))
         .or_else(|| rolled_back(input, update))
-        .or_else(|| operation_in_progress(input))
-        .or_else(|| settling(input, update));
+        .or_else(|| operation_in_progress(input));
     if let Some(v) = verdict {
         plan.steps[index] = v.step();
         set(&mut plan, ENCRYPTION_APPLIED, &v);
