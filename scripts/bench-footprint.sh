@@ -44,7 +44,8 @@ eval "$(tests/e2e/cluster up)"
 "$KUBECTL_BIN" wait --for=condition=Established crd/applicationencryptions.msfcmk.dev --timeout=60s >/dev/null
 
 # The AWS side.
-"$BIN" emulator --port 0 --update-delay-ms 200 >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+"$BIN" emulator --port 0 --update-delay-ms 200 \
+  --caller-arn arn:aws:iam::123456789012:role/msf-cmk-controller >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
 PIDS+=($!)
 for _ in $(seq 1 100); do grep -q '^endpoint: ' "$WORK/emulator.out" && break; sleep 0.1; done
 ENDPOINT=$(sed -n 's/^endpoint: //p' "$WORK/emulator.out")

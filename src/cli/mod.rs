@@ -36,7 +36,7 @@ pub enum Command {
     Policy(policy_cmd::PolicyCommand),
     /// Print the operator's least-privilege IAM policy and the key policy statements.
     IamPolicy(policy_cmd::IamPolicyArgs),
-    /// Run the embedded AWS emulator (MSF + KMS) standalone.
+    /// Run the embedded AWS emulator (MSF, KMS, STS) standalone.
     #[cfg(feature = "emulator")]
     Emulator(emulator_cmd::EmulatorArgs),
     /// Run the controller.
