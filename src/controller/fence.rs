@@ -536,6 +536,95 @@ mod tests {
         assert_eq!(kms.get_key_policy("us-east-1", "k").await.unwrap(), "{}");
     }
 
+    /// MSF whose only write counts its calls and answers an error of its own.
+    #[derive(Default)]
+    struct CountingMsf {
+        updates: AtomicU32,
+    }
+
+    fn inner_error(operation: &'static str) -> AwsError {
+        AwsError {
+            category: ErrorCategory::Terminal,
+            operation,
+            code: "FromInner".into(),
+            message: "reached the adapter".into(),
+        }
+    }
+
+    #[async_trait]
+    impl MsfApi for CountingMsf {
+        async fn describe_application_detail(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<ApplicationDescription, AwsError> {
+            Err(inner_error("DescribeApplication"))
+        }
+        async fn start_encryption_update(
+            &self,
+            _: &EncryptionUpdate,
+        ) -> Result<UpdateAccepted, AwsError> {
+            self.updates.fetch_add(1, Ordering::SeqCst);
+            Err(inner_error("UpdateApplication"))
+        }
+        async fn list_application_operations(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<Vec<ApplicationOperation>, AwsError> {
+            Ok(vec![])
+        }
+        async fn describe_application_operation(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+        ) -> Result<ApplicationOperation, AwsError> {
+            Err(inner_error("DescribeApplicationOperation"))
+        }
+    }
+
+    #[tokio::test]
+    async fn update_application_is_fenced_through_every_entry_point() {
+        let inner = Arc::new(CountingMsf::default());
+        let f = held_for(Duration::from_secs(30));
+        let msf = f.msf(inner.clone());
+        let update = EncryptionUpdate {
+            region: "us-east-1".into(),
+            application_name: "app".into(),
+            current_version_id: 1,
+            conditional_token: None,
+            key_type: crate::domain::AppliedKeyType::AwsOwnedKey,
+            key_id: None,
+        };
+        let e = msf
+            .update_application_encryption(&update)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "FromInner", "open: the call reaches the adapter");
+        f.revoke();
+        for e in [
+            msf.update_application_encryption(&update)
+                .await
+                .unwrap_err(),
+            msf.start_encryption_update(&update).await.unwrap_err(),
+        ] {
+            assert_eq!(e.code, FENCED_CODE);
+        }
+        assert_eq!(
+            inner.updates.load(Ordering::SeqCst),
+            1,
+            "nothing more was sent"
+        );
+        // Reads are never fenced.
+        let e = msf
+            .describe_application("us-east-1", "app")
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, "FromInner");
+    }
+
     #[tokio::test]
     async fn a_write_still_running_at_the_deadline_is_cut_off() {
         let inner = Arc::new(CountingKms {
