@@ -842,6 +842,28 @@ mod lifecycle {
     }
 
     #[test]
+    fn a_rollback_that_leaves_no_updatable_status_is_reported_not_waited_for() {
+        let mut g = Gate::switch();
+        g.app.status = ApplicationStatus::RolledBack;
+        let p = g.run();
+        assert_eq!(
+            cond(&p, "Ready").0,
+            "WaitingForApplicationStatus",
+            "nothing recorded: {p:#?}"
+        );
+        g.recorded = Some(rolled_back(1, None));
+        let p = g.run();
+        assert_eq!(kinds(&p), ["Blocked"], "{p:#?}");
+        assert_eq!(
+            cond(&p, "Ready"),
+            ("UpdateRolledBack", ConditionStatus::False)
+        );
+        // A retry is authorised: wait for a status that allows it.
+        g.retry = Some("1");
+        assert_eq!(kinds(&g.run()), ["Requeue"]);
+    }
+
+    #[test]
     fn a_settling_policy_is_waited_for_before_the_history_is_judged() {
         // The controller reads MSF's history only in the pass that may update: while the
         // policy settles, an old rollback marker must not block (or be reported) yet.

@@ -74,7 +74,7 @@ pub fn gate(mut plan: Plan, input: &GateInput<'_>) -> Plan {
     // pass that may update.
     let verdict = stateless_restart(input)
         .or_else(|| settling(input, update))
-        .or_else(|| rolled_back(input, update))
+        .or_else(|| rolled_back(input, target_of(update)))
         .or_else(|| operation_in_progress(input));
     if let Some(v) = verdict {
         plan.steps[index] = v.step();
@@ -136,12 +136,11 @@ fn stateless_restart(input: &GateInput<'_>) -> Option<Verdict> {
 }
 
 /// Item 1: the last try failed and nothing has authorised another one.
-fn rolled_back(input: &GateInput<'_>, update: &EncryptionUpdate) -> Option<Verdict> {
+fn rolled_back(input: &GateInput<'_>, target: &str) -> Option<Verdict> {
     let failure = last_failure(&input.history)?;
     if retry_authorised(input, &failure) {
         return None;
     }
-    let target = update.key_id.as_deref().unwrap_or("the AWS owned key");
     let what = match &failure.operation_id {
         Some(id) => format!("UpdateApplication (operation {id})"),
         None => "the last UpdateApplication".to_string(),
@@ -161,6 +160,10 @@ fn rolled_back(input: &GateInput<'_>, update: &EncryptionUpdate) -> Option<Verdi
         ),
         wait: None,
     })
+}
+
+fn target_of(update: &EncryptionUpdate) -> &str {
+    update.key_id.as_deref().unwrap_or("the AWS owned key")
 }
 
 /// A failed update, as the status record or AWS tells it.
@@ -270,7 +273,7 @@ fn gate_applied(mut plan: Plan, input: &GateInput<'_>) -> Plan {
         .iter()
         .any(|c| c.type_ == ENCRYPTION_APPLIED && c.status == ConditionStatus::True);
     if !applied {
-        return plan;
+        return rolled_back_while_waiting(plan, input);
     }
     if let Some(v) = still_updating(input) {
         if !plan.steps.iter().any(|s| matches!(s, Step::Requeue { .. })) {
@@ -290,6 +293,29 @@ fn gate_applied(mut plan: Plan, input: &GateInput<'_>) -> Plan {
         c.message.push_str(
             "; the application is READY (not running): the key takes effect when it next starts",
         );
+    }
+    plan
+}
+
+/// Our update for this generation was rolled back and MSF left the application in a status
+/// that allows no update (e.g. ROLLED_BACK): that is the news, not "waiting for a status", and
+/// nothing more will be tried, so it is blocked (a retry authorisation keeps the wait).
+fn rolled_back_while_waiting(mut plan: Plan, input: &GateInput<'_>) -> Plan {
+    let waiting = plan.steps.iter().position(
+        |s| matches!(s, Step::Requeue { reason, .. } if reason == "WaitingForApplicationStatus"),
+    );
+    let ours = input
+        .history
+        .recorded
+        .filter(|r| r.outcome == UpdateOutcome::RolledBack && r.generation == input.generation);
+    let (Some(index), Some(r)) = (waiting, ours) else {
+        return plan;
+    };
+    let target = r.key_arn.as_deref().unwrap_or("the AWS owned key");
+    if let Some(v) = rolled_back(input, target) {
+        plan.steps[index] = v.step();
+        set(&mut plan, ENCRYPTION_APPLIED, &v);
+        set(&mut plan, READY, &v);
     }
     plan
 }
