@@ -400,3 +400,39 @@ fn truncate(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApplicationEncryptionSpec;
+
+    fn object(generation: i64, retry: Option<&str>) -> ApplicationEncryption {
+        let spec: ApplicationEncryptionSpec = serde_json::from_value(serde_json::json!({
+            "applicationName": "app",
+            "keyType": "AwsOwnedKey"
+        }))
+        .unwrap();
+        let mut o = ApplicationEncryption::new("r", spec);
+        o.metadata.generation = Some(generation);
+        if let Some(v) = retry {
+            o.metadata.annotations = Some(
+                [(RETRY_UPDATE_ANNOTATION.to_string(), v.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+        }
+        o
+    }
+
+    #[test]
+    fn a_new_retry_annotation_value_passes_the_watch_filter() {
+        let filter = predicates::generation.combine(retry_annotation_hash);
+        let hash = |o: &ApplicationEncryption| filter.hash_property(o);
+        assert_eq!(retry_annotation(&object(1, Some("a"))), Some("a"));
+        assert_eq!(retry_annotation_hash(&object(1, None)), None);
+        // Same generation: only the annotation moves the hash, so only it triggers.
+        assert_ne!(hash(&object(1, None)), hash(&object(1, Some("a"))));
+        assert_ne!(hash(&object(1, Some("a"))), hash(&object(1, Some("b"))));
+        assert_eq!(hash(&object(1, Some("a"))), hash(&object(1, Some("a"))));
+    }
+}
