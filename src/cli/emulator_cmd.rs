@@ -25,9 +25,13 @@ pub struct EmulatorArgs {
     /// Create a few demo applications, keys and aliases in us-east-1.
     #[arg(long)]
     pub seed_demo: bool,
-    /// The account every request acts in.
-    #[arg(long, default_value = crate::emulator::DEFAULT_ACCOUNT)]
+    /// The account requests signed with plain credentials act in.
+    #[arg(long, default_value = crate::emulator::DEFAULT_ACCOUNT, conflicts_with = "accounts")]
     pub account_id: String,
+    /// Several accounts, the first the default one (e.g. 111111111111,222222222222):
+    /// `sts:AssumeRole` into a registered role of any of them acts in that account.
+    #[arg(long, value_delimiter = ',')]
+    pub accounts: Vec<String>,
     /// How long a key policy write takes to be seen by GetKeyPolicy and by MSF's checks
     /// (KMS is eventually consistent), in milliseconds.
     #[arg(long, default_value_t = 0)]
@@ -59,6 +63,16 @@ pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
+    if let Some(bad) = a.accounts.iter().find(|x| !crate::arn::is_account_id(x)) {
+        return Err(crate::cli::BadInput(format!(
+            "--accounts: {bad:?} is not a 12-digit account id"
+        ))
+        .into());
+    }
+    let (account_id, extra_accounts) = match a.accounts.split_first() {
+        Some((first, rest)) => (first.clone(), rest.to_vec()),
+        None => (a.account_id, Vec::new()),
+    };
     if let Some(arn) = &a.caller_arn {
         crate::emulator::validate_caller_arn(arn)
             .map_err(|e| crate::cli::BadInput(format!("--caller-arn: {e}")))?;
@@ -71,7 +85,8 @@ pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
     });
     let emu = Emulator::start(EmulatorConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], a.port)),
-        account_id: a.account_id,
+        account_id,
+        extra_accounts,
         update_delay: Duration::from_millis(a.update_delay_ms),
         policy_propagation: Duration::from_millis(a.policy_propagation_ms),
         caller_arn: a.caller_arn,

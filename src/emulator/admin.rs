@@ -121,7 +121,11 @@ async fn clear_calls(State(inner): State<Arc<Inner>>) -> Response {
 }
 
 async fn config(State(inner): State<Arc<Inner>>) -> Response {
-    admin_json(inner.lock_settings().to_json(&inner.account))
+    admin_json(
+        inner
+            .lock_settings()
+            .to_json(&inner.account, &inner.accounts),
+    )
 }
 
 async fn set_config(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
@@ -131,33 +135,48 @@ async fn set_config(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
     };
     let mut settings = inner.lock_settings();
     match settings.apply(patch) {
-        Ok(()) => admin_json(settings.to_json(&inner.account)),
+        Ok(()) => admin_json(settings.to_json(&inner.account, &inner.accounts)),
         Err(e) => bad_request(e),
     }
 }
 
+/// The registry: `{"arns": [...], "external_ids": {ROLE_ARN: ID}}`.
+fn registry_json(inner: &Inner) -> Value {
+    let arns = inner.lock_principals().clone();
+    let external_ids = inner.lock_sts().external_ids().clone();
+    json!({ "arns": arns, "external_ids": external_ids })
+}
+
 async fn principals(State(inner): State<Arc<Inner>>) -> Response {
-    admin_json(json!({ "arns": *inner.lock_principals() }))
+    admin_json(registry_json(&inner))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Arns {
     arns: Vec<String>,
+    /// The external id AssumeRole must carry for each of these roles.
+    external_id: Option<String>,
 }
 
-/// Adds principals to the registry (never removes: IAM principals are not deleted here).
+/// Adds principals to the registry (never removes: IAM principals are not deleted here);
+/// with `external_id`, AssumeRole of those roles must carry it from now on.
 async fn add_principals(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
-    let arns = match serde_json::from_slice::<Arns>(&body) {
-        Ok(a) => a.arns,
-        Err(e) => return bad_request(format!("expected {{\"arns\": [...]}}: {e}")),
+    let Arns { arns, external_id } = match serde_json::from_slice::<Arns>(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return bad_request(format!(
+                "expected {{\"arns\": [...], \"external_id\": optional}}: {e}"
+            ));
+        }
     };
     if let Some(bad) = arns.iter().find(|a| !a.starts_with("arn:")) {
         return bad_request(format!("{bad:?} is not an ARN"));
     }
-    let mut set = inner.lock_principals();
-    set.extend(arns);
-    admin_json(json!({ "arns": *set }))
+    if let Err(e) = inner.register_principals(&arns, external_id.as_deref()) {
+        return bad_request(e);
+    }
+    admin_json(registry_json(&inner))
 }
 
 #[derive(Deserialize)]
@@ -166,9 +185,15 @@ struct Enabled {
     enabled: bool,
 }
 
+#[derive(Deserialize)]
+struct AccountQuery {
+    account: Option<String>,
+}
+
 async fn set_snapshots(
     State(inner): State<Arc<Inner>>,
     Path((region, name)): Path<(String, String)>,
+    Query(q): Query<AccountQuery>,
     body: Bytes,
 ) -> Response {
     let enabled = match serde_json::from_slice::<Enabled>(&body) {
@@ -176,7 +201,7 @@ async fn set_snapshots(
         Err(e) => return bad_request(format!("expected {{\"enabled\": true|false}}: {e}")),
     };
     let scope = Scope {
-        account: inner.account.clone(),
+        account: q.account.unwrap_or_else(|| inner.account.clone()),
         region,
     };
     match inner.set_snapshots_enabled(&scope, &name, enabled) {

@@ -81,8 +81,14 @@ impl EmulatorHandle {
         self.addr
     }
 
+    /// The first account: requests signed with plain credentials act in it.
     pub fn account_id(&self) -> &str {
         &self.inner.account
+    }
+
+    /// Every account served, the first one first.
+    pub fn accounts(&self) -> &[String] {
+        &self.inner.accounts
     }
 
     fn scope(&self, region: &str) -> Scope {
@@ -92,9 +98,37 @@ impl EmulatorHandle {
         }
     }
 
-    /// Creates an application (AWS owned key, version 1) in `status`; returns its ARN.
+    /// A scope in a served account.
+    fn scope_in(&self, account: &str, region: &str) -> anyhow::Result<Scope> {
+        if !self.inner.accounts.iter().any(|a| a == account) {
+            bail!(
+                "account {account} is not served (accounts: {})",
+                self.inner.accounts.join(", ")
+            );
+        }
+        Ok(Scope {
+            account: account.to_string(),
+            region: region.to_string(),
+        })
+    }
+
+    /// Creates an application (AWS owned key, version 1) in `status` in the first account;
+    /// returns its ARN.
     pub fn create_application(
         &self,
+        region: &str,
+        name: &str,
+        runtime: &str,
+        status: ApplicationStatus,
+    ) -> anyhow::Result<String> {
+        let account = self.inner.account.clone();
+        self.create_application_in(&account, region, name, runtime, status)
+    }
+
+    /// [`EmulatorHandle::create_application`] in any served account.
+    pub fn create_application_in(
+        &self,
+        account: &str,
         region: &str,
         name: &str,
         runtime: &str,
@@ -103,7 +137,7 @@ impl EmulatorHandle {
         if !crate::arn::is_valid_application_name(name) {
             bail!("invalid application name {name:?}");
         }
-        let scope = self.scope(region);
+        let scope = self.scope_in(account, region)?;
         let mut world = self.inner.lock_world();
         let apps = &mut world.scope_mut(&scope).apps;
         if apps.contains_key(name) {
@@ -186,6 +220,21 @@ impl EmulatorHandle {
             .map(|a| a.observed())
     }
 
+    /// [`EmulatorHandle::application`] in any account.
+    pub fn application_in(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+    ) -> Option<ObservedApplication> {
+        let scope = Scope {
+            account: account.to_string(),
+            region: region.to_string(),
+        };
+        let mut world = self.inner.lock_world();
+        world.app_mut(&scope, name).map(|a| a.observed())
+    }
+
     /// Removes an application; true if it existed.
     pub fn delete_application(&self, region: &str, name: &str) -> bool {
         let scope = self.scope(region);
@@ -200,6 +249,20 @@ impl EmulatorHandle {
     /// Creates a symmetric encrypt/decrypt key; `None` = KMS's default policy. Returns its ARN.
     pub fn create_key(&self, region: &str, policy: Option<&str>) -> anyhow::Result<String> {
         let mut opts = KeyOptions::new(region);
+        opts.policy = policy.map(str::to_string);
+        self.create_key_with(opts)
+    }
+
+    /// [`EmulatorHandle::create_key`] in any served account.
+    pub fn create_key_in(
+        &self,
+        account: &str,
+        region: &str,
+        policy: Option<&str>,
+    ) -> anyhow::Result<String> {
+        self.scope_in(account, region)?;
+        let mut opts = KeyOptions::new(region);
+        opts.account = Some(account.to_string());
         opts.policy = policy.map(str::to_string);
         self.create_key_with(opts)
     }
@@ -226,9 +289,22 @@ impl EmulatorHandle {
         Ok(arn)
     }
 
-    /// Points `alias_name` (`alias/...`) at a key of the same region; returns the alias ARN.
+    /// Points `alias_name` (`alias/...`) at a key of the same region of the first account;
+    /// returns the alias ARN.
     pub fn create_alias(
         &self,
+        region: &str,
+        alias_name: &str,
+        key_arn: &str,
+    ) -> anyhow::Result<String> {
+        let account = self.inner.account.clone();
+        self.create_alias_in(&account, region, alias_name, key_arn)
+    }
+
+    /// [`EmulatorHandle::create_alias`] in any served account.
+    pub fn create_alias_in(
+        &self,
+        account: &str,
         region: &str,
         alias_name: &str,
         key_arn: &str,
@@ -236,7 +312,7 @@ impl EmulatorHandle {
         if !alias_name.starts_with("alias/") || alias_name.len() <= 6 {
             bail!("alias name must look like alias/NAME, got {alias_name:?}");
         }
-        let scope = self.scope(region);
+        let scope = self.scope_in(account, region)?;
         let mut world = self.inner.lock_world();
         let key_id = world
             .key_by_arn(key_arn)
@@ -401,6 +477,24 @@ impl EmulatorHandle {
         self.inner
             .lock_principals()
             .extend(arns.into_iter().map(Into::into));
+    }
+
+    /// Registers roles (in any account) that AssumeRole may enter only with `external_id`.
+    pub fn add_roles_with_external_id<I: IntoIterator<Item = S>, S: Into<String>>(
+        &self,
+        role_arns: I,
+        external_id: &str,
+    ) -> anyhow::Result<()> {
+        let arns: Vec<String> = role_arns.into_iter().map(Into::into).collect();
+        self.inner
+            .register_principals(&arns, Some(external_id))
+            .map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The shortest AssumeRole DurationSeconds accepted from now on (STS: 900); lower it to
+    /// see credentials expire in a test.
+    pub fn set_min_session_seconds(&self, seconds: u64) {
+        self.inner.lock_settings().min_session_seconds = seconds.max(1);
     }
 
     pub fn principals(&self) -> Vec<String> {

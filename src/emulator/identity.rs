@@ -87,6 +87,29 @@ impl Identity {
         }
     }
 
+    /// A session of a role, as STS's AssumeRole names it: `arn:aws:sts::ACCOUNT:assumed-role/
+    /// NAME/SESSION`, with the role (its path kept) as `aws:PrincipalArn`.
+    pub fn role_session(role_arn: &str, session: &str) -> Result<Self, String> {
+        let role = Self::parse(role_arn)?;
+        let is_role = role_arn
+            .split(':')
+            .nth(5)
+            .is_some_and(|r| r.starts_with("role/"));
+        if !is_role || session.is_empty() {
+            return Err(format!("{role_arn:?} is not an IAM role ARN"));
+        }
+        let name = role_arn.rsplit('/').next().unwrap_or_default();
+        let role_id = role.user_id.split(':').next().unwrap_or_default();
+        Ok(Self {
+            arn: format!(
+                "arn:{}:sts::{}:assumed-role/{name}/{session}",
+                role.partition, role.account
+            ),
+            user_id: format!("{role_id}:{session}"),
+            ..role
+        })
+    }
+
     /// The principal of a policy evaluation and its context keys.
     pub fn request(&self, action: &str, key_arn: &str) -> crate::policy::Request {
         crate::policy::Request::new(
@@ -132,7 +155,7 @@ pub fn error_xml(code: &str, message: &str, request_id: &str) -> String {
     )
 }
 
-fn xml_escape(s: &str) -> String {
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -187,6 +210,12 @@ mod tests {
         assert!(role.user_id.starts_with("AROA") && role.user_id.ends_with(":msf-cmk-controller"));
         let session = Identity::parse("arn:aws:sts::123456789012:assumed-role/Ops/alice").unwrap();
         assert_eq!(session.principal_arn, "arn:aws:iam::123456789012:role/Ops");
+        let s = Identity::role_session("arn:aws:iam::222222222222:role/team/ops", "s1").unwrap();
+        assert_eq!(s.arn, "arn:aws:sts::222222222222:assumed-role/ops/s1");
+        assert_eq!(s.principal_arn, "arn:aws:iam::222222222222:role/team/ops");
+        assert_eq!(s.account, "222222222222");
+        assert!(s.user_id.starts_with("AROA") && s.user_id.ends_with(":s1"));
+        assert!(Identity::role_session("arn:aws:iam::222222222222:user/bob", "s").is_err());
         let user = Identity::parse("arn:aws:iam::123456789012:user/bob").unwrap();
         assert_eq!(user.arn, user.principal_arn);
         let root = Identity::parse("arn:aws-cn:iam::123456789012:root").unwrap();

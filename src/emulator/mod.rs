@@ -70,6 +70,7 @@ mod quotas;
 mod server;
 mod settings;
 mod state;
+mod sts;
 mod wire;
 
 pub use calls::{CALL_LOG_CAPACITY, CallRecord};
@@ -78,21 +79,29 @@ pub use handle::{EmulatorHandle, KeyOptions};
 pub use identity::SESSION_NAME;
 pub use policy_check::{MAX_POLICY_BYTES, MSF_PRINCIPALS};
 pub use quotas::{DEFAULT_MSF_PER_SECOND, Quotas, kms_rate};
+pub use sts::{DEFAULT_SESSION_SECONDS, MIN_SESSION_SECONDS};
 
 use calls::CallLog;
 use faults::{Counts, Faults};
 use quotas::Buckets;
 use settings::Settings;
 use state::World;
+use sts::StsState;
 
-/// The account every request acts in (requests are not authenticated).
+/// The account requests act in unless signed with credentials AssumeRole issued.
 pub const DEFAULT_ACCOUNT: &str = "123456789012";
 
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
     /// Where to listen; port 0 picks a free port.
     pub bind: SocketAddr,
+    /// The first account: requests signed with plain credentials act in it.
     pub account_id: String,
+    /// Further accounts served: resources live in them and AssumeRole enters them.
+    pub extra_accounts: Vec<String>,
+    /// The shortest AssumeRole `DurationSeconds` accepted: STS's 900 by default; tests lower
+    /// it to see credentials expire.
+    pub min_session_seconds: u64,
     /// Region of requests without a SigV4 `Authorization` header.
     pub default_region: String,
     /// How long UPDATING / STARTING / STOPPING last.
@@ -123,6 +132,8 @@ impl Default for EmulatorConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             account_id: DEFAULT_ACCOUNT.to_string(),
+            extra_accounts: Vec::new(),
+            min_session_seconds: sts::MIN_SESSION_SECONDS,
             default_region: "us-east-1".to_string(),
             update_delay: Duration::from_millis(200),
             seed: 0x5eed,
@@ -150,7 +161,11 @@ impl Emulator {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.bind))?;
         let addr = listener.local_addr()?;
-        let principals = initial_principals(&config.account_id, &caller);
+        let accounts = served_accounts(&config)?;
+        let mut principals = initial_principals(&config.account_id, &caller);
+        for extra in &accounts[1..] {
+            principals.extend(initial_principals(extra, &settings::default_caller(extra)));
+        }
         let inner = Arc::new(Inner {
             world: Mutex::new(World::default()),
             faults: Mutex::new(Faults::new(config.seed)),
@@ -163,9 +178,12 @@ impl Emulator {
                 reject_incomplete_statements: config.reject_incomplete_statements,
                 quotas: config.quotas,
                 update_delay: config.update_delay,
+                min_session_seconds: config.min_session_seconds,
             }),
             principals: Mutex::new(principals),
             buckets: Mutex::new(Buckets::default()),
+            sts: Mutex::new(StsState::default()),
+            accounts,
             account: config.account_id,
             default_region: config.default_region,
         });
@@ -181,6 +199,20 @@ impl Emulator {
         });
         Ok(EmulatorHandle::new(inner, addr, stop_tx, task))
     }
+}
+
+/// The first account, then the extra ones; each a 12-digit id, none twice.
+fn served_accounts(config: &EmulatorConfig) -> anyhow::Result<Vec<String>> {
+    let mut accounts = vec![config.account_id.clone()];
+    for a in &config.extra_accounts {
+        if !crate::arn::is_account_id(a) {
+            anyhow::bail!("account {a:?} is not a 12-digit account id");
+        }
+        if !accounts.contains(a) {
+            accounts.push(a.clone());
+        }
+    }
+    Ok(accounts)
 }
 
 /// The principals that exist from the start (for `strict_principals`): the account root,
@@ -214,6 +246,11 @@ pub(crate) struct Inner {
     /// IAM principals that exist, for `strict_principals`.
     principals: Mutex<BTreeSet<String>>,
     buckets: Mutex<Buckets>,
+    /// Credentials AssumeRole issued, and the external ids roles require.
+    sts: Mutex<StsState>,
+    /// Every account served, the first one first.
+    accounts: Vec<String>,
+    /// The first account.
     account: String,
     default_region: String,
 }
@@ -253,10 +290,42 @@ impl Inner {
         lock(&self.buckets)
     }
 
+    fn lock_sts(&self) -> MutexGuard<'_, StsState> {
+        lock(&self.sts)
+    }
+
     /// Counts the call and appends it to the call log.
     fn record(&self, info: calls::CallInfo, outcome: &str) {
         self.lock_counts().record(&info.operation, outcome);
         self.lock_calls().push(info, outcome);
+    }
+
+    /// Adds principals to the registry; with `external_id`, each must be a role and
+    /// AssumeRole of it must carry that id. Refuses (changing nothing) a bad external id.
+    fn register_principals(
+        &self,
+        arns: &[String],
+        external_id: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(id) = external_id {
+            sts::check_external_id(id)?;
+            if let Some(bad) = arns
+                .iter()
+                .find(|a| identity::Identity::role_session(a, "x").is_err())
+            {
+                return Err(format!(
+                    "{bad:?} is not a role ARN: only roles take an external id"
+                ));
+            }
+        }
+        self.lock_principals().extend(arns.iter().cloned());
+        if let Some(id) = external_id {
+            let mut sts = self.lock_sts();
+            for arn in arns {
+                sts.set_external_id(arn, id);
+            }
+        }
+        Ok(())
     }
 
     fn settings(&self) -> Settings {
@@ -338,7 +407,14 @@ impl Inner {
                 })
             })
             .collect();
-        json!({ "scopes": scopes, "update_delay_ms": self.update_delay().as_millis() as u64 })
+        drop(world);
+        let sessions = self.lock_sts().to_json(std::time::SystemTime::now());
+        json!({
+            "accounts": self.accounts,
+            "scopes": scopes,
+            "sessions": sessions,
+            "update_delay_ms": self.update_delay().as_millis() as u64,
+        })
     }
 }
 
@@ -352,6 +428,6 @@ pub fn operations() -> impl Iterator<Item = &'static str> {
     msf::OPERATIONS
         .iter()
         .chain(kms::OPERATIONS)
-        .chain(&["GetCallerIdentity"])
+        .chain(sts::OPERATIONS)
         .copied()
 }

@@ -2,11 +2,13 @@
 //! on the `x-amz-target` header, STS on the awsQuery `Action` of a form body; the region from
 //! the SigV4 scope) and the admin API under `/_emulator/` (see `admin.rs`).
 //!
-//! Every AWS call goes through the same steps: identify (operation, target, caller), inject
-//! faults, apply quotas, handle, then count and log the outcome.
+//! Every AWS call goes through the same steps: identify (operation, target, caller and its
+//! account: credentials AssumeRole issued act as the role's session in its account, see
+//! `sts.rs`), refuse expired credentials, inject faults, apply quotas, handle, then count and
+//! log the outcome.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,6 +23,7 @@ use super::faults::{Decision, Injected};
 use super::identity::{self, Identity};
 use super::quotas::kms_rate;
 use super::state::Scope;
+use super::sts::{self, Resolved};
 use super::wire::{ApiError, Body, region_from_authorization};
 use super::{Inner, admin, kms, msf};
 
@@ -39,7 +42,7 @@ fn request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn json_response(status: u16, body: &Value) -> Response {
+fn json_response(status: u16, body: &Value, request_id: &str) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, body.to_string()).into_response();
     let h = resp.headers_mut();
@@ -47,7 +50,7 @@ fn json_response(status: u16, body: &Value) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-amz-json-1.1"),
     );
-    if let Ok(id) = HeaderValue::from_str(&request_id()) {
+    if let Ok(id) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", id);
     }
     resp
@@ -59,6 +62,43 @@ fn xml_response(status: u16, body: String) -> Response {
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     resp
+}
+
+/// A service's answer: awsJson for MSF and KMS, awsQuery XML for STS.
+enum Reply {
+    Json(Value),
+    Xml(String),
+}
+
+/// Who a request acts as, and in which account.
+struct Caller {
+    identity: Identity,
+    account: String,
+    /// Signed with credentials AssumeRole issued (a further AssumeRole is role chaining).
+    session: bool,
+    /// Those credentials have expired.
+    expired: bool,
+}
+
+/// Credentials AssumeRole issued act in the role's account as its session; any other access
+/// key id (or none) acts in the first account as the configured caller.
+fn identify(inner: &Inner, access_key_id: &str) -> Caller {
+    let session = |identity: Identity, expired: bool| Caller {
+        account: identity.account.clone(),
+        identity,
+        session: true,
+        expired,
+    };
+    match inner.lock_sts().resolve(access_key_id, SystemTime::now()) {
+        Resolved::Plain => Caller {
+            identity: inner.caller(),
+            account: inner.account.clone(),
+            session: false,
+            expired: false,
+        },
+        Resolved::Session(id) => session(id, false),
+        Resolved::Expired(id) => session(id, true),
+    }
 }
 
 /// The service and operation a request asks for.
@@ -84,9 +124,9 @@ fn route(headers: &HeaderMap, body: &[u8]) -> Result<(Service, String), ApiError
     ))
 }
 
-/// What the request names: an application or a key, as sent.
+/// What the request names: an application, a key or a role, as sent.
 fn target_of(body: &Body) -> Option<String> {
-    ["ApplicationName", "KeyId", "TargetKeyId"]
+    ["ApplicationName", "KeyId", "TargetKeyId", "RoleArn"]
         .into_iter()
         .find_map(|f| body.str(f).ok().flatten())
         .map(str::to_string)
@@ -97,74 +137,95 @@ async fn aws(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let caller = inner.caller();
+    let request_id = request_id();
+    let access_key_id = access_key_from_authorization(auth).unwrap_or_default();
+    let caller = identify(&inner, access_key_id);
     let mut info = CallInfo {
         received_ms: now_ms(),
         operation: "Unknown".into(),
         region: region_from_authorization(auth)
             .unwrap_or(&inner.default_region)
             .to_string(),
-        account: inner.account.clone(),
-        access_key_id: access_key_from_authorization(auth)
-            .unwrap_or_default()
-            .to_string(),
-        caller_arn: caller.arn.clone(),
+        account: caller.account.clone(),
+        access_key_id: access_key_id.to_string(),
+        caller_arn: caller.identity.arn.clone(),
         target: None,
     };
     let (service, op) = match route(&headers, &body) {
         Ok(r) => r,
         Err(e) => {
             inner.record(info, e.code);
-            return json_response(e.status, &e.body());
+            return json_response(e.status, &e.body(), &request_id);
         }
     };
     info.operation = op.clone();
     let parsed = match service {
-        // awsQuery: the form's fields are not needed beyond the Action.
-        Service::Sts => Ok(Body::empty()),
+        Service::Sts => Ok(Body::from_form(&body)),
         _ => Body::parse(&body),
     };
     info.target = parsed.as_ref().ok().and_then(target_of);
     let scope = Scope {
-        account: inner.account.clone(),
+        account: caller.account.clone(),
         region: info.region.clone(),
     };
-    let result = call(&inner, service, &op, parsed, &scope, &caller, &info).await;
+    // The front door refuses expired credentials before any service sees the request.
+    let result = if caller.expired {
+        Err(sts::expired_token())
+    } else {
+        let req = Request {
+            service,
+            op: &op,
+            scope: &scope,
+            caller: &caller,
+            info: &info,
+            request_id: &request_id,
+        };
+        call(&inner, &req, parsed).await
+    };
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code,
     };
     inner.record(info, outcome);
+    respond(service, result, &request_id)
+}
+
+fn respond(service: Service, result: Result<Reply, ApiError>, request_id: &str) -> Response {
     match (service, result) {
-        (Service::Sts, Ok(_)) => xml_response(
-            200,
-            identity::get_caller_identity_xml(&caller, &request_id()),
-        ),
-        (Service::Sts, Err(e)) => xml_response(
-            e.status,
-            identity::error_xml(e.code, &e.message, &request_id()),
-        ),
-        (_, Ok(v)) => json_response(200, &v),
-        (_, Err(e)) => json_response(e.status, &e.body()),
+        (_, Ok(Reply::Xml(xml))) => xml_response(200, xml),
+        (_, Ok(Reply::Json(v))) => json_response(200, &v, request_id),
+        (Service::Sts, Err(e)) => {
+            let (status, xml) = sts::answer(Err(e), request_id);
+            xml_response(status, xml)
+        }
+        (_, Err(e)) => json_response(e.status, &e.body(), request_id),
     }
+}
+
+/// One request, identified.
+struct Request<'a> {
+    service: Service,
+    op: &'a str,
+    scope: &'a Scope,
+    caller: &'a Caller,
+    info: &'a CallInfo,
+    request_id: &'a str,
 }
 
 /// Faults, quotas, then the service's handler.
 async fn call(
     inner: &Inner,
-    service: Service,
-    op: &str,
+    req: &Request<'_>,
     body: Result<Body, ApiError>,
-    scope: &Scope,
-    caller: &Identity,
-    info: &CallInfo,
-) -> Result<Value, ApiError> {
-    let decision = inner.lock_faults().decide(op, info.target.as_deref());
+) -> Result<Reply, ApiError> {
+    let (service, op, scope) = (req.service, req.op, req.scope);
+    let caller = &req.caller.identity;
+    let decision = inner.lock_faults().decide(op, req.info.target.as_deref());
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
     // Unsigned requests are scripts seeding state (every SDK signs): no quota for them.
-    let signed = !info.access_key_id.is_empty();
+    let signed = !req.info.access_key_id.is_empty();
     if signed && !within_quota(inner, service, op, scope) {
         return Err(throttled());
     }
@@ -176,15 +237,42 @@ async fn call(
     }
     let body = body?;
     match service {
-        Service::Msf => handle_msf(inner, op, &body, scope, caller, &decision),
-        Service::Kms => handle_kms(inner, op, &body, scope, caller),
-        Service::Sts => match op {
-            "GetCallerIdentity" => Ok(Value::Null),
-            _ => Err(ApiError::client(
-                "InvalidAction",
-                format!("Could not find operation {op} for version 2011-06-15"),
-            )),
-        },
+        Service::Msf => handle_msf(inner, op, &body, scope, caller, &decision).map(Reply::Json),
+        Service::Kms => handle_kms(inner, op, &body, scope, caller).map(Reply::Json),
+        Service::Sts => handle_sts(inner, op, &body, req.caller, req.request_id),
+    }
+}
+
+fn handle_sts(
+    inner: &Inner,
+    op: &str,
+    body: &Body,
+    caller: &Caller,
+    request_id: &str,
+) -> Result<Reply, ApiError> {
+    match op {
+        "GetCallerIdentity" => Ok(Reply::Xml(identity::get_caller_identity_xml(
+            &caller.identity,
+            request_id,
+        ))),
+        "AssumeRole" => {
+            // Copied first: locks are taken one at a time, never nested.
+            let known = inner.lock_principals().clone();
+            let min_seconds = inner.lock_settings().min_session_seconds;
+            let ctx = sts::AssumeCtx {
+                caller: &caller.identity,
+                chained: caller.session,
+                known: &known,
+                accounts: &inner.accounts,
+                min_seconds,
+                now: SystemTime::now(),
+            };
+            sts::assume_role(body, &ctx, &mut inner.lock_sts(), request_id).map(Reply::Xml)
+        }
+        _ => Err(ApiError::client(
+            "InvalidAction",
+            format!("Could not find operation {op} for version 2011-06-15"),
+        )),
     }
 }
 
@@ -247,7 +335,7 @@ fn within_quota(inner: &Inner, service: Service, op: &str, scope: &Scope) -> boo
     let rate = match service {
         Service::Kms => kms_rate(op),
         Service::Msf => quotas.msf_per_second,
-        // STS's GetCallerIdentity quota is far above what a controller calls.
+        // STS's quotas are far above what a controller calls.
         Service::Sts => return true,
     };
     inner

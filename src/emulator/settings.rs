@@ -18,6 +18,8 @@ pub struct Settings {
     pub reject_incomplete_statements: bool,
     pub quotas: Option<Quotas>,
     pub update_delay: Duration,
+    /// The shortest AssumeRole DurationSeconds accepted.
+    pub min_session_seconds: u64,
 }
 
 /// The default caller: the operator role the demo and the docs use.
@@ -38,6 +40,8 @@ pub struct SettingsPatch {
     /// MSF requests per second per operation; implies quotas on.
     pub msf_quota: Option<u32>,
     pub update_delay_ms: Option<u64>,
+    /// The shortest AssumeRole DurationSeconds accepted (STS: 900).
+    pub min_session_seconds: Option<u64>,
 }
 
 impl Settings {
@@ -45,6 +49,9 @@ impl Settings {
     pub fn apply(&mut self, patch: SettingsPatch) -> Result<(), String> {
         if let Some(arn) = &patch.caller_arn {
             super::identity::Identity::parse(arn)?;
+        }
+        if patch.min_session_seconds == Some(0) {
+            return Err("min_session_seconds must be at least 1".into());
         }
         if patch.msf_quota == Some(0) {
             return Err("msf_quota must be at least 1".into());
@@ -57,6 +64,7 @@ impl Settings {
             quotas,
             msf_quota,
             update_delay_ms,
+            min_session_seconds,
         } = patch;
         if let Some(ms) = policy_propagation_ms {
             self.policy_propagation = Duration::from_millis(ms);
@@ -83,12 +91,16 @@ impl Settings {
         if let Some(ms) = update_delay_ms {
             self.update_delay = Duration::from_millis(ms);
         }
+        if let Some(s) = min_session_seconds {
+            self.min_session_seconds = s;
+        }
         Ok(())
     }
 
-    pub fn to_json(&self, account: &str) -> Value {
+    pub fn to_json(&self, account: &str, accounts: &[String]) -> Value {
         json!({
             "account_id": account,
+            "accounts": accounts,
             "caller_arn": self.caller_arn,
             "policy_propagation_ms": self.policy_propagation.as_millis() as u64,
             "strict_principals": self.strict_principals,
@@ -96,6 +108,7 @@ impl Settings {
             "quotas": self.quotas.is_some(),
             "msf_quota": self.quotas.map(|q| q.msf_per_second),
             "update_delay_ms": self.update_delay.as_millis() as u64,
+            "min_session_seconds": self.min_session_seconds,
         })
     }
 }
@@ -112,6 +125,7 @@ mod tests {
             reject_incomplete_statements: false,
             quotas: None,
             update_delay: Duration::ZERO,
+            min_session_seconds: 900,
         }
     }
 

@@ -51,8 +51,20 @@ impl Body {
         }
     }
 
-    pub fn empty() -> Self {
-        Self(Map::new())
+    /// An awsQuery form body (`Action=AssumeRole&RoleArn=arn%3Aaws...`): every field a
+    /// string, percent-decoded. A field that does not decode to UTF-8 is dropped (it then
+    /// reads as missing, which the operation refuses).
+    pub fn from_form(bytes: &[u8]) -> Self {
+        let map = bytes
+            .split(|b| *b == b'&')
+            .filter_map(|pair| {
+                let eq = pair.iter().position(|b| *b == b'=')?;
+                let name = percent_decode(&pair[..eq])?;
+                let value = percent_decode(&pair[eq + 1..])?;
+                Some((name, Value::String(value)))
+            })
+            .collect();
+        Self(map)
     }
 
     pub fn get(&self, name: &str) -> Option<&Value> {
@@ -106,6 +118,27 @@ impl Body {
     }
 }
 
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte.
+fn percent_decode(raw: &[u8]) -> Option<String> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = raw.get(i + 1).copied().and_then(hex)?;
+                let lo = raw.get(i + 2).copied().and_then(hex)?;
+                out.push(hi << 4 | lo);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
 fn validation(message: String) -> ApiError {
     ApiError::client("ValidationException", message)
 }
@@ -150,5 +183,11 @@ mod tests {
         assert!(b.str("N").is_err());
         assert_eq!(b.i64("N").unwrap(), Some(3));
         assert_eq!(b.str("Z").unwrap(), None);
+        let f = Body::from_form(
+            b"Action=AssumeRole&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fa&N=a+b&X=%zz",
+        );
+        assert_eq!(f.str("RoleArn").unwrap(), Some("arn:aws:iam::1:role/a"));
+        assert_eq!(f.str("N").unwrap(), Some("a b"));
+        assert_eq!(f.str("X").unwrap(), None);
     }
 }
