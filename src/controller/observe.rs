@@ -166,8 +166,8 @@ pub fn application_arn_for_key(key_arn: &str, name: &str) -> Option<String> {
 /// GetKeyPolicy of the key the application uses while a switch away from it is pending
 /// (`planner::operator` checks the operator may still use it): only when the application uses
 /// a customer managed key other than the desired one, not suspended, not in `Ignore` mode.
-/// Not shared or cached: that key is never written, and the read is rare (one per pending
-/// switch).
+/// Not shared or cached: that key is never written, and the read is rare (once per reconcile
+/// while a switch is pending; none in steady state).
 pub async fn leaving_key_policy(
     core: &Core,
     spec: &ApplicationEncryptionSpec,
