@@ -914,3 +914,64 @@ fn chart_lints_clean() {
     );
     assert!(out.contains("0 chart(s) failed"), "{out}");
 }
+
+/// The overlay deploy/README.md shows replaces the kustomize base's role placeholder
+/// everywhere; the chart's default tenancy is a file the controller accepts.
+#[test]
+fn readme_overlay_replaces_the_placeholder() {
+    let readme = std::fs::read_to_string(repo_path("deploy/README.md")).unwrap();
+    let start = readme
+        .find("# my-overlay/kustomization.yaml\n")
+        .expect("the overlay example");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").expect("end of the block")];
+    // kustomize takes bases by relative path only: the overlay lives in target/.
+    let overlay = block.replace("../deploy/kustomize/base", "../../deploy/kustomize/base");
+    let dir = tempfile::Builder::new()
+        .prefix("overlay-")
+        .tempdir_in(repo_path("target"))
+        .unwrap();
+    std::fs::write(dir.path().join("kustomization.yaml"), overlay).unwrap();
+    let out = run(
+        &tool("KUBECTL_BIN"),
+        &["kustomize", dir.path().to_str().unwrap()],
+    );
+    assert!(!out.contains(BASE_PLACEHOLDER), "{out}");
+    let docs = documents(&out);
+    let role = "arn:aws:iam::ACCOUNT:role/msf-cmk-controller";
+    let sa = find(&docs, "ServiceAccount", RELEASE);
+    assert_eq!(
+        str_at(
+            sa,
+            &["metadata", "annotations", "eks.amazonaws.com/role-arn"]
+        ),
+        role
+    );
+    let c = &find(&docs, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0];
+    let env = c["env"].as_sequence().unwrap();
+    let operator = env
+        .iter()
+        .find(|e| e["name"].as_str() == Some("MSF_CMK_OPERATOR_ROLE_ARN"))
+        .unwrap();
+    assert_eq!(operator["value"].as_str(), Some(role));
+    let base = documents(&kustomize_base());
+    let base_env =
+        &find(&base, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(
+        env.len(),
+        base_env.as_sequence().unwrap().len(),
+        "the patch replaced the variable, it did not add one"
+    );
+    assert_eq!(
+        str_at(c, &["image"]),
+        "registry.example.com/msf-cmk-controller:0.1.0"
+    );
+
+    let chart = documents(&helm_template(&[]));
+    let tenancy = find(&chart, "ConfigMap", "msf-cmk-controller-tenancy")["data"]["tenancy.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    msf_cmk_controller::controller::tenancy::TenancyConfig::parse(&tenancy)
+        .expect("the chart's tenancy file is one the controller accepts");
+}
