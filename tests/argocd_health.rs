@@ -180,6 +180,15 @@ fn work_in_flight_is_progressing() {
 }
 
 #[test]
+fn being_deleted_is_progressing() {
+    let mut obj = resource(1, vec![cond("Ready", "True", "Converged", 1)]);
+    obj["metadata"]["deletionTimestamp"] = json!("2026-11-26T12:30:00Z");
+    let (status, message) = health(&obj);
+    assert_eq!(status, "Progressing");
+    assert!(message.starts_with("Deleting"), "{message}");
+}
+
+#[test]
 fn suspended_is_suspended() {
     let obj = resource(1, vec![cond("Ready", "False", "Suspended", 1)]);
     assert_eq!(status_of(&obj), "Suspended");

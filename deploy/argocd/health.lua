@@ -4,6 +4,7 @@
 -- tests/argocd_health.rs runs this file against sample objects; keep the two in step.
 --
 -- Order of the rules (first match wins):
+--   0. being deleted (the finalizer's cleanup runs)      -> Progressing
 --   1. no status, or status for an older generation      -> Progressing
 --   2. Stalled=True                                       -> Degraded (only a person can fix it)
 --   3. Ready=False with a terminal reason (list below)    -> Degraded, even without Stalled
@@ -68,6 +69,10 @@ end
 
 local function check(obj)
   local hs = { status = "Progressing", message = "Waiting for the controller" }
+  if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
+    hs.message = "Deleting: the controller applies spec.deletionPolicy, then removes its finalizer"
+    return hs
+  end
   if obj.status == nil or obj.status.conditions == nil then
     return hs
   end
