@@ -638,3 +638,67 @@ async fn after_a_restart_a_refusal_may_be_an_unknown_write_but_not_in_apply() {
         assert_eq!(o.next, expected, "{unknown_writes}: {:#?}", o.status);
     }
 }
+
+#[tokio::test]
+async fn the_revert_on_deletion_follows_the_same_rules() {
+    use msf_cmk_controller::controller::finalizer;
+    let e = env().await;
+    e.app("orders", ApplicationStatus::Running);
+    let key = e.emu.create_key(REGION, None).unwrap();
+    let mut spec = cmk("orders", &key);
+    spec.deletion_policy = DeletionPolicy::RevertToAwsOwnedKey;
+    let done = e.settle_down(&spec, 1, None, None).await;
+    assert_eq!(ready(&done).0, "True");
+
+    // Snapshots disabled: the revert would restart the job without its state.
+    e.emu
+        .set_snapshots_enabled(REGION, "orders", false)
+        .unwrap();
+    let err = finalizer::cleanup(&e.core, &deleted(&spec, &done.status))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("WouldRestartWithoutState"),
+        "{err}"
+    );
+    assert_eq!(e.updates(), 1, "no revert");
+    e.emu.set_snapshots_enabled(REGION, "orders", true).unwrap();
+
+    // MSF rolls the revert back: the next cleanup does not try again.
+    e.emu.set_fault("UpdateApplication", Fault::rollback());
+    finalizer::cleanup(&e.core, &deleted(&spec, &done.status))
+        .await
+        .unwrap();
+    assert_eq!(e.updates(), 2);
+    tokio::time::sleep(UPDATE_DELAY * 3).await;
+    e.emu.clear_faults();
+    for _ in 0..3 {
+        let err = finalizer::cleanup(&e.core, &deleted(&spec, &done.status))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("UpdateRolledBack"), "{err}");
+    }
+    assert_eq!(e.updates(), 2, "one revert, not one per retry");
+    // Retain lets the deletion finish without touching the application.
+    spec.deletion_policy = DeletionPolicy::Retain;
+    finalizer::cleanup(&e.core, &deleted(&spec, &done.status))
+        .await
+        .unwrap();
+    assert_eq!(e.updates(), 2);
+}
+
+/// The resource as the finalizer sees it.
+fn deleted<'a>(
+    spec: &'a ApplicationEncryptionSpec,
+    previous: &'a ApplicationEncryptionStatus,
+) -> Subject<'a> {
+    Subject {
+        namespace: "ns",
+        name: "orders",
+        spec,
+        generation: Some(1),
+        previous: Some(previous),
+        conflict: None,
+        retry_update: None,
+    }
+}

@@ -8,12 +8,16 @@
 //! - Key policy statements are kept (snapshots taken under the key still need it) unless
 //!   `spec.keyPolicy.removeStatementsOnDelete`, in Enforce mode only; then only this
 //!   application's values are removed from the owned statements.
+//! - The revert follows the update lifecycle ([`lifecycle::revert_allowed`]): not for a RUNNING
+//!   application without snapshots unless `allowStatelessRestart`, never again after MSF rolled
+//!   it back (`deletionPolicy: Retain` then lets the deletion finish).
 //! - Idempotent; an application or key that is already gone counts as done. A resource the
 //!   controller refused to act on (tenancy, conflict) or a suspended one touches nothing.
 
 use crate::api::{DeletionPolicy, KeyPolicyMode, KeyType};
 use crate::aws::AwsError;
 use crate::controller::context::Core;
+use crate::controller::lifecycle;
 use crate::controller::observe::{self, kms_region};
 use crate::controller::reconcile::{Note, Subject};
 use crate::controller::tenancy::KeyVerdict;
@@ -28,6 +32,9 @@ pub enum CleanupError {
     Aws(#[from] AwsError),
     #[error("key policy of {key}: {why}")]
     Policy { key: String, why: String },
+    /// The revert may not be made (update lifecycle): retried, the message says what unblocks.
+    #[error("{reason}: {message}")]
+    Blocked { reason: String, message: String },
 }
 
 /// Does what the deletion policy says; returns the Events to publish.
@@ -51,10 +58,14 @@ pub async fn cleanup(core: &Core, subject: &Subject<'_>) -> Result<Vec<Note>, Cl
     if spec.deletion_policy == DeletionPolicy::RevertToAwsOwnedKey {
         match core
             .msf
-            .describe_application(&region, &spec.application_name)
+            .describe_application_detail(&region, &spec.application_name)
             .await
         {
-            Ok(app) if app.encryption.key_type == AppliedKeyType::CustomerManagedKey => {
+            Ok(described)
+                if described.application.encryption.key_type
+                    == AppliedKeyType::CustomerManagedKey =>
+            {
+                let app = &described.application;
                 if !app.status.is_updatable() {
                     return Err(CleanupError::NotUpdatable(
                         app.name.clone(),
@@ -69,6 +80,9 @@ pub async fn cleanup(core: &Core, subject: &Subject<'_>) -> Result<Vec<Note>, Cl
                     key_type: AppliedKeyType::AwsOwnedKey,
                     key_id: None,
                 };
+                lifecycle::revert_allowed(core, spec, &region, &described, &update)
+                    .await
+                    .map_err(|(reason, message)| CleanupError::Blocked { reason, message })?;
                 core.msf.update_application_encryption(&update).await?;
                 notes.push(Note {
                     warning: false,

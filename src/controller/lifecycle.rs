@@ -331,3 +331,55 @@ pub fn update_failure(
         error.category,
     )
 }
+
+/// Whether the cleanup's revert to the AWS owned key (`deletionPolicy: RevertToAwsOwnedKey`)
+/// may be made now, by the same rules as any update: not without the job's state, not again
+/// after MSF rolled it back (a cleanup writes no status, so only MSF's history counts and no
+/// annotation authorises a retry: `deletionPolicy: Retain` lets the deletion finish), not while
+/// an update runs. `Err((reason, message))` when it may not.
+pub async fn revert_allowed(
+    core: &Core,
+    spec: &crate::api::ApplicationEncryptionSpec,
+    region: &str,
+    description: &crate::domain::ApplicationDescription,
+    update: &EncryptionUpdate,
+) -> Result<(), (String, String)> {
+    let app = &description.application;
+    let mut tracker = Tracker {
+        lifecycle: description.lifecycle.clone(),
+        recorded: None,
+        latest: None,
+        history_read: false,
+        history_error: None,
+    };
+    tracker.read_history(core, region, &app.name).await;
+    if let Some(e) = tracker.history_error.take() {
+        return Err(("AwsUnavailable".into(), e.to_string()));
+    }
+    let plan = Plan {
+        steps: vec![Step::UpdateApplication(update.clone())],
+        conditions: Vec::new(),
+        key_policy: None,
+    };
+    let gated = rules::gate(
+        plan,
+        &GateInput {
+            spec,
+            generation: None,
+            retry: None,
+            application: app,
+            history: tracker.history(),
+            policy_written_at: None,
+            settle: Duration::ZERO,
+            now: Utc::now(),
+        },
+    );
+    match gated.steps.first() {
+        Some(Step::Blocked { reason, message }) => Err((reason.clone(), message.clone())),
+        Some(Step::Requeue { reason, .. }) => Err((
+            reason.clone(),
+            "MSF is still applying an update; the revert waits for it".into(),
+        )),
+        _ => Ok(()),
+    }
+}
