@@ -358,7 +358,7 @@ mod tests {
         let base = format!("RoleArn={ROLE}&RoleSessionName=s1");
         assert_eq!(code(&base, &mut state), Some((403, "AccessDenied")));
         assert_eq!(
-            code(&format!("{base}&ExternalId=x"), &mut state),
+            code(&format!("{base}&ExternalId=team-x"), &mut state),
             Some((403, "AccessDenied"))
         );
         assert_eq!(code(&format!("{base}&ExternalId=team-b"), &mut state), None);
