@@ -1,5 +1,5 @@
 //! An embedded AWS emulator: MSF (`kinesisanalyticsv2`), the KMS subset the controller
-//! uses and STS's GetCallerIdentity, on one HTTP server on 127.0.0.1, so that the demo, the
+//! uses and STS's GetCallerIdentity and AssumeRole, on one HTTP server on 127.0.0.1, so that the demo, the
 //! tests and the benchmarks need no cloud. Point the SDK at [`EmulatorHandle::endpoint`]
 //! (e.g. with [`crate::aws::ConnectOptions::local`]).
 //!
@@ -8,8 +8,15 @@
 //! (`msf.rs`, `msf_operations.rs`), MSF's key checks evaluated with the policy engine for the
 //! caller and the service principals (`msf_keycheck.rs`, `access.rs`), eventually consistent
 //! key policies, KMS's policy rules (`kms.rs`), request quotas (`quotas.rs`), the caller's
-//! identity (`identity.rs`). Requests are not authenticated: the caller is whoever the
-//! emulator is told (`caller_arn`); SigV4 only gives the region and the access key id.
+//! identity (`identity.rs`), several accounts and AssumeRole (`sts.rs`). Signatures are not
+//! checked; SigV4's `Credential=` gives the region and the access key id. A key id AssumeRole
+//! issued acts in the role's account as `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`
+//! (what GetCallerIdentity answers, MSF's key checks and KMS's cross-account refusal and
+//! lock-out check evaluate, the call log records), until it expires (then
+//! `ExpiredTokenException`); any other key id, or none, acts in the first account as the
+//! configured `caller_arn`. AssumeRole succeeds only for a role in the principal registry,
+//! in a served account (`EmulatorConfig::extra_accounts`), with its external id when one
+//! was registered; else `AccessDenied` (HTTP 403), as STS answers.
 //!
 //! Admin API for scripts (JSON), next to the AWS API on the same port:
 //! - `GET /_emulator/counts` -> `{"calls": {OP: n}, "outcomes": {OP: {"ok"|CODE: n}}}`;
@@ -26,11 +33,14 @@
 //!   operation's, which come before `*`'s; `DELETE /_emulator/faults`.
 //! - `GET /_emulator/config`; `PUT /_emulator/config` with any of `{"policy_propagation_ms",
 //!   "caller_arn", "strict_principals", "reject_incomplete_statements", "quotas": bool,
-//!   "msf_quota", "update_delay_ms"}`.
-//! - `GET /_emulator/principals`; `PUT /_emulator/principals {"arns": [...]}` adds to the
-//!   registry `strict_principals` checks.
-//! - `PUT /_emulator/applications/{region}/{name}/snapshots {"enabled": bool}`.
-//! - `GET /_emulator/state`: every application, key (with policy) and alias.
+//!   "msf_quota", "update_delay_ms", "min_session_seconds"}`.
+//! - `GET /_emulator/principals` -> `{"arns": [...], "external_ids": {ROLE: ID}}`;
+//!   `PUT /_emulator/principals {"arns": [...], "external_id": optional}` adds to the
+//!   registry `strict_principals` checks and AssumeRole looks roles up in (any account); with
+//!   `external_id`, AssumeRole of those roles must carry it.
+//! - `PUT /_emulator/applications/{region}/{name}/snapshots[?account=ID] {"enabled": bool}`.
+//! - `GET /_emulator/state`: the accounts served, every application, key (with policy) and
+//!   alias per account and region, and the sessions AssumeRole issued (no secrets).
 //! - `GET /_emulator/health`.
 //!
 //! The server runs until [`EmulatorHandle::shutdown`] or until its tokio runtime ends.
@@ -39,9 +49,17 @@
 //! # async fn demo() -> anyhow::Result<()> {
 //! use msf_cmk_controller::domain::ApplicationStatus;
 //! use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, Fault};
-//! let emu = Emulator::start(EmulatorConfig::default()).await?;
+//! let emu = Emulator::start(EmulatorConfig {
+//!     extra_accounts: vec!["222222222222".into()],
+//!     ..EmulatorConfig::default()
+//! })
+//! .await?;
 //! emu.create_application("us-east-1", "orders", "FLINK-1_20", ApplicationStatus::Running)?;
 //! let key = emu.create_key("us-east-1", None)?;
+//! // In the second account, entered with AssumeRole of a registered role.
+//! emu.create_application_in("222222222222", "us-east-1", "billing", "FLINK-1_20",
+//!     ApplicationStatus::Ready)?;
+//! emu.add_roles_with_external_id(["arn:aws:iam::222222222222:role/msf-cmk-operator"], "team-b")?;
 //! emu.set_fault("PutKeyPolicy", Fault::throttle(0.5));
 //! println!("{} {key}", emu.endpoint());
 //! emu.shutdown().await;
