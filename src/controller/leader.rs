@@ -137,11 +137,26 @@ where
 async fn follow_lease(api: Api<Lease>, name: String, fence: WriteFence, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Said once per outage, not at every poll: a replica that cannot read its Lease (API
+    // server unreachable, or no `get` on leases) never opens its fence.
+    let mut failing = false;
     loop {
         tick.tick().await;
         // Bounded: a read hanging on a dead connection must not delay the next one.
-        match tokio::time::timeout(every.max(Duration::from_secs(1)), api.get_opt(&name)).await {
-            Ok(Ok(Some(lease))) => {
+        let read = tokio::time::timeout(every.max(Duration::from_secs(1)), api.get_opt(&name))
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match &read {
+            Err(e) if !failing => {
+                tracing::warn!(lease = %name, error = %e, "cannot read the Lease: this replica writes to AWS only while a read shows it holds a renewed Lease");
+            }
+            Ok(_) if failing => tracing::info!(lease = %name, "reading the Lease again"),
+            _ => {}
+        }
+        failing = read.is_err();
+        match read {
+            Ok(Some(lease)) => {
                 let spec = lease.spec.unwrap_or_default();
                 let renewed = spec.renew_time.map(|t| SystemTime::from(t.0));
                 let duration = spec
@@ -150,9 +165,8 @@ async fn follow_lease(api: Api<Lease>, name: String, fence: WriteFence, every: D
                     .map(Duration::from_secs);
                 fence.observe_lease(spec.holder_identity.as_deref(), renewed, duration);
             }
-            Ok(Ok(None)) => fence.revoke(),
-            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the Lease"),
-            Err(_) => tracing::debug!("reading the Lease timed out"),
+            Ok(None) => fence.revoke(),
+            Err(_) => {}
         }
     }
 }
