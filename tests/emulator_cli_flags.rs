@@ -1,5 +1,6 @@
 //! The `emulator` command's flags reach the running emulator (read back from
-//! `GET /_emulator/config`), quotas are on by default, and a bad caller ARN is refused.
+//! `GET /_emulator/config`), quotas are on by default, `--accounts` serves several accounts,
+//! and a bad caller ARN or account id is refused.
 
 // The emulator (and the shared test support) exists only with the default feature `emulator`.
 #![cfg(feature = "emulator")]
@@ -92,4 +93,33 @@ fn a_bad_caller_arn_is_bad_input() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--caller-arn"), "{stderr}");
+}
+
+#[test]
+fn accounts_flag_serves_several_accounts() {
+    let (mut child, ep) = start(&["--accounts", "111111111111,222222222222"]);
+    let c = config(&ep);
+    let (status, state) = http(&ep, "GET", "/_emulator/state", "");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(c["account_id"], "111111111111", "the first is the default");
+    assert_eq!(
+        c["accounts"],
+        serde_json::json!(["111111111111", "222222222222"])
+    );
+    assert_eq!(
+        c["caller_arn"],
+        "arn:aws:iam::111111111111:role/msf-cmk-operator"
+    );
+    assert_eq!(status, 200, "{state}");
+    assert!(state.contains(r#""accounts":["111111111111","222222222222"]"#));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args(["emulator", "--accounts", "111111111111,42"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--accounts"), "{stderr}");
 }
