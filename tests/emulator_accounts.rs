@@ -1,8 +1,9 @@
 //! Several accounts on one emulator, through the real SDK clients: `sts:AssumeRole` into each
 //! account's operator role (principal registry, external ids), requests signed with the
 //! issued credentials acting in that account as the role's session (MSF, KMS's
-//! cross-account refusal, GetCallerIdentity, the call log), expiry, role chaining, and
-//! aws-config's `AssumeRoleProvider` refreshing credentials end to end.
+//! cross-account refusal and lock-out check, GetCallerIdentity, the call log telling the key
+//! administrator from the operator), expiry, role chaining, and aws-config's
+//! `AssumeRoleProvider` refreshing credentials end to end.
 
 // The emulator exists only with the default feature `emulator`.
 #![cfg(feature = "emulator")]
@@ -510,5 +511,103 @@ async fn assume_role_provider_refreshes_before_expiry() {
     );
     assert_eq!(gets[0].access_key_id, gets[1].access_key_id);
     assert_ne!(gets[1].access_key_id, gets[2].access_key_id);
+    emu.shutdown().await;
+}
+
+/// A policy granting kms:* to one role of `account` (and MSF its use).
+fn role_only_policy(account: &str, role: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "KeyAdministration",
+                "Effect": "Allow",
+                "Principal": { "AWS": format!("arn:aws:iam::{account}:role/{role}") },
+                "Action": "kms:*",
+                "Resource": "*"
+            },
+            {
+                "Sid": "MsfCmkServiceUse",
+                "Effect": "Allow",
+                "Principal": { "Service": MSF_PRINCIPALS },
+                "Action": ["kms:DescribeKey", "kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": "*"
+            }
+        ]
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_admin_and_operator_are_told_apart() {
+    let (emu, keys) = three_accounts().await;
+    let ep = emu.endpoint();
+    let hub = clients(&ep, plain("AKIDHUB"));
+    let key_admin = format!("arn:aws:iam::{B}:role/msf-cmk-key-admin");
+    emu.add_roles_with_external_id([key_admin.as_str()], "team-b")
+        .unwrap();
+    let admin = clients(
+        &ep,
+        assume(&hub.sts, &key_admin, Some("team-b"), None)
+            .await
+            .unwrap(),
+    );
+    let op_creds = assume(&hub.sts, &operator(B), Some("team-b"), None)
+        .await
+        .unwrap();
+    let operator_clients = clients(&ep, op_creds);
+
+    // The lock-out check evaluates the caller's session against its role: a policy naming
+    // only the key administrator keeps it in, and refuses the operator.
+    let admin_only = role_only_policy(B, "msf-cmk-key-admin");
+    let err = operator_clients
+        .kms
+        .put_key_policy()
+        .key_id(keys[1].as_str())
+        .policy(admin_only.as_str())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.into_service_error().meta().code(),
+        Some("MalformedPolicyDocumentException")
+    );
+    admin
+        .kms
+        .put_key_policy()
+        .key_id(keys[1].as_str())
+        .policy(admin_only.as_str())
+        .send()
+        .await
+        .unwrap();
+    // The key administrator reads it back; the operator goes on with MSF.
+    admin
+        .kms
+        .get_key_policy()
+        .key_id(keys[1].as_str())
+        .send()
+        .await
+        .unwrap();
+    operator_clients
+        .msf
+        .describe_application()
+        .application_name("orders")
+        .send()
+        .await
+        .unwrap();
+
+    let calls = emu.calls(0);
+    let by = |op: &str| -> Vec<String> {
+        calls
+            .iter()
+            .filter(|c| c.operation == op && c.outcome == "ok")
+            .map(|c| c.caller_arn.clone())
+            .collect()
+    };
+    let admin_session =
+        format!("arn:aws:sts::{B}:assumed-role/msf-cmk-key-admin/msf-cmk-controller");
+    assert_eq!(by("PutKeyPolicy"), vec![admin_session.clone()]);
+    assert_eq!(by("GetKeyPolicy"), vec![admin_session]);
+    assert_eq!(by("DescribeApplication"), vec![session_arn(B)]);
     emu.shutdown().await;
 }
