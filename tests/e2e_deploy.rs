@@ -1075,3 +1075,49 @@ fn namespace_list_limits_the_controller_rbac() {
         );
     }
 }
+
+/// The chart's optional PrometheusRule and dashboard ConfigMap carry deploy/monitoring/ as it
+/// is (the chart keeps copies in files/, since Helm reads nothing outside the chart).
+#[test]
+fn chart_monitoring_is_deploy_monitoring() {
+    for file in ["prometheusrule.yaml", "grafana-dashboard.json"] {
+        let source = std::fs::read_to_string(repo_path(&format!("deploy/monitoring/{file}")))
+            .expect("deploy/monitoring");
+        let copy = std::fs::read_to_string(repo_path(&format!("{CHART}/files/{file}")))
+            .expect("chart files/");
+        assert!(
+            source == copy,
+            "the chart's copy drifted: cp deploy/monitoring/{file} {CHART}/files/"
+        );
+    }
+    let off = identities(&documents(&helm_template(&[])));
+    assert!(!off.iter().any(|(kind, _, _)| kind == "PrometheusRule"));
+    let docs = documents(&helm_template(&[
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.prometheusRule.labels.release=prom",
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+    ]));
+    let rule = find(&docs, "PrometheusRule", RELEASE);
+    assert_eq!(str_at(rule, &["metadata", "labels", "release"]), "prom");
+    let source: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_path("deploy/monitoring/prometheusrule.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rule["spec"], source["spec"]);
+    let dashboard = find(&docs, "ConfigMap", "msf-cmk-controller-dashboard");
+    assert_eq!(
+        str_at(dashboard, &["metadata", "labels", "grafana_dashboard"]),
+        "1"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(str_at(dashboard, &["data", "msf-cmk-controller.json"]))
+            .expect("dashboard JSON");
+    let source: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("deploy/monitoring/grafana-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json, source);
+}
