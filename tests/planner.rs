@@ -907,6 +907,7 @@ mod lifecycle {
         let p = Gate::applied(ApplicationStatus::Ready).run();
         assert!(p.is_converged(), "{p:#?}");
         assert!(message(&p, "EncryptionApplied").contains("next start"));
+        assert!(message(&p, "Ready").contains("next start"));
         let p = Gate::applied(ApplicationStatus::Running).run();
         assert!(!message(&p, "EncryptionApplied").contains("next start"));
     }

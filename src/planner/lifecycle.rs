@@ -283,16 +283,20 @@ fn gate_applied(mut plan: Plan, input: &GateInput<'_>) -> Plan {
         set(&mut plan, READY, &v);
         return plan;
     }
+    // A stopped application runs on nothing yet: say when the key starts to matter, where
+    // `kubectl get` shows it (Ready) and on the condition itself.
     if input.application.status == ApplicationStatus::Ready
         && input.application.encryption.key_type == AppliedKeyType::CustomerManagedKey
-        && let Some(c) = plan
+    {
+        for c in plan
             .conditions
             .iter_mut()
-            .find(|c| c.type_ == ENCRYPTION_APPLIED)
-    {
-        c.message.push_str(
-            "; the application is READY (not running): the key takes effect when it next starts",
-        );
+            .filter(|c| c.type_ == ENCRYPTION_APPLIED || c.type_ == READY)
+        {
+            c.message.push_str(
+                "; the application is READY (not running): the key takes effect when it next starts",
+            );
+        }
     }
     plan
 }
