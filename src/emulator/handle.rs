@@ -472,7 +472,8 @@ impl EmulatorHandle {
         self.inner.lock_settings().quotas = quotas;
     }
 
-    /// Adds principals (role, user ARNs) to the registry `strict_principals` checks.
+    /// Adds principals (role, user ARNs, any account) to the registry `strict_principals`
+    /// checks and AssumeRole looks roles up in.
     pub fn add_principals<I: IntoIterator<Item = S>, S: Into<String>>(&self, arns: I) {
         self.inner
             .lock_principals()
