@@ -1121,3 +1121,129 @@ fn chart_monitoring_is_deploy_monitoring() {
     .unwrap();
     assert_eq!(json, source);
 }
+
+/// The controller needs nothing cluster-wide when it watches a namespace list: installed from
+/// the chart with `controller.watchNamespaces` (Roles in those namespaces, no ClusterRole),
+/// run as that ServiceAccount against the AWS emulator, it converges a resource and the API
+/// server forbids it nothing.
+#[test]
+fn controller_runs_with_namespace_scoped_rbac() {
+    use msf_cmk_controller::domain::ApplicationStatus;
+    use msf_cmk_controller::emulator::{Emulator, EmulatorConfig};
+    use support::controller::{free_port, http_get};
+    use support::process::BackgroundProcess;
+
+    let role = "arn:aws:iam::111122223333:role/msf-cmk-controller";
+    let c = TestCluster::start();
+    c.install_crds();
+    let team = c.create_namespace("scoped");
+    let system = "scoped-system";
+    let release = "scoped";
+    let sa_name = "scoped-msf-cmk-controller";
+    let namespaces = format!("controller.watchNamespaces={{{team}}}");
+    let rendered = run(
+        &tool("HELM_BIN"),
+        &[
+            "template",
+            release,
+            CHART,
+            "--namespace",
+            system,
+            "--set",
+            &format!("aws.roleArn={role}"),
+            "--set",
+            &namespaces,
+            "--set",
+            "crds.install=false",
+            "--set",
+            "rbac.aggregateToDefaultRoles=false",
+        ],
+    );
+    assert!(!rendered.contains("kind: ClusterRole"), "{rendered}");
+    c.kubectl(&["create", "namespace", system]).ok();
+    c.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &rendered)
+        .ok();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emu = rt
+        .block_on(Emulator::start(EmulatorConfig {
+            account_id: "111122223333".into(),
+            default_region: "us-east-1".into(),
+            caller_arn: Some(role.into()),
+            ..EmulatorConfig::default()
+        }))
+        .expect("emulator");
+    emu.create_application(
+        "us-east-1",
+        "scoped-app",
+        "FLINK-1_20",
+        ApplicationStatus::Running,
+    )
+    .unwrap();
+
+    let kubeconfig = c.service_account_kubeconfig(system, sa_name);
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new(BackgroundProcess::controller_bin());
+    cmd.arg("run")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", system)
+        .env("POD_NAME", "scoped-0")
+        .env("MSF_CMK_LEADER_ELECTION", "true")
+        .env("MSF_CMK_LEASE_NAME", "msf-cmk-controller")
+        .env("MSF_CMK_NAMESPACES", &team)
+        .env("MSF_CMK_OPERATOR_ROLE_ARN", role)
+        .env("MSF_CMK_RESYNC_PERIOD", "5s")
+        .env("MSF_CMK_METRICS_ADDR", http.to_string())
+        .env("MSF_CMK_AWS_ENDPOINT_URL", emu.endpoint())
+        .env("MSF_CMK_LOG_FORMAT", "text")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "AKIDSCOPED")
+        .env("AWS_SECRET_ACCESS_KEY", "scoped-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let log = c.dir().join("scoped-0.log");
+    let mut controller = BackgroundProcess::spawn("scoped-0", cmd, &log);
+
+    c.apply_yaml(
+        "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata:\n  name: scoped\nspec:\n  applicationName: scoped-app\n  keyType: AwsOwnedKey\n",
+        &team,
+    )
+    .expect("resource");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let ready = loop {
+        let out = c.kubectl(&[
+            "get",
+            "appenc",
+            "scoped",
+            "-n",
+            &team,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        if out.stdout.trim() == "True" {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || !controller.is_running() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let text = controller.log();
+    assert!(ready, "not Ready within 60 s; controller log:\n{text}");
+    assert_eq!(
+        http_get(http, "/readyz").map(|(code, body)| (code, body.trim().to_string())),
+        Some((200, "ok: leader".to_string()))
+    );
+    assert!(
+        !text.to_lowercase().contains("forbidden"),
+        "the API server refused the controller something:\n{text}"
+    );
+    controller.stop(std::time::Duration::from_secs(5));
+}
