@@ -749,18 +749,26 @@ fn trust_policies_match_the_chart_and_the_install_guide() {
     find(&docs, "ServiceAccount", RELEASE);
 }
 
-/// README.md, the install guide and the deploy READMEs link only to files in this repository
-/// (relative links resolve; nothing points above the repository root).
+/// README.md, docs/ and the deploy READMEs link only to files in this repository (relative
+/// links resolve; nothing points above the repository root).
 #[test]
 fn docs_link_only_to_files_in_the_repository() {
-    let mut files = vec![
-        "README.md".to_string(),
-        "docs/install-eks.md".to_string(),
-        "deploy/README.md".to_string(),
-        "deploy/argocd/README.md".to_string(),
-        "deploy/monitoring/README.md".to_string(),
-        format!("{CHART}/README.md"),
-    ];
+    let mut files = vec!["README.md".to_string(), "BENCHMARKS.md".to_string()];
+    for dir in [
+        "docs",
+        "deploy",
+        "deploy/argocd",
+        "deploy/monitoring",
+        CHART,
+    ] {
+        for entry in std::fs::read_dir(repo_path(dir)).expect("dir") {
+            let name = entry.expect("entry").file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".md") {
+                files.push(format!("{dir}/{name}"));
+            }
+        }
+    }
     files.sort();
     let root = repo_path(".").canonicalize().unwrap();
     let mut bad = vec![];
