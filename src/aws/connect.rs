@@ -119,7 +119,7 @@ pub async fn connect(opts: &ConnectOptions) -> anyhow::Result<AwsClients> {
     })
 }
 
-async fn load_sdk_config(opts: &ConnectOptions) -> anyhow::Result<SdkConfig> {
+pub(super) async fn load_sdk_config(opts: &ConnectOptions) -> anyhow::Result<SdkConfig> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(opts.max_attempts.max(1)))
         // Bounded calls: a hung connection must become a transient error, not a stuck reconcile.

@@ -10,10 +10,13 @@
 //!   conflict = `ConcurrentModificationException`, `ResourceInUseException`;
 //!   terminal = everything else (not found, access denied, invalid argument or request,
 //!   key disabled or pending deletion, `LimitExceededException`, malformed policy).
+//! - `assume.rs`: clients acting as an assumed role of another account (accounts file), with
+//!   the key administrator's KMS policy calls split off ([`SplitKms`]).
 //! - `ratelimit.rs`: client-side pacing per operation and region ([`RateLimits`]).
 
 use async_trait::async_trait;
 
+mod assume;
 mod classify;
 mod connect;
 mod ratelimit;
@@ -21,6 +24,7 @@ mod sdk_kms;
 mod sdk_msf;
 mod sts;
 
+pub use assume::{RoleClients, RoleSet, SESSION_NAME, SplitKms, connect_roles};
 pub use classify::{category_of, classify};
 pub use connect::{AwsClients, ConnectOptions, connect};
 pub use ratelimit::RateLimits;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod accounts_arg;
 pub mod crd_cmd;
 #[cfg(feature = "emulator")]
 pub mod demo_cmd;

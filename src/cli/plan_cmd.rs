@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::aws::{ConnectOptions, connect};
-use crate::cli::BadInput;
+use crate::cli::{BadInput, accounts_arg};
 use crate::cli::run_cmd::{LogFormat, init_logging, load_tenancy, parse_duration};
 use crate::controller::batch::{self, ApplyOptions, Done};
 use crate::controller::context::{Core, Settings};
@@ -58,6 +58,10 @@ pub struct CommonArgs {
     /// Tenancy configuration, as for `run`.
     #[arg(long, env = "MSF_CMK_TENANCY_CONFIG")]
     pub tenancy_config: Option<PathBuf>,
+
+    /// Accounts file, as for `run` (docs/fleet.md).
+    #[arg(long, env = "MSF_CMK_ACCOUNTS_CONFIG")]
+    pub accounts_config: Option<PathBuf>,
 
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
@@ -155,7 +159,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
         ..ConnectOptions::default()
     };
     let aws = connect(&opts).await.context("configuring AWS clients")?;
-    let core = batch_core(
+    let mut core = batch_core(
         aws.msf,
         aws.kms,
         Defaults {
@@ -167,6 +171,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
     );
     // Who we are, once: a resource whose operator role is not us reports OperatorMismatch.
     identity::ask_once(aws.sts.as_ref(), &core.caller).await;
+    accounts_arg::attach(&mut core, c.accounts_config.as_ref(), &opts, |_| {}).await?;
     Ok((core, loaded.manifests))
 }
 

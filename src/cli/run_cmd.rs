@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::aws::{ConnectOptions, connect};
-use crate::cli::BadInput;
+use crate::cli::{BadInput, accounts_arg};
 use crate::controller::context::{Core, Settings};
 use crate::controller::fence::WriteFence;
 use crate::controller::http::{self, Health};
@@ -56,6 +56,11 @@ pub struct RunArgs {
     /// namespace may claim any application and key.
     #[arg(long, env = "MSF_CMK_TENANCY_CONFIG")]
     pub tenancy_config: Option<PathBuf>,
+
+    /// Accounts file (YAML or JSON): namespace patterns -> AWS account and the roles assumed
+    /// there (docs/fleet.md). Unmapped namespaces use the pod's own identity.
+    #[arg(long, env = "MSF_CMK_ACCOUNTS_CONFIG")]
+    pub accounts_config: Option<PathBuf>,
 
     /// Elect a leader on a Lease so that only one replica acts.
     #[arg(long, env = "MSF_CMK_LEADER_ELECTION")]
@@ -222,6 +227,19 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         aws.sts.clone(),
         core.caller.clone(),
     )));
+    accounts_arg::attach(&mut core, a.accounts_config.as_ref(), &opts, |c| {
+        c.msf = fence.msf(c.msf.clone());
+        c.kms = fence.kms(c.kms.clone());
+    })
+    .await?;
+    let _account_identities: Vec<AbortOnDrop> = core
+        .fleet
+        .as_ref()
+        .map(|f| f.keep_identities_current())
+        .unwrap_or_default()
+        .into_iter()
+        .map(AbortOnDrop)
+        .collect();
     let core = Arc::new(core);
     tracing::info!(
         namespaces = ?a.namespaces,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::aws::{KmsApi, MsfApi};
 use crate::controller::backoff::{Backoff, BackoffPolicy};
+use crate::controller::fleet::{AccountScope, Fleet};
 use crate::controller::identity::CallerCell;
 use crate::controller::key_locks::{KeyLocks, ResolvedKeys};
 use crate::controller::lifecycle::PolicyWrites;
@@ -70,6 +71,10 @@ pub struct Core {
     pub policy_writes: PolicyWrites,
     /// Who the controller is in AWS (`sts:GetCallerIdentity`); empty until asked.
     pub caller: CallerCell,
+    /// The account this Core acts in (accounts file); `None`: the pod's own identity.
+    pub account: Option<AccountScope>,
+    /// The per-account Cores (`--accounts-config`), on the process' own Core only.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl Core {
@@ -101,6 +106,27 @@ impl Core {
             settings,
             policy_writes: PolicyWrites::new(chrono::Utc::now()),
             caller: CallerCell::default(),
+            account: None,
+            fleet: None,
+        }
+    }
+
+    /// The Core that acts for `namespace`: its account's when the accounts file maps it,
+    /// else this one (the pod's own identity).
+    pub fn for_namespace(&self, namespace: &str) -> &Core {
+        self.fleet
+            .as_ref()
+            .and_then(|f| f.core_for(namespace))
+            .unwrap_or(self)
+    }
+
+    /// Whether a resource of `namespace` is served by this Core: a co-tenant of a key must be
+    /// reconciled with the same identity in the same account.
+    pub fn serves(&self, namespace: &str) -> bool {
+        match (&self.account, &self.fleet) {
+            (Some(scope), _) => scope.check_served(namespace),
+            (None, Some(f)) => f.config.entry_index(namespace).is_none(),
+            (None, None) => true,
         }
     }
 }

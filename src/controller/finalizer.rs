@@ -39,21 +39,28 @@ pub enum CleanupError {
 
 /// Does what the deletion policy says; returns the Events to publish.
 pub async fn cleanup(core: &Core, subject: &Subject<'_>) -> Result<Vec<Note>, CleanupError> {
+    // The namespace's account (accounts file), else the pod's own identity.
+    let core = core.for_namespace(subject.namespace);
     let spec = subject.spec;
     let mut notes = Vec::new();
-    let refused = subject.conflict.is_some()
-        || core
-            .tenancy
-            .check_application(subject.namespace, &spec.application_name)
-            .is_err();
-    if refused || spec.suspend {
-        return Ok(notes);
-    }
     let region = spec
         .region
         .clone()
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| core.defaults.region.clone());
+    let refused = subject.conflict.is_some()
+        || core
+            .tenancy
+            .check_application(subject.namespace, &spec.application_name)
+            .is_err()
+        || core.account.as_ref().is_some_and(|scope| {
+            scope
+                .check(subject.namespace, &region, spec.key_id.as_deref())
+                .is_err()
+        });
+    if refused || spec.suspend {
+        return Ok(notes);
+    }
 
     if spec.deletion_policy == DeletionPolicy::RevertToAwsOwnedKey {
         match core

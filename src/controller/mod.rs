@@ -7,15 +7,19 @@
 //!   (finalizer, status patch, events), [`finalizer`], [`http`], [`leader`].
 //! - PURE: [`status`] (the status builder), [`tenancy`] (the guard), [`backoff`].
 //! - Leader election: [`leader`] elects, [`fence`] stops AWS writes once the Lease may be lost.
+//! - Accounts per namespace: [`accounts`] (the file and the guard, PURE), [`fleet`] (a
+//!   `context::Core` per account).
 //! - [`identity`]: who the controller is in AWS (`sts:GetCallerIdentity`), kept current.
 //! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
 
+pub mod accounts;
 pub mod apply;
 pub mod backoff;
 pub mod batch;
 pub mod context;
 pub mod fence;
 pub mod finalizer;
+pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod key_locks;

@@ -135,6 +135,8 @@ pub async fn reconcile(
     mode: Mode,
     now: DateTime<Utc>,
 ) -> Outcome {
+    // The namespace's account (accounts file), else the pod's own identity.
+    let core = core.for_namespace(subject.namespace);
     let spec = subject.spec;
     let region = spec
         .region
@@ -150,7 +152,13 @@ pub async fn reconcile(
         );
     }
 
-    // Admission: tenancy (application, then key) and conflicts, before anything in AWS.
+    // Admission: the account guard, tenancy (application, then key) and conflicts, before
+    // anything in AWS.
+    if let Some(scope) = &core.account
+        && let Err(msg) = scope.check(subject.namespace, &region, spec.key_id.as_deref())
+    {
+        return refused(subject, "NotPermitted", &msg, now);
+    }
     if let Err(msg) = core
         .tenancy
         .check_application(subject.namespace, &spec.application_name)
@@ -627,6 +635,7 @@ async fn co_tenants(
             arn.as_deref() == Some(key.arn.as_str())
         };
         if !same_key
+            || !core.serves(&p.namespace)
             || core
                 .tenancy
                 .check_application(&p.namespace, &s.application_name)
