@@ -257,3 +257,96 @@ async fn apply_exits_non_zero_on_a_rollback_and_never_updates_twice() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(emu.call_count("UpdateApplication"), 1, "no second restart");
 }
+
+/// `plan` and `apply` with `--accounts-config`: the namespace `team` is mapped to a second
+/// account, whose operator role is assumed for every call there; a bad file is exit code 2;
+/// a key of another account is refused without a write.
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_and_apply_act_in_the_mapped_account() {
+    const B: &str = "222222222222";
+    let emu = Emulator::start(EmulatorConfig {
+        extra_accounts: vec![B.into()],
+        update_delay: Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let operator = format!("arn:aws:iam::{B}:role/msf-cmk-operator");
+    emu.add_roles_with_external_id([operator.as_str()], "team")
+        .unwrap();
+    emu.create_application_in(B, REGION, "b1", "FLINK-1_20", ApplicationStatus::Running)
+        .unwrap();
+    let key = emu.create_key_in(B, REGION, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_manifests(dir.path(), &key, &["b1"]);
+    let accounts = dir.path().join("accounts.yaml");
+    std::fs::write(
+        &accounts,
+        format!(
+            "accounts:\n- namespaces: [team]\n  accountId: \"{B}\"\n  operatorRoleArn: {operator}\n  externalId: team\n"
+        ),
+    )
+    .unwrap();
+    let manifests = dir.path().join("appenc.yaml");
+    let (m, a) = (manifests.to_str().unwrap(), accounts.to_str().unwrap());
+    let ep = emu.endpoint();
+
+    let o = bin(&["plan", "-f", m, "--accounts-config", a], &ep);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let o = bin(
+        &[
+            "apply",
+            "-f",
+            m,
+            "--accounts-config",
+            a,
+            "--policy-settle",
+            "0",
+        ],
+        &ep,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let app = emu.application_in(B, REGION, "b1").unwrap();
+    assert_eq!(app.encryption.key_id.as_deref(), Some(key.as_str()));
+    let session = format!("arn:aws:sts::{B}:assumed-role/msf-cmk-operator/msf-cmk-controller");
+    let updates: Vec<_> = emu
+        .calls(0)
+        .into_iter()
+        .filter(|c| c.operation == "UpdateApplication")
+        .collect();
+    assert!(!updates.is_empty());
+    assert!(
+        updates
+            .iter()
+            .all(|c| c.account == B && c.caller_arn == session),
+        "{updates:#?}"
+    );
+
+    // A key of the first account, claimed from a namespace mapped to B: refused, no write.
+    let other = emu.create_key(REGION, None).unwrap();
+    write_manifests(dir.path(), &other, &["b1"]);
+    let before = emu.call_count("PutKeyPolicy") + emu.call_count("UpdateApplication");
+    let o = bin(&["apply", "-f", m, "--accounts-config", a], &ep);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("NotPermitted"), "{}", text(&o));
+    let after = emu.call_count("PutKeyPolicy") + emu.call_count("UpdateApplication");
+    assert_eq!(before, after);
+
+    // A file that maps a namespace to two accounts is bad input.
+    std::fs::write(
+        &accounts,
+        format!(
+            "accounts:\n- namespaces: [\"te*\"]\n  accountId: \"{B}\"\n  operatorRoleArn: {operator}\n- namespaces: [team]\n  accountId: \"123456789012\"\n  operatorRoleArn: arn:aws:iam::123456789012:role/x\n"
+        ),
+    )
+    .unwrap();
+    for cmd in ["plan", "apply"] {
+        let o = bin(&[cmd, "-f", m, "--accounts-config", a], &ep);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("can match the same namespace"),
+            "{}",
+            text(&o)
+        );
+    }
+}

@@ -8,22 +8,30 @@ use anyhow::Context as _;
 
 use crate::aws::ConnectOptions;
 use crate::cli::BadInput;
+use crate::controller::accounts::AccountsConfig;
 use crate::controller::context::Core;
 use crate::controller::fleet::{self, Fleet, Shared};
 
-/// Loads the file (bad input: exit code 2) and builds the accounts' clients; `wrap` decorates
-/// each account's clients as the process' own are. Asks each account who the controller is
-/// there, once. Without a path, nothing changes.
+/// Loads and checks the file (bad input: exit code 2), before anything else starts.
+pub fn load(path: Option<&PathBuf>) -> anyhow::Result<Option<AccountsConfig>> {
+    match path {
+        None => Ok(None),
+        Some(p) => Ok(Some(fleet::load(p).map_err(BadInput)?)),
+    }
+}
+
+/// Builds the accounts' clients and hangs them on the process' Core; `wrap` decorates each
+/// account's clients as the process' own are. Asks each account who the controller is
+/// there, once. Without a file, nothing changes.
 pub async fn attach(
     core: &mut Core,
-    path: Option<&PathBuf>,
+    config: Option<AccountsConfig>,
     opts: &ConnectOptions,
     wrap: impl Fn(&mut Core),
 ) -> anyhow::Result<()> {
-    let Some(path) = path else {
+    let Some(config) = config else {
         return Ok(());
     };
-    let config = fleet::load(path).map_err(BadInput)?;
     let accounts = config.accounts.len();
     let shared = Shared {
         defaults: &core.defaults,

@@ -152,6 +152,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
             .map_err(|e| BadInput(format!("--operator-role-arn: {e}")))?;
     }
     let tenancy = load_tenancy(c.tenancy_config.as_ref())?;
+    let accounts = accounts_arg::load(c.accounts_config.as_ref())?;
     let opts = ConnectOptions {
         endpoint_url: c.aws_endpoint_url.clone(),
         region: c.region.clone(),
@@ -171,7 +172,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
     );
     // Who we are, once: a resource whose operator role is not us reports OperatorMismatch.
     identity::ask_once(aws.sts.as_ref(), &core.caller).await;
-    accounts_arg::attach(&mut core, c.accounts_config.as_ref(), &opts, |_| {}).await?;
+    accounts_arg::attach(&mut core, accounts, &opts, |_| {}).await?;
     Ok((core, loaded.manifests))
 }
 

@@ -151,6 +151,7 @@ pub fn load_tenancy(path: Option<&PathBuf>) -> anyhow::Result<Tenancy> {
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(a.log_format, "info");
     let tenancy = load_tenancy(a.tenancy_config.as_ref())?;
+    let accounts = accounts_arg::load(a.accounts_config.as_ref())?;
     if tenancy.admits_all() {
         tracing::warn!(
             "no tenancy configuration (--tenancy-config): every namespace may claim any application and key"
@@ -227,7 +228,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         aws.sts.clone(),
         core.caller.clone(),
     )));
-    accounts_arg::attach(&mut core, a.accounts_config.as_ref(), &opts, |c| {
+    accounts_arg::attach(&mut core, accounts, &opts, |c| {
         c.msf = fence.msf(c.msf.clone());
         c.kms = fence.kms(c.kms.clone());
     })
