@@ -26,7 +26,8 @@ use serde::Deserialize;
 
 use crate::controller::tenancy::glob;
 
-/// The whole file.
+/// The accounts file of msf-cmk-controller (`--accounts-config`): namespace patterns mapped to
+/// the AWS account, and the roles, the controller acts as for them.
 #[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsConfig {
