@@ -13,6 +13,7 @@ pub mod crd_cmd;
 pub mod demo_cmd;
 #[cfg(feature = "emulator")]
 pub mod emulator_cmd;
+pub mod iam_fleet_cmd;
 pub mod plan_cmd;
 pub mod policy_cmd;
 pub mod run_cmd;

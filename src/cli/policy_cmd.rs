@@ -95,13 +95,23 @@ pub struct MergeArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct IamPolicyArgs {
-    #[arg(long = "application-arn", required = true)]
+    #[arg(long = "application-arn", required_unless_present = "accounts_config")]
     pub application_arns: Vec<String>,
-    #[arg(long = "key-arn", required = true)]
+    #[arg(long = "key-arn", required_unless_present = "accounts_config")]
     pub key_arns: Vec<String>,
     /// Without it the key policy statements hold the service principals' statements only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "accounts_config")]
     pub operator_role_arn: Option<String>,
+    /// Per account of this accounts file (as for `run`): the operator's and key
+    /// administrator's policies and trust policies, and the controller role's (docs/fleet.md).
+    /// ARNs given with --application-arn / --key-arn go to their accounts; an account without
+    /// any gets wildcards over its regions.
+    #[arg(long, requires = "controller_role_arn")]
+    pub accounts_config: Option<PathBuf>,
+    /// With --accounts-config: the controller's own role (IRSA or EKS Pod Identity), which
+    /// the accounts' roles trust.
+    #[arg(long, requires = "accounts_config")]
+    pub controller_role_arn: Option<String>,
 }
 
 pub fn run(c: PolicyCommand) -> anyhow::Result<ExitCode> {
@@ -330,6 +340,9 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_iam_policy(a: IamPolicyArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(path), Some(hub)) = (&a.accounts_config, &a.controller_role_arn) {
+        return crate::cli::iam_fleet_cmd::run(path, hub, &a.application_arns, &a.key_arns);
+    }
     for app in &a.application_arns {
         Arn::parse_application(app).map_err(|e| bad(e.to_string()))?;
     }

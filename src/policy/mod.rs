@@ -16,6 +16,7 @@ mod evaluator;
 mod findings;
 pub mod glob;
 pub mod iam;
+pub mod iam_fleet;
 pub mod merge;
 mod owned;
 mod principal;
