@@ -235,6 +235,14 @@ async fn each_namespace_converges_in_its_account_as_its_role() {
             assert_ne!(c.access_key_id, POD_KEY, "{c:#?}");
         }
     }
+    // The call metrics name each account (item 4: per-account dashboards and alerts).
+    let text = e.core.metrics.encode();
+    for account in [A, B, C] {
+        let needle = format!(
+            r#"msfcmk_aws_calls_total{{service="kinesisanalytics",operation="UpdateApplication",outcome="ok",account="{account}"}} 1"#
+        );
+        assert!(text.contains(&needle), "missing {needle}:\n{text}");
+    }
     // The other accounts' applications were not touched by anyone else: each `orders` uses its
     // own account's key (checked above), and A's pod identity made no MSF or KMS call.
     assert!(

@@ -87,14 +87,18 @@ impl Core {
         settings: Settings,
         metrics: Arc<Metrics>,
     ) -> Self {
+        // The metering labels each call with the account this Core's identity is in.
+        let caller = CallerCell::default();
         Self {
             msf: Arc::new(MeteredMsf {
                 inner: msf,
                 metrics: metrics.clone(),
+                caller: caller.clone(),
             }),
             kms: Arc::new(MeteredKms {
                 inner: kms,
                 metrics: metrics.clone(),
+                caller: caller.clone(),
             }),
             defaults,
             tenancy,
@@ -105,7 +109,7 @@ impl Core {
             metrics,
             settings,
             policy_writes: PolicyWrites::new(chrono::Utc::now()),
-            caller: CallerCell::default(),
+            caller,
             account: None,
             fleet: None,
         }

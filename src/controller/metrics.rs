@@ -3,16 +3,17 @@
 //! Metric names (all prefixed `msfcmk_`):
 //! - `reconciles_total{result}`: result = converged | waiting | blocked | error | refused
 //! - `reconcile_duration_seconds`: histogram of one reconcile, AWS calls included
-//! - `aws_calls_total{service,operation,outcome}`: outcome = ok | transient | conflict | terminal
+//! - `aws_calls_total{service,operation,outcome,account}`: outcome = ok | transient | conflict |
+//!   terminal; account = the AWS account the call was made in ([`account_label`])
 //! - `drift_corrections_total{kind}`: kind = key_policy | encryption; a change made in AWS for a
 //!   resource that had already converged for its current generation
 //! - `resources{ready}`: resources by their Ready condition (True | False | Unknown)
 //! - `resource_ready{namespace,name,application,key_type,reason}`: 1 when the resource is Ready,
 //!   else 0; `reason` is Ready's reason (a CamelCase word from the code, so a bounded set),
 //!   `key_type` the desired one. One series per resource: a new reason replaces the old series.
-//! - `aws_call_duration_seconds{service,operation}`: histogram of one AWS call, SDK retries
+//! - `aws_call_duration_seconds{service,operation,account}`: histogram of one AWS call, SDK retries
 //!   included
-//! - `aws_throttles_total{service,operation}`: calls that ended in a throttling error after the
+//! - `aws_throttles_total{service,operation,account}`: calls that ended in a throttling error after the
 //!   SDK's own retries (what the SDK retried away is not seen here)
 //! - `leader`: 1 while this replica runs the controllers (also without leader election), else 0;
 //!   set from `/readyz`'s state when scraped
@@ -36,6 +37,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::{ApplicationEncryptionSpec, ApplicationEncryptionStatus};
 use crate::aws::{AwsError, KmsApi, MsfApi};
+use crate::controller::identity::CallerCell;
 use crate::domain::{
     ApplicationDescription, ApplicationOperation, EncryptionUpdate, ObservedKey, UpdateAccepted,
 };
@@ -50,6 +52,8 @@ pub struct AwsCallLabels {
     pub service: String,
     pub operation: String,
     pub outcome: String,
+    /// The AWS account the call was made in (see [`account_label`]).
+    pub account: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +70,7 @@ pub struct ReadyLabels {
 pub struct AwsOperationLabels {
     pub service: String,
     pub operation: String,
+    pub account: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -208,16 +213,18 @@ impl Metrics {
     /// One AWS call's outcome, duration and throttling.
     pub fn aws_call_done(
         &self,
+        account: &str,
         service: &str,
         operation: &str,
         outcome: &str,
         took: Duration,
         throttled: bool,
     ) {
-        self.aws_call(service, operation, outcome);
+        self.aws_call(account, service, operation, outcome);
         let labels = AwsOperationLabels {
             service: service.to_string(),
             operation: operation.to_string(),
+            account: account.to_string(),
         };
         self.aws_latency
             .get_or_create(&labels)
@@ -292,12 +299,13 @@ impl Metrics {
             .inc();
     }
 
-    pub fn aws_call(&self, service: &str, operation: &str, outcome: &str) {
+    pub fn aws_call(&self, account: &str, service: &str, operation: &str, outcome: &str) {
         self.aws_calls
             .get_or_create(&AwsCallLabels {
                 service: service.to_string(),
                 operation: operation.to_string(),
                 outcome: outcome.to_string(),
+                account: account.to_string(),
             })
             .inc();
         *self
@@ -377,16 +385,42 @@ fn is_throttle(code: &str) -> bool {
 }
 
 impl Metrics {
-    fn done<T>(&self, service: &str, operation: &str, started: Instant, r: &Result<T, AwsError>) {
+    fn done<T>(
+        &self,
+        account: &CallerCell,
+        service: &str,
+        operation: &str,
+        started: Instant,
+        r: &Result<T, AwsError>,
+    ) {
         let throttled = r.as_ref().is_err_and(|e| is_throttle(&e.code));
-        self.aws_call_done(service, operation, outcome(r), started.elapsed(), throttled);
+        let account = account_label(account);
+        self.aws_call_done(
+            &account,
+            service,
+            operation,
+            outcome(r),
+            started.elapsed(),
+            throttled,
+        );
     }
+}
+
+/// The `account` label: the account of the identity the calls are made as, as
+/// `sts:GetCallerIdentity` last said (per account of the accounts file, the assumed role's);
+/// `unknown` until it has answered.
+pub fn account_label(caller: &CallerCell) -> String {
+    caller
+        .get()
+        .map_or_else(|| "unknown".to_string(), |c| c.account)
 }
 
 /// Counts every MSF call.
 pub struct MeteredMsf {
     pub inner: Arc<dyn MsfApi>,
     pub metrics: Arc<Metrics>,
+    /// Whose calls these are (the `account` label).
+    pub caller: CallerCell,
 }
 
 #[async_trait]
@@ -401,8 +435,13 @@ impl MsfApi for MeteredMsf {
             .inner
             .describe_application_detail(region, application_name)
             .await;
-        self.metrics
-            .done("kinesisanalytics", "DescribeApplication", started, &r);
+        self.metrics.done(
+            &self.caller,
+            "kinesisanalytics",
+            "DescribeApplication",
+            started,
+            &r,
+        );
         r
     }
 
@@ -412,8 +451,13 @@ impl MsfApi for MeteredMsf {
     ) -> Result<UpdateAccepted, AwsError> {
         let started = Instant::now();
         let r = self.inner.start_encryption_update(update).await;
-        self.metrics
-            .done("kinesisanalytics", "UpdateApplication", started, &r);
+        self.metrics.done(
+            &self.caller,
+            "kinesisanalytics",
+            "UpdateApplication",
+            started,
+            &r,
+        );
         r
     }
 
@@ -428,8 +472,13 @@ impl MsfApi for MeteredMsf {
             .inner
             .list_application_operations(region, application_name, operation)
             .await;
-        self.metrics
-            .done("kinesisanalytics", "ListApplicationOperations", started, &r);
+        self.metrics.done(
+            &self.caller,
+            "kinesisanalytics",
+            "ListApplicationOperations",
+            started,
+            &r,
+        );
         r
     }
 
@@ -445,6 +494,7 @@ impl MsfApi for MeteredMsf {
             .describe_application_operation(region, application_name, operation_id)
             .await;
         self.metrics.done(
+            &self.caller,
             "kinesisanalytics",
             "DescribeApplicationOperation",
             started,
@@ -458,6 +508,8 @@ impl MsfApi for MeteredMsf {
 pub struct MeteredKms {
     pub inner: Arc<dyn KmsApi>,
     pub metrics: Arc<Metrics>,
+    /// Whose calls these are (the `account` label).
+    pub caller: CallerCell,
 }
 
 #[async_trait]
@@ -465,14 +517,16 @@ impl KmsApi for MeteredKms {
     async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError> {
         let started = Instant::now();
         let r = self.inner.describe_key(region, key_id).await;
-        self.metrics.done("kms", "DescribeKey", started, &r);
+        self.metrics
+            .done(&self.caller, "kms", "DescribeKey", started, &r);
         r
     }
 
     async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError> {
         let started = Instant::now();
         let r = self.inner.get_key_policy(region, key_arn).await;
-        self.metrics.done("kms", "GetKeyPolicy", started, &r);
+        self.metrics
+            .done(&self.caller, "kms", "GetKeyPolicy", started, &r);
         r
     }
 
@@ -484,7 +538,8 @@ impl KmsApi for MeteredKms {
     ) -> Result<(), AwsError> {
         let started = Instant::now();
         let r = self.inner.put_key_policy(region, key_arn, policy).await;
-        self.metrics.done("kms", "PutKeyPolicy", started, &r);
+        self.metrics
+            .done(&self.caller, "kms", "PutKeyPolicy", started, &r);
         r
     }
 }
@@ -510,7 +565,7 @@ mod tests {
     fn exposition_has_every_family() {
         let m = Metrics::new();
         m.reconciled("converged", 0.05);
-        m.aws_call("kms", "PutKeyPolicy", "ok");
+        m.aws_call("111122223333", "kms", "PutKeyPolicy", "ok");
         m.drift_corrected("key_policy");
         m.set_ready("ns/a", Some("True"));
         m.set_ready("ns/b", Some("False"));
@@ -520,7 +575,7 @@ mod tests {
         for needle in [
             r#"msfcmk_reconciles_total{result="converged"} 1"#,
             "msfcmk_reconcile_duration_seconds_bucket",
-            r#"msfcmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="ok"} 1"#,
+            r#"msfcmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="ok",account="111122223333"} 1"#,
             r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#,
             r#"msfcmk_resources{ready="True"} 1"#,
             r#"msfcmk_resources{ready="False"} 1"#,
@@ -540,8 +595,10 @@ mod tests {
             code: "ThrottlingException".into(),
             message: "Rate exceeded".into(),
         });
-        m.done("kms", "PutKeyPolicy", Instant::now(), &throttled);
+        let caller = CallerCell::default();
+        m.done(&caller, "kms", "PutKeyPolicy", Instant::now(), &throttled);
         m.done(
+            &caller,
             "kms",
             "GetKeyPolicy",
             Instant::now(),
@@ -550,9 +607,9 @@ mod tests {
         m.set_leader(true);
         let text = m.encode();
         for needle in [
-            r#"msfcmk_aws_throttles_total{service="kms",operation="PutKeyPolicy"} 1"#,
-            r#"msfcmk_aws_call_duration_seconds_count{service="kms",operation="GetKeyPolicy"} 1"#,
-            r#"msfcmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="transient"} 1"#,
+            r#"msfcmk_aws_throttles_total{service="kms",operation="PutKeyPolicy",account="unknown"} 1"#,
+            r#"msfcmk_aws_call_duration_seconds_count{service="kms",operation="GetKeyPolicy",account="unknown"} 1"#,
+            r#"msfcmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="transient",account="unknown"} 1"#,
             "msfcmk_leader 1",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
