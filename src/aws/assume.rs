@@ -3,8 +3,8 @@
 //! keeps the role's credentials, refreshing them before they expire.
 //!
 //! One [`RoleClients`] per (account, roles): per region clients inside are built lazily like
-//! the pod's own ([`super::connect`]), and their rate limiters are their own, so pacing is per
-//! account and region. With a separate key administrator, KMS policy calls go through
+//! the pod's own ([`super::connect`]); the caller passes one [`AccountLimiters`] per account,
+//! so pacing is per account and region whichever role calls. With a separate key administrator, KMS policy calls go through
 //! [`SplitKms`], everything else as the operator.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
 use super::connect::{ConnectOptions, Shared, load_sdk_config};
+use super::ratelimit::AccountLimiters;
 use super::sdk_kms::SdkKms;
 use super::sdk_msf::SdkMsf;
 use super::sts::SdkSts;
@@ -44,22 +45,28 @@ pub struct RoleClients {
 }
 
 /// Builds the clients of one account. No call is made yet: the first AWS call assumes the role.
-pub async fn connect_roles(opts: &ConnectOptions, roles: &RoleSet) -> anyhow::Result<RoleClients> {
+/// `limiters` pace the calls; pass the same ones for every client set of one account (AWS
+/// quotas are per account and region, whichever role calls).
+pub async fn connect_roles(
+    opts: &ConnectOptions,
+    roles: &RoleSet,
+    limiters: &AccountLimiters,
+) -> anyhow::Result<RoleClients> {
     let base = load_sdk_config(opts).await?;
     let operator = shared_as(&base, opts, &roles.operator_role_arn, roles).await;
-    let op_kms: Arc<dyn KmsApi> = Arc::new(SdkKms::new(operator.clone(), &opts.rate_limits));
+    let op_kms: Arc<dyn KmsApi> = Arc::new(SdkKms::with_limiters(operator.clone(), limiters));
     let kms: Arc<dyn KmsApi> = match &roles.key_admin_role_arn {
         None => op_kms,
         Some(admin_arn) => {
             let admin = shared_as(&base, opts, admin_arn, roles).await;
             Arc::new(SplitKms {
                 operator: op_kms,
-                admin: Arc::new(SdkKms::new(admin, &opts.rate_limits)),
+                admin: Arc::new(SdkKms::with_limiters(admin, limiters)),
             })
         }
     };
     Ok(RoleClients {
-        msf: Arc::new(SdkMsf::new(operator.clone(), &opts.rate_limits)),
+        msf: Arc::new(SdkMsf::with_limiters(operator.clone(), limiters)),
         kms,
         sts: Arc::new(SdkSts::new(operator)),
     })

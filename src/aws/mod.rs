@@ -27,7 +27,7 @@ mod sts;
 pub use assume::{RoleClients, RoleSet, SESSION_NAME, SplitKms, connect_roles};
 pub use classify::{category_of, classify};
 pub use connect::{AwsClients, ConnectOptions, connect};
-pub use ratelimit::RateLimits;
+pub use ratelimit::{AccountLimiters, RateLimits};
 pub use sdk_kms::SdkKms;
 pub use sdk_msf::SdkMsf;
 pub use sts::{SdkSts, StsApi};

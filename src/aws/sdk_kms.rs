@@ -10,7 +10,7 @@ use kms::types::{KeyManagerType, KeyMetadata};
 
 use super::classify::{NoRetryOnQuota, classify};
 use super::connect::{PerRegion, Shared};
-use super::ratelimit::{Limiter, RateLimits};
+use super::ratelimit::{AccountLimiters, Limiter, RateLimits};
 use super::{AwsError, KmsApi};
 use crate::arn::Arn;
 use crate::domain::{ErrorCategory, KeyManager, KeyState, ObservedKey};
@@ -28,12 +28,17 @@ pub struct SdkKms {
 
 impl SdkKms {
     pub(crate) fn new(shared: Arc<Shared>, limits: &RateLimits) -> Self {
+        Self::with_limiters(shared, &AccountLimiters::new(limits))
+    }
+
+    /// Paced by `limiters`, shared with the account's other clients.
+    pub(crate) fn with_limiters(shared: Arc<Shared>, limiters: &AccountLimiters) -> Self {
         Self {
             clients: PerRegion::new(shared, build_client),
-            describe_limit: Limiter::new(limits.describe_key),
-            get_policy_limit: Limiter::new(limits.get_key_policy),
-            put_policy_limit: Limiter::new(limits.put_key_policy),
-            put_policy_per_key: Limiter::new(limits.put_key_policy_per_key),
+            describe_limit: limiters.describe_key.clone(),
+            get_policy_limit: limiters.get_key_policy.clone(),
+            put_policy_limit: limiters.put_key_policy.clone(),
+            put_policy_per_key: limiters.put_key_policy_per_key.clone(),
         }
     }
 }

@@ -15,7 +15,7 @@ use msf::types::{
 
 use super::classify::classify;
 use super::connect::{PerRegion, Shared};
-use super::ratelimit::{Limiter, RateLimits};
+use super::ratelimit::{AccountLimiters, Limiter, RateLimits};
 use super::{AwsError, MsfApi};
 use crate::domain::{
     ApplicationDescription, ApplicationLifecycle, ApplicationOperation, ApplicationStatus,
@@ -31,10 +31,15 @@ pub struct SdkMsf {
 
 impl SdkMsf {
     pub(crate) fn new(shared: Arc<Shared>, limits: &RateLimits) -> Self {
+        Self::with_limiters(shared, &AccountLimiters::new(limits))
+    }
+
+    /// Paced by `limiters`, shared with the account's other clients.
+    pub(crate) fn with_limiters(shared: Arc<Shared>, limiters: &AccountLimiters) -> Self {
         Self {
             clients: PerRegion::new(shared, build_client),
-            describe_limit: Limiter::new(limits.describe_application),
-            update_limit: Limiter::new(limits.update_application),
+            describe_limit: limiters.describe_application.clone(),
+            update_limit: limiters.update_application.clone(),
         }
     }
 }

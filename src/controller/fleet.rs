@@ -8,9 +8,10 @@
 //! locks, caches and policy-write times are keyed by key ARN, which names the account, so
 //! separate maps lose nothing. Metrics are shared.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::aws::{ConnectOptions, RoleSet, StsApi, connect_roles};
+use crate::aws::{AccountLimiters, ConnectOptions, RoleSet, StsApi, connect_roles};
 use crate::controller::accounts::AccountsConfig;
 use crate::controller::context::{Core, Settings};
 use crate::controller::identity;
@@ -80,6 +81,8 @@ impl Fleet {
         let (set_of_entry, sets) = config.client_sets();
         let config = Arc::new(config);
         let set_of_entry = Arc::new(set_of_entry);
+        // AWS quotas are per account and region: one set of limiters per account.
+        let mut limiters: HashMap<String, AccountLimiters> = HashMap::new();
         let mut cores = Vec::with_capacity(sets);
         let mut stss = Vec::with_capacity(sets);
         for set in 0..sets {
@@ -92,7 +95,10 @@ impl Fleet {
                 key_admin_role_arn: e.key_admin_role_arn.clone(),
                 external_id: e.external_id.clone(),
             };
-            let clients = connect_roles(opts, &roles).await?;
+            let paced = limiters
+                .entry(e.account_id.clone())
+                .or_insert_with(|| AccountLimiters::new(&opts.rate_limits));
+            let clients = connect_roles(opts, &roles, paced).await?;
             let defaults = Defaults {
                 region: shared.defaults.region.clone(),
                 // Key policies grant the role the controller acts as in this account.
