@@ -304,6 +304,10 @@ pub mod condition_types {
     pub const KEY_USABLE: &str = "KeyUsable";
     pub const KEY_POLICY_COMPLIANT: &str = "KeyPolicyCompliant";
     pub const ENCRYPTION_APPLIED: &str = "EncryptionApplied";
+    /// kstatus: True while work is in flight (a write made or pending, waiting for AWS).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: True when only a person can unblock the resource (terminal or refused).
+    pub const STALLED: &str = "Stalled";
 }
 
 /// The finalizer the controller puts on every resource it manages.

@@ -732,3 +732,45 @@ async fn a_full_key_takes_what_fits_in_few_writes_and_reports_the_rest() {
         e.count("PutKeyPolicy")
     );
 }
+
+#[tokio::test]
+async fn kstatus_conditions_say_in_flight_converged_or_stalled() {
+    let e = env().await;
+    e.app("orders", ApplicationStatus::Updating);
+    let key = e.emu.create_key(REGION, None).unwrap();
+    let spec = cmk("orders", &key);
+    let kstatus = |o: &Outcome| {
+        let (r, s) = (condition(o, "Reconciling"), condition(o, "Stalled"));
+        assert_eq!(r.reason, ready(o).1, "kstatus pair carries Ready's reason");
+        assert_eq!(s.reason, ready(o).1);
+        (r.status.clone(), s.status.clone())
+    };
+
+    // Waiting for MSF: in flight.
+    let o = e.once("orders", &spec, None, &[]).await;
+    assert_eq!(
+        kstatus(&o),
+        ("True".into(), "False".into()),
+        "{:#?}",
+        o.status
+    );
+
+    // Converged: neither.
+    e.emu
+        .set_application_status(REGION, "orders", ApplicationStatus::Running)
+        .unwrap();
+    let o = e.converge("orders", &spec).await;
+    assert_eq!(o.next, Next::Converged);
+    assert_eq!(kstatus(&o), ("False".into(), "False".into()));
+    assert_eq!(condition(&o, "Reconciling").observed_generation, Some(1));
+
+    // Blocked on a disabled key: stalled until a person acts.
+    e.emu.disable_key(&key).unwrap();
+    let o = e.once("orders", &spec, Some(&o.status), &[]).await;
+    assert_eq!(o.next, Next::Blocked, "{:#?}", o.status);
+    assert_eq!(kstatus(&o), ("False".into(), "True".into()));
+    assert_eq!(
+        condition(&o, "Stalled").message,
+        condition(&o, "Ready").message
+    );
+}

@@ -102,7 +102,7 @@ async fn run_converges_reports_status_and_events_and_reverts_on_delete() {
     let obj = wait_ready(&api, "orders", || ctl.process.log()).await;
     let status = obj.status.clone().unwrap();
     assert_eq!(status.observed_generation, obj.metadata.generation);
-    assert_eq!(status.conditions.len(), 4);
+    assert_eq!(status.conditions.len(), 6);
     assert!(
         status
             .conditions

@@ -88,6 +88,23 @@ pub enum Next {
     Pending,
 }
 
+impl Next {
+    /// The kstatus reading of where the reconcile stopped: what `Reconciling`/`Stalled` say.
+    pub fn progress(&self) -> status::Progress {
+        match self {
+            Next::Converged => status::Progress::Current,
+            // Dry run: the writes are pending, so work is still in flight.
+            Next::Waiting(_) | Next::Pending => status::Progress::InProgress,
+            Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => {
+                status::Progress::InProgress
+            }
+            Next::Blocked | Next::Refused | Next::Failed(ErrorCategory::Terminal) => {
+                status::Progress::Stalled
+            }
+        }
+    }
+}
+
 /// A Kubernetes Event to publish (data; `run` publishes, `apply` prints).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
@@ -417,6 +434,7 @@ pub async fn reconcile(
         application: obs.application.found(),
         current_key: obs.current_key.found(),
         key_policy: final_plan.key_policy.as_ref(),
+        progress: next.progress(),
         now,
     });
     status.last_update = tracker.recorded.clone();
@@ -571,6 +589,7 @@ fn refused(subject: &Subject<'_>, reason: &str, message: &str, now: DateTime<Utc
         application: None,
         current_key: None,
         key_policy: None,
+        progress: Next::Refused.progress(),
         now,
     });
     Outcome {

@@ -4,6 +4,10 @@
 //! for, and its `lastTransitionTime` moves only when its `status` flips, so that a user can tell
 //! since when something has been broken. The status as a whole carries `observedGeneration` and
 //! `lastSyncTime`.
+//!
+//! Besides the four evaluated conditions, every status carries kstatus' `Reconciling` and
+//! `Stalled` (derived from where the reconcile left the resource, [`Progress`]) so that Flux,
+//! `kubectl wait` and Argo CD read the resource's health without custom code.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -22,6 +26,20 @@ pub const CONDITION_TYPES: [&str; 4] = [
     condition_types::ENCRYPTION_APPLIED,
 ];
 
+/// The kstatus conditions, written after [`CONDITION_TYPES`].
+pub const KSTATUS_TYPES: [&str; 2] = [condition_types::RECONCILING, condition_types::STALLED];
+
+/// Where a reconcile left the resource, in kstatus terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing in flight and nothing blocked (converged, or steady without a write to make).
+    Current,
+    /// Work in flight: a write made or pending, AWS catching up, a transient error backing off.
+    InProgress,
+    /// Blocked or refused: only a person (a spec or AWS change) can move it on.
+    Stalled,
+}
+
 /// What the status is built from: only things that were actually observed or concluded.
 #[derive(Clone, Debug)]
 pub struct StatusInput<'a> {
@@ -33,6 +51,8 @@ pub struct StatusInput<'a> {
     /// The key the application uses, resolved (None for the AWS owned key or when unknown).
     pub current_key: Option<&'a ObservedKey>,
     pub key_policy: Option<&'a KeyPolicyObservation>,
+    /// Drives the `Reconciling` and `Stalled` conditions.
+    pub progress: Progress,
     pub now: DateTime<Utc>,
 }
 
@@ -49,6 +69,7 @@ pub fn build(input: &StatusInput<'_>) -> ApplicationEncryptionStatus {
         application,
         current_key,
         key_policy,
+        progress,
         now,
     } = input;
     ApplicationEncryptionStatus {
@@ -57,7 +78,7 @@ pub fn build(input: &StatusInput<'_>) -> ApplicationEncryptionStatus {
             previous
                 .map(|p| p.conditions.as_slice())
                 .unwrap_or_default(),
-            conditions,
+            &with_kstatus(conditions, *progress),
             *generation,
             *now,
         ),
@@ -83,6 +104,7 @@ pub fn build_conditions(
     let order = |t: &str| {
         CONDITION_TYPES
             .iter()
+            .chain(KSTATUS_TYPES.iter())
             .position(|c| *c == t)
             .unwrap_or(usize::MAX)
     };
@@ -105,6 +127,44 @@ pub fn build_conditions(
             message: report.message.clone(),
             last_transition_time,
             observed_generation: generation,
+        });
+    }
+    out
+}
+
+/// The reports plus `Reconciling` and `Stalled`. Both carry Ready's reason and message: the
+/// one place a person looks to learn what is in flight or what blocks the resource.
+pub fn with_kstatus(reports: &[ConditionReport], progress: Progress) -> Vec<ConditionReport> {
+    let (reason, message) = reports
+        .iter()
+        .find(|r| r.type_ == condition_types::READY)
+        .map(|r| (r.reason.clone(), r.message.clone()))
+        // Every path reports Ready; this only keeps the kstatus pair well-formed regardless.
+        .unwrap_or_else(|| ("Unknown".to_string(), String::new()));
+    let flag = |on: bool| {
+        if on {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    };
+    let mut out: Vec<ConditionReport> = reports
+        .iter()
+        .filter(|r| !KSTATUS_TYPES.contains(&r.type_))
+        .cloned()
+        .collect();
+    for (type_, on) in [
+        (
+            condition_types::RECONCILING,
+            progress == Progress::InProgress,
+        ),
+        (condition_types::STALLED, progress == Progress::Stalled),
+    ] {
+        out.push(ConditionReport {
+            type_,
+            status: flag(on),
+            reason: reason.clone(),
+            message: message.clone(),
         });
     }
     out
@@ -238,8 +298,13 @@ mod tests {
             application: None,
             current_key: None,
             key_policy: None,
+            progress: Progress::InProgress,
             now,
         }
+    }
+
+    fn find<'s>(s: &'s ApplicationEncryptionStatus, type_: &str) -> &'s Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
 
     #[test]
@@ -247,7 +312,12 @@ mod tests {
         let r = reports(ConditionStatus::False, "WaitingForApplicationStatus");
         let s = build(&input(None, &r, 3, t(0)));
         let types: Vec<_> = s.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, CONDITION_TYPES);
+        let all: Vec<_> = CONDITION_TYPES
+            .iter()
+            .chain(&KSTATUS_TYPES)
+            .copied()
+            .collect();
+        assert_eq!(types, all);
         assert!(
             s.conditions
                 .iter()
@@ -351,5 +421,68 @@ mod tests {
         assert_eq!(f.len(), 4);
         assert_eq!(f[0].type_, condition_types::READY);
         assert_eq!(f[0].reason, "EncryptionUpdateFailed");
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_progress_and_carry_ready_reason() {
+        let cases = [
+            (Progress::Current, "False", "False"),
+            (Progress::InProgress, "True", "False"),
+            (Progress::Stalled, "False", "True"),
+        ];
+        for (progress, reconciling, stalled) in cases {
+            let r = reports(ConditionStatus::False, "KeyDisabled");
+            let mut i = input(None, &r, 4, t(0));
+            i.progress = progress;
+            let s = build(&i);
+            for (type_, want) in [
+                (condition_types::RECONCILING, reconciling),
+                (condition_types::STALLED, stalled),
+            ] {
+                let c = find(&s, type_);
+                assert_eq!(c.status, want, "{progress:?} {type_}");
+                assert_eq!(c.reason, "KeyDisabled");
+                assert_eq!(c.message, "KeyDisabled message");
+                assert_eq!(c.observed_generation, Some(4));
+            }
+        }
+    }
+
+    #[test]
+    fn kstatus_transition_time_moves_only_on_a_flip() {
+        let waiting = reports(ConditionStatus::False, "WaitingForApplicationStatus");
+        let first = build(&input(None, &waiting, 1, t(0)));
+        // Still in flight with another reason: Reconciling keeps its time.
+        let settling = reports(ConditionStatus::False, "WaitingForKeyPolicy");
+        let second = build(&input(Some(&first), &settling, 1, t(30)));
+        let reconciling = find(&second, condition_types::RECONCILING);
+        assert_eq!(reconciling.last_transition_time, rfc3339(t(0)));
+        assert_eq!(reconciling.reason, "WaitingForKeyPolicy");
+        // Converged: Reconciling flips, Stalled (False all along) keeps its time.
+        let ok = reports(ConditionStatus::True, "Converged");
+        let mut i = input(Some(&second), &ok, 1, t(60));
+        i.progress = Progress::Current;
+        let third = build(&i);
+        let reconciling = find(&third, condition_types::RECONCILING);
+        assert_eq!(reconciling.status, "False");
+        assert_eq!(reconciling.last_transition_time, rfc3339(t(60)));
+        let stalled = find(&third, condition_types::STALLED);
+        assert_eq!(stalled.last_transition_time, rfc3339(t(0)));
+    }
+
+    #[test]
+    fn refused_is_stalled_with_its_reason() {
+        let r = refused("NotPermitted", "not yours");
+        let k = with_kstatus(&r, Progress::Stalled);
+        assert_eq!(k.len(), 6);
+        let stalled = k
+            .iter()
+            .find(|c| c.type_ == condition_types::STALLED)
+            .unwrap();
+        assert_eq!(stalled.status, ConditionStatus::True);
+        assert_eq!(stalled.reason, "NotPermitted");
+        assert_eq!(stalled.message, "not yours");
+        // Reports that already carry the pair are not duplicated.
+        assert_eq!(with_kstatus(&k, Progress::Current).len(), 6);
     }
 }
