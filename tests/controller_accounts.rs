@@ -16,8 +16,10 @@ use msf_cmk_controller::api::{
 };
 use msf_cmk_controller::aws::{ConnectOptions, connect};
 use msf_cmk_controller::controller::accounts::AccountsConfig;
+use msf_cmk_controller::controller::batch;
 use msf_cmk_controller::controller::context::{Core, Settings};
 use msf_cmk_controller::controller::fleet::{Fleet, Shared};
+use msf_cmk_controller::controller::manifests::Manifest;
 use msf_cmk_controller::controller::metrics::Metrics;
 use msf_cmk_controller::controller::reconcile::{self, Mode, Next, Outcome, Subject};
 use msf_cmk_controller::controller::status;
@@ -343,5 +345,37 @@ async fn each_accounts_caller_identity_is_its_operator_session() {
             session(B, "msf-cmk-operator"),
             session(C, "msf-cmk-operator"),
         ]
+    );
+}
+
+#[tokio::test]
+async fn one_name_in_two_accounts_is_no_conflict() {
+    let e = env().await;
+    let manifest = |ns: &str, account: &str| Manifest {
+        namespace: ns.into(),
+        name: "orders".into(),
+        spec: cmk("orders", e.key(account)),
+        source: "test".into(),
+        retry_update: None,
+    };
+    // `orders` exists in every account: three applications, three owners.
+    let manifests = vec![
+        manifest("team-a", A),
+        manifest("team-b", B),
+        manifest("team-c", C),
+    ];
+    let outcomes = batch::plan_all(&e.core, &manifests, 3).await;
+    for (m, o) in manifests.iter().zip(&outcomes) {
+        assert_ne!(o.next, Next::Refused, "{}: {:#?}", m.namespace, o.status);
+        assert_eq!(o.next, Next::Pending, "{}: {:#?}", m.namespace, o.status);
+    }
+    // Two namespaces of one account claiming one application: still a conflict.
+    let manifests = vec![manifest("team-a", A), manifest("team-a-2", A)];
+    let outcomes = batch::plan_all(&e.core, &manifests, 2).await;
+    assert_eq!(
+        ready(&outcomes[1]).1,
+        "Conflict",
+        "{:#?}",
+        outcomes[1].status
     );
 }

@@ -9,9 +9,10 @@ use futures::StreamExt;
 
 use crate::api::ApplicationEncryptionStatus;
 use crate::controller::context::Core;
+use crate::controller::fleet;
 use crate::controller::manifests::Manifest;
 use crate::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
-use crate::controller::tenancy::{Claim, Tenancy, conflicting_owner};
+use crate::controller::tenancy::{Claim, conflicting_owner};
 use crate::domain::ErrorCategory;
 
 /// How `apply` waits for resources in transient states.
@@ -55,18 +56,17 @@ fn peers(manifests: &[Manifest]) -> Vec<Peer> {
 
 /// The conflict message of each manifest: among files there is no creation time, so the
 /// first by namespace/name keeps the application.
-fn conflicts(
-    manifests: &[Manifest],
-    tenancy: &Tenancy,
-    default_region: &str,
-) -> Vec<Option<String>> {
+fn conflicts(manifests: &[Manifest], core: &Core) -> Vec<Option<String>> {
+    // With an accounts file, the region is qualified by the namespace's account.
     let regions: Vec<String> = manifests
         .iter()
         .map(|m| {
-            m.spec
+            let region = m
+                .spec
                 .region
                 .clone()
-                .unwrap_or_else(|| default_region.to_string())
+                .unwrap_or_else(|| core.defaults.region.clone());
+            fleet::claim_region(core, &m.namespace, &region)
         })
         .collect();
     let claims: Vec<Claim<'_>> = manifests
@@ -84,7 +84,7 @@ fn conflicts(
     claims
         .iter()
         .map(|me| {
-            conflicting_owner(tenancy, me, &claims).map(|o| {
+            conflicting_owner(&core.tenancy, me, &claims).map(|o| {
                 format!(
                     "Application {} in {} is already claimed by ApplicationEncryption {}/{}.",
                     me.application_name, me.region, o.namespace, o.name
@@ -97,7 +97,7 @@ fn conflicts(
 /// Plans every manifest (reads only). Results in input order.
 pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -> Vec<Outcome> {
     let peers = peers(manifests);
-    let conflicts = conflicts(manifests, &core.tenancy, &core.defaults.region);
+    let conflicts = conflicts(manifests, core);
     let mut out: Vec<(usize, Outcome)> = futures::stream::iter(manifests.iter().enumerate())
         .map(|(i, m)| {
             let subject = Subject {
@@ -131,7 +131,7 @@ pub async fn apply_all(
     on_done: impl Fn(&Done) + Sync,
 ) -> Vec<Done> {
     let peers = peers(manifests);
-    let conflicts = conflicts(manifests, &core.tenancy, &core.defaults.region);
+    let conflicts = conflicts(manifests, core);
     let on_done = &on_done;
     let mut out: Vec<Done> = futures::stream::iter(manifests.iter().enumerate())
         .map(|(i, m)| {

@@ -160,6 +160,24 @@ impl Fleet {
     }
 }
 
+/// The region a claim on an application is made in, qualified by the account when an accounts
+/// file is in use: applications of one name in two accounts are two applications, not a
+/// conflict. Unmapped namespaces are in the pod's own account (when known).
+pub fn claim_region(core: &Core, namespace: &str, region: &str) -> String {
+    if core.fleet.is_none() {
+        return region.to_string();
+    }
+    let acting = core.for_namespace(namespace);
+    let account = match &acting.account {
+        Some(scope) => Some(scope.account_id.clone()),
+        None => acting.caller.get().map(|c| c.account),
+    };
+    match account {
+        Some(a) => format!("{region} (account {a})"),
+        None => region.to_string(),
+    }
+}
+
 /// Loads the accounts file (`--accounts-config`): bad input is the caller's `BadInput`.
 pub fn load(path: &std::path::Path) -> Result<AccountsConfig, String> {
     let text = std::fs::read_to_string(path)

@@ -26,9 +26,10 @@ use tracing::Instrument;
 use crate::api::{ApplicationEncryption, FINALIZER, RETRY_UPDATE_ANNOTATION};
 use crate::controller::context::Core;
 use crate::controller::finalizer as cleanup;
+use crate::controller::fleet;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
-use crate::controller::tenancy::{Claim, Tenancy, conflicting_owner};
+use crate::controller::tenancy::{Claim, conflicting_owner};
 use crate::domain::ErrorCategory;
 
 /// The field manager of every write the controller makes.
@@ -176,7 +177,7 @@ async fn apply(
             spec: o.spec.clone(),
         })
         .collect();
-    let conflict = conflict_message(&obj, &all, &ctx.core.tenancy, &ctx.core.defaults.region);
+    let conflict = conflict_message(&obj, &all, &ctx.core);
     let subject = Subject {
         namespace: &ns,
         name: &name,
@@ -269,7 +270,7 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
         spec: &obj.spec,
         generation: obj.meta().generation,
         previous: obj.status.as_ref(),
-        conflict: conflict_message(&obj, &all, &ctx.core.tenancy, &ctx.core.defaults.region),
+        conflict: conflict_message(&obj, &all, &ctx.core),
         retry_update: retry_annotation(&obj),
     };
     match cleanup::cleanup(&ctx.core, &subject).await {
@@ -297,14 +298,16 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
 fn conflict_message(
     obj: &ApplicationEncryption,
     all: &[Arc<ApplicationEncryption>],
-    tenancy: &Tenancy,
-    default_region: &str,
+    core: &Core,
 ) -> Option<String> {
+    // With an accounts file, the region is qualified by the namespace's account.
     let region_of = |o: &ApplicationEncryption| {
-        o.spec
+        let region = o
+            .spec
             .region
             .clone()
-            .unwrap_or_else(|| default_region.to_string())
+            .unwrap_or_else(|| core.defaults.region.clone());
+        fleet::claim_region(core, &o.namespace().unwrap_or_default(), &region)
     };
     let owned: Vec<(String, String, String)> = all
         .iter()
@@ -347,7 +350,7 @@ fn conflict_message(
         application_name: &obj.spec.application_name,
         incumbent: is_incumbent(obj),
     };
-    conflicting_owner(tenancy, &me, &claims).map(|owner| {
+    conflicting_owner(&core.tenancy, &me, &claims).map(|owner| {
         format!(
             "Application {} in {} is already claimed by ApplicationEncryption {}/{} (older); delete one of the two.",
             obj.spec.application_name, my_region, owner.namespace, owner.name
