@@ -241,7 +241,7 @@ async fn each_namespace_converges_in_its_account_as_its_role() {
     let text = e.core.metrics.encode();
     for account in [A, B, C] {
         let needle = format!(
-            r#"msfcmk_aws_calls_total{{service="kinesisanalytics",operation="UpdateApplication",outcome="ok",account="{account}"}} 1"#
+            r#"msf_cmk_aws_calls_total{{service="kinesisanalytics",operation="UpdateApplication",outcome="ok",account="{account}"}} 1"#
         );
         assert!(text.contains(&needle), "missing {needle}:\n{text}");
     }

@@ -566,11 +566,11 @@ async fn drift_is_corrected_and_a_humans_statement_survives() {
     assert_eq!(o.application_updates, 1);
     let text = e.core.metrics.encode();
     assert!(
-        text.contains(r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#),
+        text.contains(r#"msf_cmk_drift_corrections_total{kind="key_policy"} 1"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"msfcmk_drift_corrections_total{kind="encryption"} 1"#),
+        text.contains(r#"msf_cmk_drift_corrections_total{kind="encryption"} 1"#),
         "{text}"
     );
     let o = e.converge("orders", &spec).await;
@@ -583,7 +583,7 @@ async fn drift_is_corrected_and_a_humans_statement_survives() {
         "the human's statement is kept: {policy}"
     );
     assert!(o.status.key_policy.as_ref().unwrap().compliant);
-    assert!(e.core.metrics.encode().contains("msfcmk_aws_calls_total"));
+    assert!(e.core.metrics.encode().contains("msf_cmk_aws_calls_total"));
 }
 
 #[tokio::test]

@@ -156,7 +156,7 @@ async fn run_converges_reports_status_and_events_and_reverts_on_delete() {
     // Metrics and health on the controller's port.
     let (code, body) = ctl.get("/metrics").expect("metrics");
     assert_eq!(code, 200);
-    assert!(body.contains("msfcmk_reconciles_total"), "{body}");
+    assert!(body.contains("msf_cmk_reconciles_total"), "{body}");
     assert!(
         body.contains(r#"operation="UpdateApplication",outcome="ok"} 1"#),
         "{body}"
@@ -411,7 +411,7 @@ async fn drift_made_in_aws_is_corrected_at_the_next_resync() {
     assert_eq!(emu.call_count("PutKeyPolicy"), before + 1);
     let (_, metrics) = ctl.get("/metrics").expect("metrics");
     assert!(
-        metrics.contains(r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#),
+        metrics.contains(r#"msf_cmk_drift_corrections_total{kind="key_policy"} 1"#),
         "{metrics}"
     );
 }

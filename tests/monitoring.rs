@@ -46,7 +46,7 @@ fn queries() -> Vec<(String, String)> {
         }
     }
     for var in dash["templating"]["list"].as_array().expect("variables") {
-        if let Some(q) = var["query"].as_str().filter(|q| q.contains("msfcmk_")) {
+        if let Some(q) = var["query"].as_str().filter(|q| q.contains("msf_cmk_")) {
             out.push((format!("variable {}", var["name"]), q.to_string()));
         }
     }
@@ -83,7 +83,7 @@ fn is_ident(c: char) -> bool {
 fn selectors(expr: &str) -> Vec<(String, Vec<String>)> {
     let mut out = vec![];
     let mut rest = expr;
-    while let Some(i) = rest.find("msfcmk_") {
+    while let Some(i) = rest.find("msf_cmk_") {
         let before_ok = i == 0 || !is_ident(rest[..i].chars().last().unwrap());
         let tail = &rest[i..];
         let end = tail.find(|c: char| !is_ident(c)).unwrap_or(tail.len());
@@ -163,10 +163,10 @@ fn every_metric_and_label_the_alerts_and_dashboard_query_is_exported() {
         |s| {
             let (code, body) = s.http_get(r, "/metrics").ok_or("no answer")?;
             let needed = [
-                "msfcmk_aws_throttles_total{",
-                "msfcmk_drift_corrections_total{",
+                "msf_cmk_aws_throttles_total{",
+                "msf_cmk_drift_corrections_total{",
                 "name=\"throttled\"",
-                "msfcmk_leader 1",
+                "msf_cmk_leader 1",
             ];
             match needed.iter().find(|n| !body.contains(**n)) {
                 None if code == 200 => Ok(body),
@@ -182,7 +182,7 @@ fn every_metric_and_label_the_alerts_and_dashboard_query_is_exported() {
         let selected = selectors(expr);
         assert!(
             !selected.is_empty(),
-            "{place} queries no msfcmk_ metric: {expr}"
+            "{place} queries no msf_cmk_ metric: {expr}"
         );
         let mut labels_here: BTreeSet<String> = BTreeSet::new();
         for (name, labels) in &selected {
@@ -209,23 +209,23 @@ fn every_metric_and_label_the_alerts_and_dashboard_query_is_exported() {
 /// The parsers above, on known input (so a green run above means something).
 #[test]
 fn query_parsing() {
-    let e = r#"(max by (namespace, name) (msfcmk_resource_ready{reason="X", instance=~"a"} == 0)) and on (instance) (msfcmk_leader == 1)"#;
+    let e = r#"(max by (namespace, name) (msf_cmk_resource_ready{reason="X", instance=~"a"} == 0)) and on (instance) (msf_cmk_leader == 1)"#;
     assert_eq!(
         selectors(e),
         vec![
             (
-                "msfcmk_resource_ready".to_string(),
+                "msf_cmk_resource_ready".to_string(),
                 vec!["reason".to_string(), "instance".to_string()]
             ),
-            ("msfcmk_leader".to_string(), vec![]),
+            ("msf_cmk_leader".to_string(), vec![]),
         ]
     );
     assert_eq!(grouping_labels(e), vec!["namespace", "name", "instance"]);
-    let text = "# TYPE msfcmk_leader gauge\nmsfcmk_leader 1\nmsfcmk_aws_calls_total{service=\"kms\",operation=\"A,B\"} 2\n";
+    let text = "# TYPE msf_cmk_leader gauge\nmsf_cmk_leader 1\nmsf_cmk_aws_calls_total{service=\"kms\",operation=\"A,B\"} 2\n";
     let ex = exported(text);
-    assert!(ex["msfcmk_leader"].is_empty());
+    assert!(ex["msf_cmk_leader"].is_empty());
     assert_eq!(
-        ex["msfcmk_aws_calls_total"],
+        ex["msf_cmk_aws_calls_total"],
         BTreeSet::from(["service".to_string(), "operation".to_string()])
     );
 }

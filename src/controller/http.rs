@@ -50,7 +50,7 @@ pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
-    // `msfcmk_leader` is what `/readyz` says, read at scrape time: one source of truth.
+    // `msf_cmk_leader` is what `/readyz` says, read at scrape time: one source of truth.
     s.metrics.set_leader(s.health.get() == Health::LEADER);
     (
         [(
@@ -119,6 +119,6 @@ mod tests {
             "{r}"
         );
         let m = get(addr, "/metrics").await;
-        assert!(m.contains("msfcmk_reconciles_total"), "{m}");
+        assert!(m.contains("msf_cmk_reconciles_total"), "{m}");
     }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics (prometheus-client) and the metering decorators for the AWS traits.
 //!
-//! Metric names (all prefixed `msfcmk_`):
+//! Metric names (all prefixed `msf_cmk_`):
 //! - `reconciles_total{result}`: result = converged | waiting | blocked | error | refused
 //! - `reconcile_duration_seconds`: histogram of one reconcile, AWS calls included
 //! - `aws_calls_total{service,operation,outcome,account}`: outcome = ok | transient | conflict |
@@ -17,8 +17,8 @@
 //!   SDK's own retries (what the SDK retried away is not seen here)
 //! - `leader`: 1 while this replica runs the controllers (also without leader election), else 0;
 //!   set from `/readyz`'s state when scraped
-//! - `build_info{version,git_revision}`: always 1; `git_revision` is `MSF_CMK_GIT_REVISION` at
-//!   build time, `unknown` without it
+//! - `build_info{version,git_revision}`: always 1; `git_revision` as `--version` prints it
+//!   ([`crate::build_info`]: `MSF_CMK_GIT_REVISION` at build time, else the checkout's HEAD)
 //!
 //! AWS calls are counted and timed by wrapping `MsfApi` / `KmsApi` ([`MeteredMsf`],
 //! [`MeteredKms`]) so that no call site can forget to count.
@@ -123,7 +123,7 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("msfcmk");
+        let mut registry = Registry::with_prefix("msf_cmk");
         let reconciles = Family::<ResultLabels, Counter>::default();
         // 10 ms .. ~80 s: AWS calls dominate; a switch with a policy write takes a few calls.
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
@@ -180,11 +180,8 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                git_revision: option_env!("MSF_CMK_GIT_REVISION")
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or("unknown")
-                    .to_string(),
+                version: crate::build_info::VERSION.to_string(),
+                git_revision: crate::build_info::GIT_REVISION.to_string(),
             })
             .set(1);
         registry.register("build_info", "The controller's version; always 1", build);
@@ -573,14 +570,14 @@ mod tests {
         m.set_ready("ns/c", None);
         let text = m.encode();
         for needle in [
-            r#"msfcmk_reconciles_total{result="converged"} 1"#,
-            "msfcmk_reconcile_duration_seconds_bucket",
-            r#"msfcmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="ok",account="111122223333"} 1"#,
-            r#"msfcmk_drift_corrections_total{kind="key_policy"} 1"#,
-            r#"msfcmk_resources{ready="True"} 1"#,
-            r#"msfcmk_resources{ready="False"} 1"#,
-            r#"msfcmk_build_info{version=""#,
-            "msfcmk_leader 0",
+            r#"msf_cmk_reconciles_total{result="converged"} 1"#,
+            "msf_cmk_reconcile_duration_seconds_bucket",
+            r#"msf_cmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="ok",account="111122223333"} 1"#,
+            r#"msf_cmk_drift_corrections_total{kind="key_policy"} 1"#,
+            r#"msf_cmk_resources{ready="True"} 1"#,
+            r#"msf_cmk_resources{ready="False"} 1"#,
+            r#"msf_cmk_build_info{version=""#,
+            "msf_cmk_leader 0",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }
@@ -607,15 +604,15 @@ mod tests {
         m.set_leader(true);
         let text = m.encode();
         for needle in [
-            r#"msfcmk_aws_throttles_total{service="kms",operation="PutKeyPolicy",account="unknown"} 1"#,
-            r#"msfcmk_aws_call_duration_seconds_count{service="kms",operation="GetKeyPolicy",account="unknown"} 1"#,
-            r#"msfcmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="transient",account="unknown"} 1"#,
-            "msfcmk_leader 1",
+            r#"msf_cmk_aws_throttles_total{service="kms",operation="PutKeyPolicy",account="unknown"} 1"#,
+            r#"msf_cmk_aws_call_duration_seconds_count{service="kms",operation="GetKeyPolicy",account="unknown"} 1"#,
+            r#"msf_cmk_aws_calls_total{service="kms",operation="PutKeyPolicy",outcome="transient",account="unknown"} 1"#,
+            "msf_cmk_leader 1",
         ] {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }
         assert!(
-            !text.contains(r#"msfcmk_aws_throttles_total{service="kms",operation="GetKeyPolicy"}"#)
+            !text.contains(r#"msf_cmk_aws_throttles_total{service="kms",operation="GetKeyPolicy"}"#)
         );
     }
 
@@ -650,7 +647,7 @@ mod tests {
         );
         let text = m.encode();
         assert!(
-            text.contains(r#"msfcmk_resource_ready{namespace="team-a",name="orders",application="orders",key_type="AwsOwnedKey",reason="Converged"} 1"#),
+            text.contains(r#"msf_cmk_resource_ready{namespace="team-a",name="orders",application="orders",key_type="AwsOwnedKey",reason="Converged"} 1"#),
             "{text}"
         );
         assert!(
@@ -665,6 +662,6 @@ mod tests {
         );
         assert!(m.encode().contains(r#"reason="Other"} 0"#));
         m.set_resource("team-a", "orders", &spec, None);
-        assert!(!m.encode().contains("msfcmk_resource_ready{"));
+        assert!(!m.encode().contains("msf_cmk_resource_ready{"));
     }
 }
