@@ -123,6 +123,9 @@ async fn world(cfg: &Config, n: usize) -> anyhow::Result<World> {
         update_delay: cfg.update_delay,
         // Realistic request quotas (KMS's documented rates, MSF 50/s per operation).
         quotas: Some(Quotas::default()),
+        // MSF checks key policies with the caller's identity: answer as the operator role the
+        // policies are written for.
+        caller_arn: Some(OPERATOR_ROLE.to_string()),
         ..EmulatorConfig::default()
     })
     .await?;
