@@ -2,7 +2,7 @@
 # The controller image: a release build without the embedded AWS emulator, on a distroless
 # runtime (glibc + CA certificates, no shell) as a numeric non-root user.
 #
-#   docker build -t msf-cmk-controller:0.1.0 .
+#   docker build -t msf-cmk-controller:0.1.0 --build-arg MSF_CMK_GIT_REVISION=$(git rev-parse --short HEAD) .
 #
 # CI builds the same binary the same way without a Docker engine: scripts/build-release.sh
 # stages exactly what this build stage COPYs (after .dockerignore) in an empty directory and
@@ -12,7 +12,11 @@ ARG RUST_VERSION=1.95
 
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# The context has no .git: pass the revision for `--version` and msfcmk_build_info, e.g.
+#   docker build --build-arg MSF_CMK_GIT_REVISION=$(git rev-parse --short HEAD) .
+# (build.rs reads it; without it the binary reports `unknown`.)
+ARG MSF_CMK_GIT_REVISION=unknown
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY crds ./crds
 # Cargo.toml declares the [[bench]] targets: cargo refuses the manifest without their files.

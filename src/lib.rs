@@ -15,6 +15,7 @@
 pub mod api;
 pub mod arn;
 pub mod aws;
+pub mod build_info;
 pub mod cli;
 pub mod controller;
 pub mod domain;

@@ -21,7 +21,7 @@ pub mod run_cmd;
 #[derive(Debug, Parser)]
 #[command(
     name = "msf-cmk-controller",
-    version,
+    version = crate::build_info::LONG_VERSION,
     about = "Keeps Amazon Managed Service for Apache Flink applications encrypted with the KMS key you declare"
 )]
 pub struct Cli {
