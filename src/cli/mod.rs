@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod accounts_arg;
+pub mod completions_cmd;
 pub mod crd_cmd;
 #[cfg(feature = "emulator")]
 pub mod demo_cmd;
@@ -50,6 +51,8 @@ pub enum Command {
     /// Everything end to end against the embedded emulator.
     #[cfg(feature = "emulator")]
     Demo(demo_cmd::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions_cmd::CompletionsArgs),
 }
 
 /// An error that is the user's input: printed on one line, exit code 2.
@@ -70,7 +73,7 @@ pub fn main() -> ExitCode {
     // of a peer closing its socket.
     if matches!(
         cli.command,
-        Command::Crd | Command::Policy(_) | Command::IamPolicy(_)
+        Command::Crd | Command::Policy(_) | Command::IamPolicy(_) | Command::Completions(_)
     ) {
         restore_default_sigpipe();
     }
@@ -111,6 +114,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Apply(a) => plan_cmd::run_apply(a).await,
         #[cfg(feature = "emulator")]
         Command::Demo(a) => demo_cmd::run(a).await,
+        Command::Completions(a) => completions_cmd::run(a),
     }
 }
 
