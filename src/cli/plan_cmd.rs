@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use crate::aws::{ConnectOptions, connect};
-use crate::cli::{BadInput, accounts_arg};
 use crate::cli::run_cmd::{LogFormat, init_logging, load_tenancy, parse_duration};
+use crate::cli::{BadInput, accounts_arg};
 use crate::controller::batch::{self, ApplyOptions, Done};
 use crate::controller::context::{Core, Settings};
 use crate::controller::identity;
