@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::condition::Ctx;
 use super::document::PolicyDocument;
-use super::evaluator::{Decision, Evaluation, evaluate_parts};
+use super::evaluator::{Decision, Evaluation, evaluate_caller};
 use super::findings::{Finding, findings};
+use super::principal::{Caller, Principal};
 use super::requirements::MsfRequirements;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -80,22 +81,34 @@ fn report(
     owned_sids: Vec<String>,
 ) -> ComplianceReport {
     let mut accesses = Vec::with_capacity(reqs.accesses.len());
+    // The accesses name a few principals: each is parsed and printed once.
+    let mut callers: Vec<(&Principal, Caller, String)> = Vec::new();
     for a in &reqs.accesses {
-        let ctx = Ctx {
-            values: &a.context,
-            unknown: &a.unknown,
+        let i = match callers.iter().position(|(p, _, _)| *p == &a.principal) {
+            Some(i) => i,
+            None => {
+                callers.push((
+                    &a.principal,
+                    Caller::of(&a.principal),
+                    a.principal.to_string(),
+                ));
+                callers.len() - 1
+            }
         };
-        let e = evaluate_parts(doc, &a.principal, &a.action, key_arn, &ctx);
-        let check = AccessCheck {
-            principal: a.principal.to_string(),
+        let (_, caller, principal) = &callers[i];
+        let ctx = Ctx::new(&a.context, &a.unknown);
+        let mut e = evaluate_caller(doc, caller, &a.action.to_ascii_lowercase(), key_arn, &ctx);
+        let mut check = AccessCheck {
+            principal: principal.clone(),
             action: a.action.clone(),
             decision: e.decision,
-            statements: e.statements.clone(),
+            statements: std::mem::take(&mut e.statements),
             purpose: a.purpose.clone(),
             delegated_to_iam: e.delegated_to_iam,
-            depends_on: e.depends_on.clone(),
+            depends_on: Vec::new(),
         };
         access_findings(&check, &e, &mut findings);
+        check.depends_on = e.depends_on;
         accesses.push(check);
     }
     ComplianceReport {
@@ -108,7 +121,8 @@ fn report(
 
 /// Findings about one access, each statement reported once per code.
 fn access_findings(a: &AccessCheck, e: &Evaluation, out: &mut Vec<Finding>) {
-    let mut push = |code: &str, statement: &str, message: String| {
+    // The message is written only for a finding not reported yet.
+    let mut push = |code: &str, statement: &str, message: &dyn Fn() -> String| {
         if !out
             .iter()
             .any(|f| f.code == code && f.statement == statement)
@@ -116,36 +130,32 @@ fn access_findings(a: &AccessCheck, e: &Evaluation, out: &mut Vec<Finding>) {
             out.push(Finding {
                 code: code.to_string(),
                 statement: statement.to_string(),
-                message,
+                message: message(),
             });
         }
     };
     if e.decision == Decision::ImplicitDeny && e.delegated_to_iam && a.granted() {
         for s in &e.delegating_statements {
-            push(
-                "OperatorReliesOnIamPolicy",
-                s,
+            push("OperatorReliesOnIamPolicy", s, &|| {
                 format!(
                     "{} is let in only by the account's delegation to IAM: its own IAM policy \
                      must allow the KMS calls MSF makes with its credentials (the controller's \
                      statements would grant them directly)",
                     a.principal
-                ),
-            );
+                )
+            });
         }
     }
     if a.granted() && !e.depends_on.is_empty() {
         for s in &e.possible_denies {
-            push(
-                "DenyDependsOnUnknownKey",
-                s,
+            push("DenyDependsOnUnknownKey", s, &|| {
                 format!(
                     "denies {} {} if {} (which the controller cannot know) match its condition",
                     a.principal,
                     a.action,
                     e.depends_on.join(", ")
-                ),
-            );
+                )
+            });
         }
     }
 }

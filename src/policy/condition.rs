@@ -129,6 +129,29 @@ struct Clause {
     key: String,
     values: Vec<PValue>,
     has_templates: bool,
+    /// For `StringEquals` / `BinaryEquals` over many plain values: their indices in sorted
+    /// order, so a request value is found by binary search.
+    sorted: Option<Vec<u32>>,
+}
+
+/// From this many values on, an exact-match clause keeps a sorted index.
+const SORTED_FROM: usize = 8;
+
+/// The sorted index of `values` when `base` compares exactly and every value is plain text.
+fn sorted_index(base: Base, values: &[PValue]) -> Option<Vec<u32>> {
+    if !matches!(base, Base::StringEquals | Base::BinaryEquals) || values.len() < SORTED_FROM {
+        return None;
+    }
+    let texts: Vec<&str> = values
+        .iter()
+        .map(|v| match v {
+            PValue::Str(s) => Some(s.as_str()),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let mut order: Vec<u32> = (0..u32::try_from(texts.len()).ok()?).collect();
+    order.sort_by(|&a, &b| texts[a as usize].cmp(texts[b as usize]));
+    Some(order)
 }
 
 /// A three-valued truth: the result of a condition on a request with unknown keys.
@@ -159,11 +182,30 @@ impl Tri {
 pub struct Ctx<'a> {
     pub values: &'a Context,
     pub unknown: &'a [String],
+    /// No key of `values` has an upper-case letter, so a lower-cased key is found by a plain
+    /// lookup or not at all.
+    lower_keys: bool,
 }
 
 impl<'a> Ctx<'a> {
+    pub fn new(values: &'a Context, unknown: &'a [String]) -> Self {
+        Self {
+            values,
+            unknown,
+            lower_keys: values.keys().all(|k| !has_upper(k)),
+        }
+    }
+
     pub fn lookup(&self, key: &str) -> Lookup<'a> {
-        if let Some(v) = lookup(self.values, key) {
+        let found = if self.lower_keys && !has_upper(key) {
+            self.values
+                .get(key)
+                .map(Vec::as_slice)
+                .filter(|v| !v.is_empty())
+        } else {
+            lookup(self.values, key)
+        };
+        if let Some(v) = found {
             return Lookup::Known(v);
         }
         let unknown = self.unknown.iter().any(|u| match u.strip_suffix('/') {
@@ -217,6 +259,7 @@ impl Condition {
                     if_exists,
                     key: key.to_ascii_lowercase(),
                     has_templates: values.iter().any(|v| matches!(v, PValue::Template(_))),
+                    sorted: sorted_index(base, &values),
                     values,
                 });
             }
@@ -230,10 +273,7 @@ impl Condition {
 
     /// True when every clause holds for `ctx` (no unknown keys).
     pub fn matches(&self, ctx: &Context) -> bool {
-        self.eval(&Ctx {
-            values: ctx,
-            unknown: &[],
-        }) == Tri::True
+        self.eval(&Ctx::new(ctx, &[])) == Tri::True
     }
 
     /// The Kleene AND of the clauses.
@@ -286,6 +326,10 @@ impl Condition {
             })
             .map(|c| c.key.as_str())
     }
+}
+
+fn has_upper(s: &str) -> bool {
+    s.bytes().any(|b| b.is_ascii_uppercase())
 }
 
 /// Keys are expected lower-cased; a caller that did not lower-case still gets a match.
@@ -494,6 +538,16 @@ impl Clause {
         use Base::*;
         let text = |f: &dyn Fn(&PValue) -> bool| values.iter().any(f);
         Some(match self.base {
+            // Only set for a clause without templates: `values` is `self.values`.
+            StringEquals | BinaryEquals if self.sorted.is_some() => {
+                let order = self.sorted.as_deref().unwrap_or_default();
+                order
+                    .binary_search_by(|&i| match &values[i as usize] {
+                        PValue::Str(p) => p.as_str().cmp(req),
+                        _ => std::cmp::Ordering::Less,
+                    })
+                    .is_ok()
+            }
             StringEquals | BinaryEquals => text(&|v| match v {
                 PValue::Str(p) => p == req,
                 PValue::Masked(c, _) => c.iter().copied().eq(req.chars()),

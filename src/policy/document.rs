@@ -110,6 +110,36 @@ pub struct Statement {
     /// The Sid is one the controller's naming scheme produces and the statement is exactly
     /// what the controller would write for the grants it holds.
     owned: bool,
+    /// `parsed.action.items`, classified once for [`Statement::covers_action`].
+    action_patterns: Vec<ActionPattern>,
+}
+
+/// An action pattern (lower-cased), sorted by how it can be matched without the general glob.
+#[derive(Clone, Debug)]
+enum ActionPattern {
+    /// No wildcard: compared as is.
+    Literal(String),
+    /// One `*`, at the end (`kms:*`, `kms:Get*`): a prefix test.
+    Prefix(String),
+    Glob(String),
+}
+
+impl ActionPattern {
+    fn new(pattern: &str) -> Self {
+        match pattern.strip_suffix('*') {
+            _ if glob::is_literal(pattern) => Self::Literal(pattern.to_string()),
+            Some(prefix) if glob::is_literal(prefix) => Self::Prefix(prefix.to_string()),
+            _ => Self::Glob(pattern.to_string()),
+        }
+    }
+
+    fn matches(&self, action_lower: &str) -> bool {
+        match self {
+            Self::Literal(p) => p == action_lower,
+            Self::Prefix(p) => action_lower.starts_with(p.as_str()),
+            Self::Glob(p) => glob::matches(p, action_lower),
+        }
+    }
 }
 
 impl PartialEq for Statement {
@@ -150,10 +180,12 @@ impl Statement {
     }
 
     /// `variables`: the document's Version is 2012-10-17, so policy variables are substituted.
+    /// `known`: shared by the statements of one document (see [`owned::recognise`]).
     pub(crate) fn from_raw(
         index: usize,
         raw: Map<String, Value>,
         variables: bool,
+        known: &mut owned::KnownApplications,
     ) -> Result<Self, ParseError> {
         let sid = raw.get("Sid").and_then(Value::as_str).map(str::to_string);
         let err = |field: &str, message: String| ParseError {
@@ -222,30 +254,30 @@ impl Statement {
         let owned = sid
             .as_deref()
             .is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
-            && owned::recognise(&raw).is_some();
+            && owned::recognise(&raw, known);
         // An empty Sid names nothing; the index does.
         let label = sid
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| index.to_string());
+        let action_patterns = parsed
+            .action
+            .items
+            .iter()
+            .map(|p| ActionPattern::new(p))
+            .collect();
         Ok(Self {
             raw,
             parsed,
             label,
             owned,
+            action_patterns,
         })
     }
 
     /// Does the statement's Action / NotAction cover `action_lower` (already lower-cased)?
     pub fn covers_action(&self, action_lower: &str) -> bool {
-        let m = &self.parsed.action;
-        let hit = m.items.iter().any(|p| {
-            if glob::is_literal(p) {
-                p == action_lower
-            } else {
-                glob::matches(p, action_lower)
-            }
-        });
-        hit != m.negated
+        let hit = self.action_patterns.iter().any(|p| p.matches(action_lower));
+        hit != self.parsed.action.negated
     }
 
     /// Does Resource / NotResource cover `resource`? Unknown only when a policy variable in
@@ -401,11 +433,12 @@ impl PolicyDocument {
                 ));
             }
         };
+        let mut known = owned::KnownApplications::default();
         let statements = raws
             .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
-                Value::Object(m) => Statement::from_raw(i, m, variables),
+                Value::Object(m) => Statement::from_raw(i, m, variables, &mut known),
                 other => Err(ParseError {
                     statement: Some(i),
                     sid: None,
@@ -427,10 +460,11 @@ impl PolicyDocument {
         &self,
         raws: Vec<Map<String, Value>>,
     ) -> Result<Self, ParseError> {
+        let mut known = owned::KnownApplications::default();
         let statements = raws
             .into_iter()
             .enumerate()
-            .map(|(i, m)| Statement::from_raw(i, m, self.variables))
+            .map(|(i, m)| Statement::from_raw(i, m, self.variables, &mut known))
             .collect::<Result<Vec<_>, _>>()?;
         // A single-object policy that now holds several statements must become a list.
         let form = if self.form == StatementForm::Single && statements.len() == 1 {

@@ -103,10 +103,7 @@ struct Applies {
 }
 
 pub fn evaluate(doc: &PolicyDocument, req: &Request) -> Evaluation {
-    let ctx = Ctx {
-        values: &req.context,
-        unknown: &req.unknown,
-    };
+    let ctx = Ctx::new(&req.context, &req.unknown);
     evaluate_parts(doc, &req.principal, &req.action, &req.resource, &ctx)
 }
 
@@ -118,12 +115,27 @@ pub(crate) fn evaluate_parts(
     resource: &str,
     ctx: &Ctx,
 ) -> Evaluation {
-    let action = action.to_ascii_lowercase();
-    let caller = Caller::of(principal);
+    evaluate_caller(
+        doc,
+        &Caller::of(principal),
+        &action.to_ascii_lowercase(),
+        resource,
+        ctx,
+    )
+}
+
+/// [`evaluate_parts`] for a caller already parsed and an action already lower-cased.
+pub(crate) fn evaluate_caller(
+    doc: &PolicyDocument,
+    caller: &Caller,
+    action: &str,
+    resource: &str,
+    ctx: &Ctx,
+) -> Evaluation {
     let (mut allows, mut denies, mut delegating) = (Vec::new(), Vec::new(), Vec::new());
     let (mut maybe_allows, mut maybe_denies) = (Vec::new(), Vec::new());
     for stmt in doc.statements() {
-        let Some(a) = applies(stmt, &caller, resource, &action, ctx) else {
+        let Some(a) = applies(stmt, caller, resource, action, ctx) else {
             continue;
         };
         let deny = stmt.parsed().effect == Effect::Deny;

@@ -13,6 +13,10 @@ pub fn matches(pattern: &str, text: &str) -> bool {
     if is_literal(pattern) {
         return pattern == text;
     }
+    // ASCII on both sides (action names, ARNs): a byte is a character, no vectors needed.
+    if pattern.is_ascii() && text.is_ascii() {
+        return matches_chars(pattern.as_bytes(), |_| false, text.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     matches_chars(&p, |_| false, &t)
@@ -25,17 +29,18 @@ pub fn matches_masked(pattern: &[char], literal: &[bool], text: &str) -> bool {
     matches_chars(pattern, |i| literal.get(i).copied().unwrap_or(false), &t)
 }
 
-fn matches_chars(p: &[char], literal: impl Fn(usize) -> bool, t: &[char]) -> bool {
+/// The matcher on characters, or on bytes when both sides are ASCII (the same thing then).
+fn matches_chars<C: Wild>(p: &[C], literal: impl Fn(usize) -> bool, t: &[C]) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     // Position of the last `*` in the pattern and where in the text it started matching.
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') if !literal(pi) => {
+            Some(&c) if c.is_star() && !literal(pi) => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(&c) if (c == '?' && !literal(pi)) || c == t[ti] => {
+            Some(&c) if (c.is_question() && !literal(pi)) || c == t[ti] => {
                 pi += 1;
                 ti += 1;
             }
@@ -53,7 +58,31 @@ fn matches_chars(p: &[char], literal: impl Fn(usize) -> bool, t: &[char]) -> boo
     p[pi..]
         .iter()
         .enumerate()
-        .all(|(i, &c)| c == '*' && !literal(pi + i))
+        .all(|(i, &c)| c.is_star() && !literal(pi + i))
+}
+
+/// A pattern unit: a `char`, or a byte of ASCII text.
+trait Wild: Copy + PartialEq {
+    fn is_star(self) -> bool;
+    fn is_question(self) -> bool;
+}
+
+impl Wild for char {
+    fn is_star(self) -> bool {
+        self == '*'
+    }
+    fn is_question(self) -> bool {
+        self == '?'
+    }
+}
+
+impl Wild for u8 {
+    fn is_star(self) -> bool {
+        self == b'*'
+    }
+    fn is_question(self) -> bool {
+        self == b'?'
+    }
 }
 
 /// True when `pattern` contains no wildcard, so callers can compare directly.

@@ -10,9 +10,9 @@
 //! list each): MSF could in principle use application A's context on behalf of application B
 //! of the same account and key. That is the price of fitting ~40 applications instead of ~10.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::OWNED_SID_PREFIX;
 use super::requirements::{
@@ -33,9 +33,13 @@ pub struct GrantState {
 
 /// One value as a string, several as a sorted list (sets are already sorted).
 fn values<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
+    values_of(items.into_iter().map(String::as_str))
+}
+
+fn values_of<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
     let v: Vec<Value> = items
         .into_iter()
-        .map(|s| Value::String(s.clone()))
+        .map(|s| Value::String(s.to_string()))
         .collect();
     match v.len() {
         1 => v.into_iter().next().unwrap_or(Value::Null),
@@ -108,63 +112,124 @@ pub fn build(state: &GrantState) -> Vec<Map<String, Value>> {
     out
 }
 
+/// The statements of one service group, by Sid name (the Sid is the prefix, the name and the
+/// account).
+const SERVICE_KINDS: [&str; 5] = [
+    "ServiceDescribeKey",
+    "ServiceDurableGenerateDataKey",
+    "ServiceDurableDecrypt",
+    "ServiceRunningState",
+    "ServiceRunningCreateGrant",
+];
+
+/// The statements of one operator group, by Sid name (the Sid is the prefix, the name and the
+/// group tag).
+const OPERATOR_KINDS: [&str; 3] = [
+    "OperatorDescribeKey",
+    "OperatorUseKey",
+    "OperatorCreateGrant",
+];
+
+/// A JSON object with these entries, in this order.
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    let mut m = Map::with_capacity(N);
+    for (k, v) in entries {
+        m.insert(k.to_string(), v);
+    }
+    Value::Object(m)
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_string())
+}
+
 fn service_statements(
     partition: &str,
     account: &str,
     apps: &BTreeSet<String>,
 ) -> Vec<Map<String, Value>> {
-    let p = OWNED_SID_PREFIX;
-    let (msf_name, infra_name) = (
-        msf_service(partition),
-        msf_infrastructure_service(partition),
-    );
-    let both = json!({"Service": [msf_name, infra_name]});
-    let msf = json!({"Service": msf_name});
-    let infra = json!({"Service": infra_name});
     let arns = values(apps);
-    let ctx = |extra: Value| {
-        let mut m = Map::new();
-        m.insert(KEY_ENCRYPTION_CONTEXT.into(), arns.clone());
-        if let Value::Object(e) = extra {
-            m.extend(e);
-        }
-        Value::Object(m)
+    SERVICE_KINDS
+        .iter()
+        .map(|kind| service_statement(kind, partition, account, &arns))
+        .collect()
+}
+
+/// One service statement (`kind` is one of [`SERVICE_KINDS`]); `arns` is [`values`] of the
+/// group's applications.
+fn service_statement(
+    kind: &str,
+    partition: &str,
+    account: &str,
+    arns: &Value,
+) -> Map<String, Value> {
+    let sid = format!("{OWNED_SID_PREFIX}{kind}{account}");
+    let msf = || object([("Service", Value::String(msf_service(partition)))]);
+    let infra = || {
+        object([(
+            "Service",
+            Value::String(msf_infrastructure_service(partition)),
+        )])
     };
-    vec![
-        statement(
-            format!("{p}ServiceDescribeKey{account}"),
-            both,
-            json!("kms:DescribeKey"),
-            json!({"StringEquals": {KEY_SOURCE_ARN: arns, KEY_SOURCE_ACCOUNT: account}}),
+    let context = || (KEY_ENCRYPTION_CONTEXT, arns.clone());
+    let source = || {
+        [
+            (KEY_SOURCE_ARN, arns.clone()),
+            (KEY_SOURCE_ACCOUNT, text(account)),
+        ]
+    };
+    let (principal, action, condition) = match kind {
+        "ServiceDescribeKey" => (
+            object([(
+                "Service",
+                Value::Array(vec![
+                    Value::String(msf_service(partition)),
+                    Value::String(msf_infrastructure_service(partition)),
+                ]),
+            )]),
+            text("kms:DescribeKey"),
+            object([("StringEquals", object(source()))]),
         ),
-        statement(
-            format!("{p}ServiceDurableGenerateDataKey{account}"),
-            msf.clone(),
-            json!("kms:GenerateDataKey"),
-            json!({"StringEquals": ctx(json!({KEY_SOURCE_ARN: arns, KEY_SOURCE_ACCOUNT: account}))}),
+        "ServiceDurableGenerateDataKey" => {
+            let [arn, acct] = source();
+            (
+                msf(),
+                text("kms:GenerateDataKey"),
+                object([("StringEquals", object([context(), arn, acct]))]),
+            )
+        }
+        "ServiceDurableDecrypt" => (
+            msf(),
+            text("kms:Decrypt"),
+            object([("StringEquals", object([context()]))]),
         ),
-        statement(
-            format!("{p}ServiceDurableDecrypt{account}"),
-            msf,
-            json!("kms:Decrypt"),
-            json!({"StringEquals": ctx(Value::Null)}),
+        "ServiceRunningState" => (
+            infra(),
+            Value::Array(vec![
+                text("kms:Decrypt"),
+                text("kms:GenerateDataKeyWithoutPlaintext"),
+            ]),
+            object([("StringEquals", object([context()]))]),
         ),
-        statement(
-            format!("{p}ServiceRunningState{account}"),
-            infra.clone(),
-            json!(["kms:Decrypt", "kms:GenerateDataKeyWithoutPlaintext"]),
-            json!({"StringEquals": ctx(Value::Null)}),
+        _ => (
+            infra(),
+            text("kms:CreateGrant"),
+            object([
+                (
+                    "StringEquals",
+                    object([
+                        context(),
+                        (KEY_GRANT_CONSTRAINT, text("EncryptionContextSubset")),
+                    ]),
+                ),
+                (
+                    "ForAllValues:StringEquals",
+                    object([(KEY_GRANT_OPERATIONS, text("Decrypt"))]),
+                ),
+            ]),
         ),
-        statement(
-            format!("{p}ServiceRunningCreateGrant{account}"),
-            infra,
-            json!("kms:CreateGrant"),
-            json!({
-                "StringEquals": ctx(json!({KEY_GRANT_CONSTRAINT: "EncryptionContextSubset"})),
-                "ForAllValues:StringEquals": {KEY_GRANT_OPERATIONS: "Decrypt"}
-            }),
-        ),
-    ]
+    };
+    statement(sid, principal, action, condition)
 }
 
 fn operator_statements(
@@ -173,89 +238,213 @@ fn operator_statements(
     region: &str,
     apps: &BTreeSet<String>,
 ) -> Vec<Map<String, Value>> {
-    let p = OWNED_SID_PREFIX;
     let tag = group_tag(role, region);
-    let principal = json!({"AWS": role});
-    let via = via_service(partition, region);
     let arns = values(apps);
-    vec![
-        statement(
-            format!("{p}OperatorDescribeKey{tag}"),
-            principal.clone(),
-            json!("kms:DescribeKey"),
-            json!({"StringEquals": {KEY_VIA_SERVICE: via}}),
-        ),
-        statement(
-            format!("{p}OperatorUseKey{tag}"),
-            principal.clone(),
-            json!([
-                "kms:Decrypt",
-                "kms:GenerateDataKey",
-                "kms:GenerateDataKeyWithoutPlaintext"
-            ]),
-            json!({"StringEquals": {KEY_ENCRYPTION_CONTEXT: arns, KEY_VIA_SERVICE: via}}),
-        ),
-        statement(
-            format!("{p}OperatorCreateGrant{tag}"),
-            principal,
-            json!("kms:CreateGrant"),
-            json!({
-                "StringEquals": {
-                    KEY_ENCRYPTION_CONTEXT: arns,
-                    KEY_VIA_SERVICE: via,
-                    KEY_GRANT_CONSTRAINT: "EncryptionContextSubset"
-                },
-                "ForAllValues:StringEquals": {KEY_GRANT_OPERATIONS: "Decrypt"}
-            }),
-        ),
-    ]
+    OPERATOR_KINDS
+        .iter()
+        .map(|kind| operator_statement(kind, role, &tag, partition, region, &arns))
+        .collect()
 }
 
-/// The grants a statement holds when it is exactly one the controller writes, `None` when it is
-/// anything else (whatever its Sid). The statement is rebuilt from the values it holds (its
-/// applications, its operator role and region) and must come out byte for byte: so a Deny, a
-/// person's grant or an edited copy under an owned-looking Sid is never taken for ours, and
-/// its values never flow into the statements the controller writes.
-pub fn recognise(raw: &Map<String, Value>) -> Option<GrantState> {
-    let sid = raw.get("Sid")?.as_str()?;
-    let rest = sid.strip_prefix(OWNED_SID_PREFIX)?;
-    let state = extract(std::iter::once(raw));
-    let apps: Vec<Arn> = state
-        .applications
-        .iter()
-        .filter_map(|a| Arn::parse_application(a).ok())
-        .collect();
-    let candidates = if rest.starts_with("Service") {
-        let first = apps.first()?;
-        let one_group = apps
-            .iter()
-            .all(|a| a.account == first.account && a.partition == first.partition);
-        if !one_group || !rest.ends_with(&first.account) {
-            return None;
-        }
-        service_statements(&first.partition, &first.account, &state.applications)
-    } else if rest.starts_with("Operator") {
-        let role = match raw.get("Principal") {
-            Some(Value::Object(p)) => p.get("AWS")?.as_str()?,
-            _ => return None,
-        };
-        let role_arn = Arn::parse_role(role).ok()?;
-        let region = operator_region(raw)?;
-        let one_group = apps
-            .iter()
-            .all(|a| a.region == region && a.partition == role_arn.partition);
-        if !one_group {
-            return None;
-        }
-        operator_statements(role, &role_arn.partition, &region, &state.applications)
-    } else {
-        return None;
+/// One operator statement (`kind` is one of [`OPERATOR_KINDS`]); `arns` is [`values`] of the
+/// group's applications.
+fn operator_statement(
+    kind: &str,
+    role: &str,
+    tag: &str,
+    partition: &str,
+    region: &str,
+    arns: &Value,
+) -> Map<String, Value> {
+    let sid = format!("{OWNED_SID_PREFIX}{kind}{tag}");
+    let principal = object([("AWS", text(role))]);
+    let via = || {
+        (
+            KEY_VIA_SERVICE,
+            Value::String(via_service(partition, region)),
+        )
     };
-    let built = candidates
-        .into_iter()
-        .find(|c| c.get("Sid").and_then(Value::as_str) == Some(sid))?;
-    let same = serde_json::to_string(&built).ok()? == serde_json::to_string(raw).ok()?;
-    same.then_some(state)
+    let (action, condition) = match kind {
+        "OperatorDescribeKey" => (
+            text("kms:DescribeKey"),
+            object([("StringEquals", object([via()]))]),
+        ),
+        "OperatorUseKey" => (
+            Value::Array(vec![
+                text("kms:Decrypt"),
+                text("kms:GenerateDataKey"),
+                text("kms:GenerateDataKeyWithoutPlaintext"),
+            ]),
+            object([(
+                "StringEquals",
+                object([(KEY_ENCRYPTION_CONTEXT, arns.clone()), via()]),
+            )]),
+        ),
+        _ => (
+            text("kms:CreateGrant"),
+            object([
+                (
+                    "StringEquals",
+                    object([
+                        (KEY_ENCRYPTION_CONTEXT, arns.clone()),
+                        via(),
+                        (KEY_GRANT_CONSTRAINT, text("EncryptionContextSubset")),
+                    ]),
+                ),
+                (
+                    "ForAllValues:StringEquals",
+                    object([(KEY_GRANT_OPERATIONS, text("Decrypt"))]),
+                ),
+            ]),
+        ),
+    };
+    statement(sid, principal, action, condition)
+}
+
+/// `(partition, region, account)` of an ARN that [`Arn::parse_application`] accepted: its
+/// colon-separated parts as they stand, without copying them.
+fn arn_parts(arn: &str) -> (&str, &str, &str) {
+    let mut parts = arn.splitn(6, ':').skip(1);
+    let partition = parts.next().unwrap_or_default();
+    let _service = parts.next();
+    let region = parts.next().unwrap_or_default();
+    let account = parts.next().unwrap_or_default();
+    (partition, region, account)
+}
+
+/// Application ARNs already found valid while recognising the statements of one document: the
+/// same applications appear in every statement of a group, each is parsed once.
+#[derive(Debug, Default)]
+pub struct KnownApplications(HashSet<String>);
+
+impl KnownApplications {
+    fn valid(&mut self, arn: &str) -> bool {
+        if self.0.contains(arn) {
+            return true;
+        }
+        let ok = Arn::parse_application(arn).is_ok();
+        if ok {
+            self.0.insert(arn.to_string());
+        }
+        ok
+    }
+}
+
+/// Is this statement exactly one the controller writes (whatever its Sid otherwise)? The
+/// statement is rebuilt from the values it holds (its applications, its operator role and
+/// region) and must come out byte for byte: so a Deny, a person's grant or an edited copy
+/// under an owned-looking Sid is never taken for ours, and its values never flow into the
+/// statements the controller writes ([`extract`] reads only recognised statements).
+///
+/// The applications are read from the first `aws:SourceArn` or encryption-context list (as
+/// [`extract`] finds them). A generated statement holds the same sorted, duplicate-free list
+/// of valid application ARNs under every such key, so a list that is not one cannot be ours;
+/// otherwise only the statement the Sid names is rebuilt, and compared with [`same_object`]
+/// (equal exactly when the two serialise to the same bytes).
+pub fn recognise(raw: &Map<String, Value>, known: &mut KnownApplications) -> bool {
+    let Some(sid) = raw.get("Sid").and_then(Value::as_str) else {
+        return false;
+    };
+    let Some(rest) = sid.strip_prefix(OWNED_SID_PREFIX) else {
+        return false;
+    };
+    let service = rest.starts_with("Service");
+    if !service && !rest.starts_with("Operator") {
+        return false;
+    }
+    let apps = first_application_list(raw);
+    // Sorted and without duplicates (as `values` writes a set), every one valid.
+    let sorted = apps.windows(2).all(|w| w[0] < w[1]);
+    if !sorted || !apps.iter().all(|a| known.valid(a)) {
+        return false;
+    }
+    let parts: Vec<(&str, &str, &str)> = apps.iter().map(|a| arn_parts(a)).collect();
+    let arns = || values_of(apps.iter().copied());
+    let built = if service {
+        let Some(&(partition, _, account)) = parts.first() else {
+            return false;
+        };
+        let one_group = parts
+            .iter()
+            .all(|&(p, _, a)| a == account && p == partition);
+        let kind = SERVICE_KINDS
+            .iter()
+            .find(|k| rest.strip_suffix(account) == Some(**k));
+        match (one_group, kind) {
+            (true, Some(kind)) => service_statement(kind, partition, account, &arns()),
+            _ => return false,
+        }
+    } else {
+        let role = match raw.get("Principal") {
+            Some(Value::Object(p)) => p.get("AWS").and_then(Value::as_str),
+            _ => None,
+        };
+        let Some(role) = role else { return false };
+        let Ok(role_arn) = Arn::parse_role(role) else {
+            return false;
+        };
+        let Some(region) = operator_region(raw) else {
+            return false;
+        };
+        let one_group = parts
+            .iter()
+            .all(|&(p, r, _)| r == region && p == role_arn.partition);
+        if !one_group {
+            return false;
+        }
+        let tag = group_tag(role, &region);
+        let Some(kind) = OPERATOR_KINDS
+            .iter()
+            .find(|k| rest.strip_suffix(tag.as_str()) == Some(**k))
+        else {
+            return false;
+        };
+        operator_statement(kind, role, &tag, &role_arn.partition, &region, &arns())
+    };
+    same_object(&built, raw)
+}
+
+/// The string values of the first `aws:SourceArn` or encryption-context key of the statement's
+/// condition (empty when it has none).
+fn first_application_list(raw: &Map<String, Value>) -> Vec<&str> {
+    let Some(Value::Object(ops)) = raw.get("Condition") else {
+        return Vec::new();
+    };
+    for keys in ops.values() {
+        let Value::Object(keys) = keys else { continue };
+        for (key, vals) in keys {
+            if key.eq_ignore_ascii_case(KEY_ENCRYPTION_CONTEXT)
+                || key.eq_ignore_ascii_case(KEY_SOURCE_ARN)
+            {
+                return strings(vals);
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// True exactly when `serde_json::to_string` gives the same text for both: same keys in the
+/// same order, same values (strings and keys serialise one to one; numbers are compared by
+/// their text).
+fn same_text(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Bool(x), Value::Bool(y)) => x == y,
+        (Value::Number(x), Value::Number(y)) => x.to_string() == y.to_string(),
+        (Value::String(x), Value::String(y)) => x == y,
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_text(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => same_object(x, y),
+        _ => false,
+    }
+}
+
+fn same_object(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| ka == kb && same_text(va, vb))
 }
 
 /// The region in an operator statement's `kms:ViaService` (`kinesisanalytics.REGION.SUFFIX`).
@@ -284,7 +473,8 @@ pub fn extract<'a>(owned: impl Iterator<Item = &'a Map<String, Value>>) -> Grant
                         continue;
                     }
                     for v in strings(vals) {
-                        if Arn::parse_application(v).is_ok() {
+                        // A value seen under the other key was already parsed.
+                        if apps.contains(v) || Arn::parse_application(v).is_ok() {
                             apps.insert(v.to_string());
                             if is_ctx {
                                 context_apps.insert(v.to_string());
