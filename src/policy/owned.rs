@@ -10,7 +10,7 @@
 //! list each): MSF could in principle use application A's context on behalf of application B
 //! of the same account and key. That is the price of fitting ~40 applications instead of ~10.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -302,31 +302,43 @@ fn operator_statement(
 }
 
 /// `(partition, region, account)` of an ARN that [`Arn::parse_application`] accepted: its
-/// colon-separated parts as they stand, without copying them.
+/// colon-separated parts as they stand (what `splitn(6, ':')` gives), without copying them.
 fn arn_parts(arn: &str) -> (&str, &str, &str) {
-    let mut parts = arn.splitn(6, ':').skip(1);
-    let partition = parts.next().unwrap_or_default();
-    let _service = parts.next();
-    let region = parts.next().unwrap_or_default();
-    let account = parts.next().unwrap_or_default();
-    (partition, region, account)
+    // Byte offsets of the first five colons (ASCII, so always character boundaries).
+    let mut colons = [arn.len(); 5];
+    let mut n = 0;
+    for (i, b) in arn.bytes().enumerate() {
+        if b == b':' {
+            colons[n] = i;
+            n += 1;
+            if n == colons.len() {
+                break;
+            }
+        }
+    }
+    let part = |k: usize| {
+        let start = (colons[k - 1] + 1).min(arn.len());
+        arn.get(start..colons[k].max(start)).unwrap_or_default()
+    };
+    (part(1), part(3), part(4))
 }
 
-/// Application ARNs already found valid while recognising the statements of one document: the
-/// same applications appear in every statement of a group, each is parsed once.
+/// The application list last found valid while recognising the statements of one document:
+/// the statements of a group hold the same list, which is then parsed once.
 #[derive(Debug, Default)]
-pub struct KnownApplications(HashSet<String>);
+pub struct KnownApplications(Vec<String>);
 
 impl KnownApplications {
-    fn valid(&mut self, arn: &str) -> bool {
-        if self.0.contains(arn) {
+    /// Every ARN of `apps` is a valid application ARN.
+    fn all_valid(&mut self, apps: &[&str]) -> bool {
+        if self.0.len() == apps.len() && self.0.iter().zip(apps).all(|(a, b)| a == b) {
             return true;
         }
-        let ok = Arn::parse_application(arn).is_ok();
-        if ok {
-            self.0.insert(arn.to_string());
+        if !apps.iter().all(|a| Arn::parse_application(a).is_ok()) {
+            return false;
         }
-        ok
+        self.0 = apps.iter().map(|a| a.to_string()).collect();
+        true
     }
 }
 
@@ -355,7 +367,7 @@ pub fn recognise(raw: &Map<String, Value>, known: &mut KnownApplications) -> boo
     let apps = first_application_list(raw);
     // Sorted and without duplicates (as `values` writes a set), every one valid.
     let sorted = apps.windows(2).all(|w| w[0] < w[1]);
-    if !sorted || !apps.iter().all(|a| known.valid(a)) {
+    if !sorted || !known.all_valid(&apps) {
         return false;
     }
     let parts: Vec<(&str, &str, &str)> = apps.iter().map(|a| arn_parts(a)).collect();
@@ -509,5 +521,22 @@ fn strings(v: &Value) -> Vec<&str> {
         Value::String(s) => vec![s.as_str()],
         Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arn_parts_are_the_colon_separated_parts() {
+        for arn in [
+            "arn:aws:kinesisanalytics:us-east-1:123456789012:application/a:b",
+            "arn:aws-cn:kinesisanalytics:cn-north-1:123456789012:application/x",
+            "arn:aws:s3:::bucket",
+        ] {
+            let p: Vec<&str> = arn.splitn(6, ':').collect();
+            assert_eq!(arn_parts(arn), (p[1], p[3], p[4]), "{arn}");
+        }
     }
 }

@@ -46,8 +46,11 @@ pub fn kms_text(json: String) -> String {
 
 /// A character KMS refuses in a key policy (C0 controls other than tab, LF, CR).
 fn refused_char(s: &str) -> Option<char> {
-    s.chars()
-        .find(|&c| c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r'))
+    // Such a character is one byte in UTF-8, and no byte of a longer character is below 0x80:
+    // scanning bytes finds exactly the refused characters, without decoding.
+    s.bytes()
+        .find(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'))
+        .map(char::from)
 }
 
 fn check_chars<E: de::Error>(s: &str) -> Result<(), E> {
