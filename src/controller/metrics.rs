@@ -612,7 +612,8 @@ mod tests {
             assert!(text.contains(needle), "missing {needle}:\n{text}");
         }
         assert!(
-            !text.contains(r#"msf_cmk_aws_throttles_total{service="kms",operation="GetKeyPolicy"}"#)
+            !text
+                .contains(r#"msf_cmk_aws_throttles_total{service="kms",operation="GetKeyPolicy"}"#)
         );
     }
 
