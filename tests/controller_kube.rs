@@ -158,7 +158,7 @@ async fn run_converges_reports_status_and_events_and_reverts_on_delete() {
     assert_eq!(code, 200);
     assert!(body.contains("msf_cmk_reconciles_total"), "{body}");
     assert!(
-        body.contains(r#"operation="UpdateApplication",outcome="ok"} 1"#),
+        body.contains(r#"operation="UpdateApplication",outcome="ok",account="123456789012"} 1"#),
         "{body}"
     );
     assert_eq!(ctl.get("/livez").map(|r| r.0), Some(200));
