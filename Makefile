@@ -1,5 +1,9 @@
-# The few commands a newcomer needs (mirrored in the README).
-.PHONY: demo test crd fmt lint e2e-up e2e-down bench
+# The few commands a newcomer needs (mirrored in the README). `make` alone lists them.
+.DEFAULT_GOAL := help
+.PHONY: help demo test crd fmt lint e2e-up e2e-down bench
+
+help:          ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16
 
 demo:          ## the whole flow against the embedded emulator
 	cargo run -- demo
@@ -10,17 +14,17 @@ test:          ## every test, as CI runs it
 crd:           ## regenerate the committed CRD
 	cargo run -q -- crd > crds/applicationencryptions.msfcmk.dev.yaml
 
-fmt:
+fmt:           ## format the code
 	cargo fmt --all
 
-lint:
+lint:          ## clippy with warnings as errors
 	cargo clippy --all-targets --locked -- -D warnings
 
 e2e-up:        ## a real kube-apiserver + etcd on 127.0.0.1 for manual use
 	tests/e2e/cluster up
 
-e2e-down:
+e2e-down:      ## stop it
 	tests/e2e/cluster down
 
-bench:
+bench:         ## the benchmarks (BENCHMARKS.md)
 	cargo bench
