@@ -184,9 +184,6 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         ..ConnectOptions::default()
     };
     let aws = connect(&opts).await.context("configuring AWS clients")?;
-    // Two rustls crypto providers are linked (ring for kube, aws-lc-rs for the AWS SDK):
-    // without a process-wide choice the Kubernetes client cannot build its TLS config.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .context("configuring the Kubernetes client (kubeconfig or in-cluster)")?;

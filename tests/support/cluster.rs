@@ -397,9 +397,6 @@ impl Drop for TestCluster {
 
 /// A client from a kubeconfig file (TLS verified against the cluster's CA).
 pub async fn client_from_kubeconfig(path: &Path) -> kube::Client {
-    // Both ring (kube) and aws-lc-rs (AWS SDK) are linked, so rustls cannot pick a crypto
-    // provider by itself. Installing fails harmlessly if one is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
