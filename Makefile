@@ -1,6 +1,6 @@
 # The few commands a newcomer needs (mirrored in the README). `make` alone lists them.
 .DEFAULT_GOAL := help
-.PHONY: help demo test crd fmt lint e2e-up e2e-down bench
+.PHONY: help demo test crd fmt lint e2e-up e2e-down bench image
 
 help:          ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16
@@ -28,3 +28,7 @@ e2e-down:      ## stop it
 
 bench:         ## the benchmarks (BENCHMARKS.md)
 	cargo bench
+
+image:         ## container image, amd64 + arm64 (docker buildx; says what it skips)
+	scripts/build-image.sh
+
