@@ -31,4 +31,3 @@ bench:         ## the benchmarks (BENCHMARKS.md)
 
 image:         ## container image, amd64 + arm64 (docker buildx; says what it skips)
 	scripts/build-image.sh
-
