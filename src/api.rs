@@ -316,8 +316,8 @@ pub const FINALIZER: &str = "msfcmk.dev/cleanup";
 /// The CRD as YAML, exactly what `crds/` holds.
 pub fn crd_yaml() -> String {
     let crd = ApplicationEncryption::crd();
-    // serde_yaml cannot fail on a value that serde_json accepts.
-    serde_yaml::to_string(&crd).expect("CRD serialises")
+    // yaml_serde cannot fail on a value that serde_json accepts.
+    yaml_serde::to_string(&crd).expect("CRD serialises")
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ fn committed_schema_matches_generated() {
 #[test]
 fn the_example_parses() {
     let text = std::fs::read_to_string(repo("deploy/examples/accounts.yaml")).expect("example");
-    let cm: serde_json::Value = serde_yaml::from_str(&text).expect("YAML");
+    let cm: serde_json::Value = yaml_serde::from_str(&text).expect("YAML");
     assert_eq!(cm["kind"], "ConfigMap");
     let file = cm["data"]["accounts.yaml"]
         .as_str()

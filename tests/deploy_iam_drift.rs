@@ -194,7 +194,7 @@ fn role_policy_covers_every_application_and_key_arn_of_the_examples() {
     for entry in std::fs::read_dir(&examples).expect("deploy/examples") {
         let path = entry.expect("dir entry").path();
         let text = std::fs::read_to_string(&path).expect("read example");
-        for doc in serde_yaml::Deserializer::from_str(&text) {
+        for doc in yaml_serde::Deserializer::from_str(&text) {
             let v: Value = serde::Deserialize::deserialize(doc).expect("example YAML");
             if v["kind"] != "ApplicationEncryption" {
                 continue;

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use serde::Deserialize;
-use serde_yaml::Value;
+use yaml_serde::Value;
 use support::cluster::{TestCluster, repo_path};
 
 const CHART: &str = "deploy/helm/msf-cmk-controller";
@@ -82,7 +82,7 @@ fn kustomize_base() -> String {
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    yaml_serde::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("valid YAML"))
         .filter(|v| !v.is_null())
         .collect()
@@ -136,7 +136,7 @@ fn chart_crd_is_the_generated_crd() {
         "CustomResourceDefinition",
         "applicationencryptions.msfcmk.dev",
     );
-    let generated: Value = serde_yaml::from_str(&generated).expect("CRD YAML");
+    let generated: Value = yaml_serde::from_str(&generated).expect("CRD YAML");
     assert_eq!(crd["spec"], generated["spec"]);
     assert_eq!(
         str_at(crd, &["metadata", "annotations", "helm.sh/resource-policy"]),
@@ -204,7 +204,7 @@ fn chart_renders_the_same_objects_as_the_kustomize_base() {
     let tenancy = |docs: &[Value]| {
         let text =
             find(docs, "ConfigMap", "msf-cmk-controller-tenancy")["data"]["tenancy.yaml"].clone();
-        serde_yaml::from_str::<Value>(text.as_str().expect("tenancy.yaml")).expect("tenancy YAML")
+        yaml_serde::from_str::<Value>(text.as_str().expect("tenancy.yaml")).expect("tenancy YAML")
     };
     assert_eq!(tenancy(&chart), tenancy(&base));
 }
@@ -287,7 +287,7 @@ fn pods_are_hardened() {
     assert_eq!(sc["allowPrivilegeEscalation"], Value::from(false));
     assert_eq!(
         sc["capabilities"]["drop"],
-        serde_yaml::from_str::<Value>("[ALL]").unwrap()
+        yaml_serde::from_str::<Value>("[ALL]").unwrap()
     );
     assert_eq!(str_at(c, &["livenessProbe", "httpGet", "path"]), "/livez");
     assert_eq!(str_at(c, &["readinessProbe", "httpGet", "path"]), "/readyz");
@@ -516,13 +516,13 @@ fn namespace_users_get_applicationencryptions_through_aggregation() {
         .expect("a status rule");
     assert_eq!(
         status_rule["verbs"],
-        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
+        yaml_serde::from_str::<Value>("[get, list, watch]").unwrap()
     );
     let view = find(&docs, "ClusterRole", "msf-cmk-controller-view");
     assert_eq!(label(view, "view"), "true");
     assert_eq!(
         view["rules"][0]["verbs"],
-        serde_yaml::from_str::<Value>("[get, list, watch]").unwrap()
+        yaml_serde::from_str::<Value>("[get, list, watch]").unwrap()
     );
     let off = documents(&helm_template(&[
         "--set",
@@ -626,7 +626,7 @@ fn chart_readme_values_table_is_generated() {
          MSF_CMK_REGENERATE=1 cargo test --test e2e_deploy chart_readme"
     );
     // Every top-level value is documented.
-    let parsed: Value = serde_yaml::from_str(&values).expect("values YAML");
+    let parsed: Value = yaml_serde::from_str(&values).expect("values YAML");
     for key in parsed.as_mapping().expect("mapping").keys() {
         let key = key.as_str().expect("string key");
         assert!(
@@ -638,7 +638,7 @@ fn chart_readme_values_table_is_generated() {
 
 /// The Markdown table for values.yaml: one row per key that has a comment right above it.
 fn values_table(values: &str) -> String {
-    let parsed: Value = serde_yaml::from_str(values).expect("values YAML");
+    let parsed: Value = yaml_serde::from_str(values).expect("values YAML");
     let mut rows = vec![
         "| key | type | default | description |".to_string(),
         "|---|---|---|---|".to_string(),
@@ -1110,7 +1110,7 @@ fn chart_monitoring_is_deploy_monitoring() {
     ]));
     let rule = find(&docs, "PrometheusRule", RELEASE);
     assert_eq!(str_at(rule, &["metadata", "labels", "release"]), "prom");
-    let source: Value = serde_yaml::from_str(
+    let source: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo_path("deploy/monitoring/prometheusrule.yaml")).unwrap(),
     )
     .unwrap();

@@ -21,7 +21,7 @@ fn example_file(dir: &std::path::Path) -> String {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/accounts.yaml"),
     )
     .unwrap();
-    let cm: Value = serde_yaml::from_str(&text).unwrap();
+    let cm: Value = yaml_serde::from_str(&text).unwrap();
     let path = dir.join("accounts.yaml");
     std::fs::write(&path, cm["data"]["accounts.yaml"].as_str().unwrap()).unwrap();
     path.to_str().unwrap().to_string()

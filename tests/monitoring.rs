@@ -25,7 +25,7 @@ fn queries() -> Vec<(String, String)> {
     let mut out = vec![];
     let rule_text =
         std::fs::read_to_string(repo_path("deploy/monitoring/prometheusrule.yaml")).unwrap();
-    let rule = serde_yaml::Value::deserialize(serde_yaml::Deserializer::from_str(&rule_text))
+    let rule = yaml_serde::Value::deserialize(yaml_serde::Deserializer::from_str(&rule_text))
         .expect("PrometheusRule YAML");
     assert_eq!(rule["kind"].as_str(), Some("PrometheusRule"));
     for group in rule["spec"]["groups"].as_sequence().expect("groups") {

@@ -218,7 +218,7 @@ fn print_results(
         "\n== Status of {NAMESPACE}/orders (as `kubectl get appenc orders -o yaml` would show it)\n"
     )?;
     if let Some(d) = done.first() {
-        write!(out, "{}", serde_yaml::to_string(&d.outcome.status)?)?;
+        write!(out, "{}", yaml_serde::to_string(&d.outcome.status)?)?;
     }
     writeln!(out, "\n== Final key policy of {key_arn}\n")?;
     let policy = emu.key_policy(key_arn).unwrap_or_default();
@@ -305,7 +305,7 @@ fn report_rollback(
     }
     if let Some(last) = &d.outcome.status.last_update {
         writeln!(out, "   status.lastUpdate:")?;
-        for line in serde_yaml::to_string(last)?.lines() {
+        for line in yaml_serde::to_string(last)?.lines() {
             writeln!(out, "     {line}")?;
         }
     }

@@ -72,7 +72,7 @@ impl AccountsConfig {
     /// Parses YAML (JSON is YAML too) and validates it.
     pub fn parse(text: &str) -> Result<Self, AccountsConfigError> {
         let cfg: Self =
-            serde_yaml::from_str(text).map_err(|e| AccountsConfigError(e.to_string()))?;
+            yaml_serde::from_str(text).map_err(|e| AccountsConfigError(e.to_string()))?;
         for (i, e) in cfg.accounts.iter().enumerate() {
             e.validate()
                 .map_err(|m| AccountsConfigError(format!("accounts[{i}]: {m}")))?;

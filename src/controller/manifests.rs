@@ -78,9 +78,9 @@ fn collect(p: &Path, files: &mut Vec<PathBuf>) -> Result<(), String> {
 }
 
 pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), String> {
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let source = format!("{origin}#{i}");
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| format!("{source}: {e}"))?;
+        let value = yaml_serde::Value::deserialize(doc).map_err(|e| format!("{source}: {e}"))?;
         if value.is_null() {
             continue;
         }
@@ -107,7 +107,7 @@ pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), Strin
             return Err(format!("{source}: metadata.name is required"));
         }
         let obj: ApplicationEncryption =
-            serde_yaml::from_value(value).map_err(|e| format!("{source}: {e}"))?;
+            yaml_serde::from_value(value).map_err(|e| format!("{source}: {e}"))?;
         let name = obj
             .metadata
             .name

@@ -51,7 +51,7 @@ impl TenancyConfig {
     /// Parses YAML (JSON is YAML too).
     pub fn parse(text: &str) -> Result<Self, TenancyConfigError> {
         let cfg: Self =
-            serde_yaml::from_str(text).map_err(|e| TenancyConfigError(e.to_string()))?;
+            yaml_serde::from_str(text).map_err(|e| TenancyConfigError(e.to_string()))?;
         for (ns, a) in &cfg.namespaces {
             if ns.is_empty() {
                 return Err(TenancyConfigError("empty namespace name".into()));
