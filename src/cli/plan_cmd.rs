@@ -99,10 +99,7 @@ pub struct ApplyArgs {
 
 /// A settle time: a duration as for the other flags, or 0 (no wait).
 pub fn parse_settle(s: &str) -> Result<Duration, String> {
-    match s.trim() {
-        "0" | "0s" | "0ms" => Ok(Duration::ZERO),
-        other => parse_duration(other),
-    }
+    crate::cli::run_cmd::parse_span(s)
 }
 
 /// Builds the shared core for a batch run.

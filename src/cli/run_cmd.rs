@@ -34,7 +34,7 @@ pub struct RunArgs {
     pub namespaces: Vec<String>,
 
     /// Steady-state resync: how often a converged resource is compared with AWS again (drift
-    /// made in AWS raises no watch event). e.g. 30s, 5m, 1h.
+    /// made in AWS raises no watch event). e.g. 30s, 1m30s, 5m, 1h.
     #[arg(long, env = "MSF_CMK_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,
 
@@ -95,27 +95,28 @@ pub struct RunArgs {
     pub concurrency: u16,
 }
 
-/// `30s`, `5m`, `1h`, `250ms`, or plain seconds.
+/// A positive duration for a flag: humantime's forms (`30s`, `1m30s`, `1h 5m`, `250ms`,
+/// `1.5s`, `2min`) or a bare number of seconds (`45`), which the flags accepted before
+/// humantime and which humantime alone refuses.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 1h)"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
-    };
+    let d = parse_span(s)?;
     if d.is_zero() {
-        return Err(format!("duration {s:?} must be positive"));
+        return Err(format!("duration {:?} must be positive", s.trim()));
     }
     Ok(d)
+}
+
+/// A duration that may be zero (`0`, `0s`); see [`parse_duration`] for the forms.
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration {s:?} is too large"));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 45, 30s, 1m30s, 1h, 250ms)"))
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level.
@@ -325,8 +326,12 @@ mod tests {
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("m").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999999").is_err());
     }
 }
