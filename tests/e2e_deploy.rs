@@ -1255,3 +1255,112 @@ fn controller_runs_with_namespace_scoped_rbac() {
     );
     controller.stop(std::time::Duration::from_secs(5));
 }
+
+/// `metrics.protection`: /metrics on localhost (alone or behind kube-rbac-proxy) while the
+/// kubelet still reaches the probes on their own port.
+#[test]
+fn metrics_can_be_kept_off_the_network() {
+    let env_of = |d: &Value, name: &str| -> Option<String> {
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap_or("").to_string())
+    };
+    let deployment = format!("{RELEASE}-msf-cmk-controller");
+
+    // Default: everything on one open port, as before.
+    let docs = documents(&helm_template(&[]));
+    let d = find(&docs, "Deployment", &deployment);
+    assert_eq!(
+        env_of(d, "MSF_CMK_METRICS_ADDR").as_deref(),
+        Some("0.0.0.0:8080")
+    );
+    assert_eq!(env_of(d, "MSF_CMK_PROBE_ADDR"), None);
+
+    // localhost: no Service, no ServiceMonitor; probes on 8081.
+    let docs = documents(&helm_template(&[
+        "--set",
+        "metrics.protection=localhost",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    ]));
+    let d = find(&docs, "Deployment", &deployment);
+    assert_eq!(
+        env_of(d, "MSF_CMK_METRICS_ADDR").as_deref(),
+        Some("127.0.0.1:8080")
+    );
+    assert_eq!(
+        env_of(d, "MSF_CMK_PROBE_ADDR").as_deref(),
+        Some("0.0.0.0:8081")
+    );
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["ports"][0]["containerPort"], 8081);
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], "http");
+    assert!(
+        !docs
+            .iter()
+            .any(|d| str_at(d, &["kind"]) == "ServiceMonitor")
+    );
+    assert!(!docs.iter().any(|d| str_at(d, &["kind"]) == "Service"));
+
+    // kubeRbacProxy: a sidecar on 8443 in front of 127.0.0.1:8080, the Service and the
+    // ServiceMonitor point at it, and the RBAC it needs exists.
+    let args = ["--set", "metrics.protection=kubeRbacProxy"];
+    let rendered = helm_template(&args);
+    let docs = documents(&rendered);
+    let d = find(&docs, "Deployment", &deployment);
+    assert_eq!(
+        env_of(d, "MSF_CMK_METRICS_ADDR").as_deref(),
+        Some("127.0.0.1:8080")
+    );
+    let proxy = &d["spec"]["template"]["spec"]["containers"][1];
+    assert_eq!(proxy["name"], "kube-rbac-proxy");
+    let proxy_args: Vec<&str> = proxy["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        proxy_args.contains(&"--upstream=http://127.0.0.1:8080/"),
+        "{proxy_args:?}"
+    );
+    assert!(
+        proxy_args.contains(&"--secure-listen-address=0.0.0.0:8443"),
+        "{proxy_args:?}"
+    );
+    let svc = find(&docs, "Service", &format!("{deployment}-metrics"));
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], "https-metrics");
+    let auth = find(&docs, "ClusterRole", &format!("{deployment}-metrics-auth"));
+    assert!(format!("{auth:?}").contains("tokenreviews"));
+    assert!(format!("{auth:?}").contains("subjectaccessreviews"));
+    let reader = find(
+        &docs,
+        "ClusterRole",
+        &format!("{deployment}-metrics-reader"),
+    );
+    assert_eq!(reader["rules"][0]["nonResourceURLs"][0], "/metrics");
+    let monitor = documents(&helm_template(&[
+        "--set",
+        "metrics.protection=kubeRbacProxy",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+    ]));
+    let sm = docs_kind(&monitor, "ServiceMonitor");
+    assert_eq!(sm["spec"]["endpoints"][0]["scheme"], "https");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "https-metrics");
+
+    // The real API server accepts what is rendered (server-side dry run).
+    let c = TestCluster::shared();
+    c.kubectl(&["create", "namespace", NAMESPACE]); // may already exist
+    c.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)
+        .ok();
+}
+
+fn docs_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| str_at(d, &["kind"]) == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}

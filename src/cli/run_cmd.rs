@@ -87,6 +87,11 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 
     /// One endpoint for MSF and KMS (an emulator); default: the standard AWS endpoint chain.
+    /// Serve /livez and /readyz on this address instead, and /metrics only on --metrics-addr
+    /// (e.g. --metrics-addr 127.0.0.1:8080 behind kube-rbac-proxy, with the probes still open).
+    #[arg(long, env = "MSF_CMK_PROBE_ADDR")]
+    pub probe_addr: Option<SocketAddr>,
+
     #[arg(long, env = "MSF_CMK_AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
 
@@ -175,8 +180,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    let (addr, _server) = http::serve(a.metrics_addr, metrics.clone(), health.clone()).await?;
-    tracing::info!(%addr, "serving /metrics, /livez, /readyz");
+    let _servers = serve_http(&a, &metrics, &health).await?;
 
     let opts = ConnectOptions {
         endpoint_url: a.aws_endpoint_url.clone(),
@@ -324,6 +328,26 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+/// The HTTP listeners: one for everything, or /metrics and the probes apart (`--probe-addr`).
+async fn serve_http(
+    a: &RunArgs,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let (m, h) = (metrics.clone(), health.clone());
+    let Some(probe_addr) = a.probe_addr else {
+        let (addr, server) = http::serve(a.metrics_addr, m, h).await?;
+        tracing::info!(%addr, "serving /metrics, /livez, /readyz");
+        return Ok(vec![server]);
+    };
+    let (addr, metrics_server) =
+        http::serve_only(http::Serves::Metrics, a.metrics_addr, m.clone(), h.clone()).await?;
+    tracing::info!(%addr, "serving /metrics");
+    let (addr, probe_server) = http::serve_only(http::Serves::Probes, probe_addr, m, h).await?;
+    tracing::info!(%addr, "serving /livez, /readyz");
+    Ok(vec![metrics_server, probe_server])
+}
+
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));

@@ -1,4 +1,7 @@
-//! One port for `/metrics` (Prometheus text format), `/livez` and `/readyz`.
+//! `/metrics` (Prometheus text format), `/livez` and `/readyz`: on one port by default, or
+//! the probes on a port of their own (`--probe-addr`) so that `/metrics` can be bound to
+//! localhost only (for a kube-rbac-proxy sidecar, or no network scrape at all) while the
+//! kubelet still reaches the probes.
 //!
 //! `/livez` answers as long as the process serves HTTP (a standby replica is alive too).
 //! `/readyz` answers 200 once the controller is set up (AWS clients, Kubernetes client) in
@@ -41,12 +44,32 @@ struct AppState {
     health: Arc<Health>,
 }
 
+/// Which endpoints one listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serves {
+    /// `/metrics`, `/livez` and `/readyz`.
+    All,
+    /// `/metrics` only (the probes have their own listener).
+    Metrics,
+    /// `/livez` and `/readyz` only.
+    Probes,
+}
+
 pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health })
+    routes(Serves::All, metrics, health)
+}
+
+fn routes(serves: Serves, metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    let mut r = Router::new();
+    if serves != Serves::Probes {
+        r = r.route("/metrics", get(metrics_handler));
+    }
+    if serves != Serves::Metrics {
+        r = r
+            .route("/livez", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz));
+    }
+    r.with_state(AppState { metrics, health })
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
@@ -69,8 +92,18 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Binds `addr` (errors early, e.g. port in use) and serves in the background.
+/// Binds `addr` (errors early, e.g. port in use) and serves every endpoint in the background.
 pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_only(Serves::All, addr, metrics, health).await
+}
+
+/// Binds `addr` and serves the endpoints `serves` names in the background.
+pub async fn serve_only(
+    serves: Serves,
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -79,7 +112,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    let app = router(metrics, health);
+    let app = routes(serves, metrics, health);
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "metrics/health server stopped");
@@ -120,5 +153,25 @@ mod tests {
         );
         let m = get(addr, "/metrics").await;
         assert!(m.contains("msf_cmk_reconciles_total"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn metrics_and_probes_on_separate_listeners() {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        health.set(Health::LEADER);
+        let any = "127.0.0.1:0".parse().unwrap();
+        let (m, _a) = serve_only(Serves::Metrics, any, metrics.clone(), health.clone())
+            .await
+            .unwrap();
+        let (p, _b) = serve_only(Serves::Probes, any, metrics, health)
+            .await
+            .unwrap();
+        assert!(get(m, "/metrics").await.contains("msf_cmk_leader 1"));
+        assert!(get(m, "/readyz").await.starts_with("HTTP/1.1 404"));
+        assert!(get(m, "/livez").await.starts_with("HTTP/1.1 404"));
+        assert!(get(p, "/metrics").await.starts_with("HTTP/1.1 404"));
+        assert!(get(p, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(p, "/livez").await.starts_with("HTTP/1.1 200"));
     }
 }

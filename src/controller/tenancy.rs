@@ -10,6 +10,7 @@
 //!   team-a:
 //!     applications: ["team-a-*"]                       # MSF application names, * and ? wildcards
 //!     keys: ["arn:aws:kms:us-east-1:111122223333:key/*"] # key ARNs (resolved) or keyIds as written
+//!     operatorRoles: ["arn:aws:iam::111122223333:role/team-a-*"] # spec.keyPolicy.operatorRoleArn
 //!   "sandbox-*":                                       # namespace patterns are allowed too
 //!     applications: ["sandbox-*"]
 //!     keys: []                                         # may only use the AWS owned key
@@ -17,11 +18,13 @@
 //!
 //! A namespace that no entry matches may claim nothing. Without a file every namespace is
 //! admitted (and `run` says so in its log). Two resources claiming the same application in the
-//! same region are a conflict: the older one (creation time, then namespace/name) keeps it.
+//! same region are a conflict: the one already acting on the application keeps it, and between
+//! new claims namespace/name order decides. Creation times are deliberately not part of the
+//! rule: `plan`/`apply` read files, which have none, and both must choose the same winner as
+//! `run` ([`conflicting_owner`] is the one rule for all three).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 /// The allowance of one namespace (or namespace pattern).
@@ -34,6 +37,10 @@ pub struct Allowance {
     /// Key patterns, matched against the resolved key ARN and against spec.keyId as written.
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Role ARN patterns the namespace may name in `spec.keyPolicy.operatorRoleArn` (the
+    /// principal the key policy grants). None listed: only the controller's own operator role.
+    #[serde(default, rename = "operatorRoles")]
+    pub operator_roles: Vec<String>,
 }
 
 /// The whole file.
@@ -56,7 +63,12 @@ impl TenancyConfig {
             if ns.is_empty() {
                 return Err(TenancyConfigError("empty namespace name".into()));
             }
-            if a.applications.iter().chain(&a.keys).any(|p| p.is_empty()) {
+            if a.applications
+                .iter()
+                .chain(&a.keys)
+                .chain(&a.operator_roles)
+                .any(|p| p.is_empty())
+            {
                 return Err(TenancyConfigError(format!(
                     "namespace {ns:?}: empty pattern"
                 )));
@@ -114,6 +126,41 @@ impl Tenancy {
         }
     }
 
+    /// May `namespace` have the key policy grant `role_arn` (`spec.keyPolicy.operatorRoleArn`)
+    /// for an application in `application_account`? A role of another account is refused
+    /// whatever the configuration says: the controller would grant a foreign principal the use
+    /// of the key. `application_account` is None when the controller does not know its account
+    /// yet (that part of the check is then left to the planner).
+    pub fn check_operator_role(
+        &self,
+        namespace: &str,
+        role_arn: &str,
+        application_account: Option<&str>,
+    ) -> Result<(), String> {
+        if let Some(account) = application_account {
+            let role_account = role_arn.split(':').nth(4).unwrap_or_default();
+            if role_account != account {
+                return Err(format!(
+                    "Operator role {role_arn} is in account {role_account:?}, not in the application's account {account}; the key policy may only grant the application's own account."
+                ));
+            }
+        }
+        let Some(cfg) = &self.0 else { return Ok(()) };
+        let Some(a) = cfg.allowance(namespace) else {
+            return Err(format!(
+                "Namespace {namespace} has no allowance in the tenancy configuration."
+            ));
+        };
+        if a.operator_roles.iter().any(|p| glob(p, role_arn)) {
+            Ok(())
+        } else {
+            Err(format!(
+                "Namespace {namespace} may not name operator role {role_arn} in spec.keyPolicy.operatorRoleArn (allowed: {}).",
+                list(&a.operator_roles)
+            ))
+        }
+    }
+
     /// May `namespace` use this key? `resolved_arn` is None until the key has been described.
     pub fn check_key(
         &self,
@@ -161,30 +208,24 @@ pub use crate::policy::glob::matches as glob;
 pub struct Claim<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
-    pub created: Option<DateTime<Utc>>,
+    /// The claim's region, qualified by its account when an accounts file maps namespaces.
     pub region: &'a str,
     pub application_name: &'a str,
-    /// Already acting on the application (it has a status that is not a Conflict). Creation
-    /// times have one-second resolution: within the same second the incumbent keeps it.
+    /// Already acting on the application (it has a status that is not a Conflict or a
+    /// refusal). `plan`/`apply` have no status: every claim there is new.
     pub incumbent: bool,
 }
 
 impl Claim<'_> {
-    /// Older first; resources without a creation time (not yet persisted) sort last.
-    fn seniority(&self) -> (bool, Option<DateTime<Utc>>, bool, &str, &str) {
-        (
-            self.created.is_none(),
-            self.created,
-            !self.incumbent,
-            self.namespace,
-            self.name,
-        )
+    /// The incumbent first, then namespace/name: total and deterministic.
+    fn seniority(&self) -> (bool, &str, &str) {
+        (!self.incumbent, self.namespace, self.name)
     }
 }
 
-/// If another resource claims the same application and region and is older, the claim that
-/// wins. `others` may include `me` (it is skipped). A claim the tenancy guard refuses
-/// (NotPermitted) never wins: otherwise any namespace could block a team from its own
+/// If another resource claims the same application and region and ranks before `me`, the
+/// claim that wins. `others` may include `me` (it is skipped). A claim the tenancy guard
+/// refuses (NotPermitted) never wins: otherwise any namespace could block a team from its own
 /// application by declaring it first.
 pub fn conflicting_owner<'a>(
     tenancy: &Tenancy,
@@ -204,10 +245,40 @@ pub fn conflicting_owner<'a>(
         .min_by(|a, b| a.seniority().cmp(&b.seniority()))
 }
 
+/// For every claim, the index of the claim it loses to: the same rule as [`conflicting_owner`]
+/// for all of them in one pass (a reconcile of `run` asks it for a thousand peers).
+pub fn losing_to(tenancy: &Tenancy, claims: &[Claim<'_>]) -> Vec<Option<usize>> {
+    let mut best: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for (i, c) in claims.iter().enumerate() {
+        if tenancy
+            .check_application(c.namespace, c.application_name)
+            .is_err()
+        {
+            continue;
+        }
+        best.entry((c.region, c.application_name))
+            .and_modify(|b| {
+                if c.seniority() < claims[*b].seniority() {
+                    *b = i;
+                }
+            })
+            .or_insert(i);
+    }
+    claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let b = *best.get(&(c.region, c.application_name))?;
+            let winner = &claims[b];
+            let same = winner.namespace == c.namespace && winner.name == c.name;
+            (b != i && !same && winner.seniority() < c.seniority()).then_some(b)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     const CFG: &str = r#"
 namespaces:
@@ -282,77 +353,130 @@ namespaces:
     }
 
     #[test]
-    fn the_newer_claim_loses() {
-        let ts = |s: i64| Utc.timestamp_opt(1_800_000_000 + s, 0).single();
-        let old = Claim {
+    fn the_incumbent_keeps_it_then_namespace_and_name_decide() {
+        let a = Claim {
             namespace: "a",
             name: "x",
-            created: ts(0),
             region: "us-east-1",
             application_name: "app",
             incumbent: false,
         };
-        let new = Claim {
+        let b = Claim {
             namespace: "b",
             name: "y",
-            created: ts(10),
-            ..old.clone()
+            ..a.clone()
         };
         let other_region = Claim {
-            namespace: "c",
+            namespace: "0",
             name: "z",
-            created: ts(-10),
             region: "eu-west-1",
-            ..old.clone()
+            ..a.clone()
         };
-        let all = [old.clone(), new.clone(), other_region];
-        assert_eq!(conflicting_owner(&Tenancy(None), &new, &all), Some(&old));
-        assert_eq!(conflicting_owner(&Tenancy(None), &old, &all), None);
-        // Same creation second: namespace/name decides, deterministically.
-        let twin = Claim {
-            namespace: "b",
-            created: ts(0),
-            ..new.clone()
-        };
-        let pair = [old.clone(), twin.clone()];
-        assert_eq!(conflicting_owner(&Tenancy(None), &twin, &pair), Some(&old));
-        assert_eq!(conflicting_owner(&Tenancy(None), &old, &pair), None);
-        // ... unless the other one already holds the application.
+        // Two new claims (files in `apply`, or a cold start of `run`): namespace/name decides.
+        let all = [b.clone(), a.clone(), other_region];
+        assert_eq!(conflicting_owner(&Tenancy(None), &b, &all), Some(&a));
+        assert_eq!(conflicting_owner(&Tenancy(None), &a, &all), None);
+        // The one already acting keeps the application, whatever its name.
         let holder = Claim {
             incumbent: true,
-            ..twin.clone()
+            ..b.clone()
         };
-        let pair = [old.clone(), holder.clone()];
-        assert_eq!(
-            conflicting_owner(&Tenancy(None), &old, &pair),
-            Some(&holder)
-        );
+        let pair = [a.clone(), holder.clone()];
+        assert_eq!(conflicting_owner(&Tenancy(None), &a, &pair), Some(&holder));
         assert_eq!(conflicting_owner(&Tenancy(None), &holder, &pair), None);
     }
 
     #[test]
     fn a_refused_claim_never_wins_a_conflict() {
         let t = Tenancy(Some(TenancyConfig::parse(CFG).unwrap()));
+        // The squatter ranks first by namespace ("other" < "team-a") and even acts already.
         let squatter = Claim {
             namespace: "other",
             name: "squat",
-            created: Some(Utc.timestamp_opt(1_000, 0).unwrap()),
             region: "us-east-1",
             application_name: "team-a-orders",
-            incumbent: false,
+            incumbent: true,
         };
         let owner = Claim {
             namespace: "team-a",
             name: "orders",
-            created: Some(Utc.timestamp_opt(2_000, 0).unwrap()),
+            incumbent: false,
             ..squatter.clone()
         };
         let all = [squatter.clone(), owner.clone()];
         assert_eq!(conflicting_owner(&t, &owner, &all), None);
-        // Without a tenancy configuration every claim counts, and the older one wins.
+        // Without a tenancy configuration every claim counts, and the incumbent wins.
         assert_eq!(
             conflicting_owner(&Tenancy(None), &owner, &all),
             Some(&squatter)
         );
+    }
+
+    #[test]
+    fn the_one_pass_resolver_agrees_with_the_rule() {
+        let t = Tenancy(Some(TenancyConfig::parse(CFG).unwrap()));
+        let names = ["a", "b", "c"];
+        let namespaces = ["team-a", "other", "sandbox-1"];
+        let apps = ["team-a-x", "sb-1", "shared"];
+        let mut claims = Vec::new();
+        for (i, ns) in namespaces.iter().enumerate() {
+            for (j, name) in names.iter().enumerate() {
+                for (k, app) in apps.iter().enumerate() {
+                    if (i + j + k) % 2 == 0 {
+                        claims.push(Claim {
+                            namespace: ns,
+                            name,
+                            region: if k == 2 && j == 1 {
+                                "eu-west-1"
+                            } else {
+                                "us-east-1"
+                            },
+                            application_name: app,
+                            incumbent: (i * 7 + j * 3 + k) % 5 == 0,
+                        });
+                    }
+                }
+            }
+        }
+        for tenancy in [&t, &Tenancy(None)] {
+            let fast = losing_to(tenancy, &claims);
+            for (i, me) in claims.iter().enumerate() {
+                let slow = conflicting_owner(tenancy, me, &claims);
+                assert_eq!(fast[i].map(|w| &claims[w]), slow, "claim {me:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn operator_roles_are_guarded() {
+        let cfg = r#"
+namespaces:
+  team-a:
+    applications: ["*"]
+    operatorRoles: ["arn:aws:iam::111122223333:role/team-a-*"]
+  team-b:
+    applications: ["*"]
+"#;
+        let t = Tenancy(Some(TenancyConfig::parse(cfg).unwrap()));
+        let acct = Some("111122223333");
+        let mine = "arn:aws:iam::111122223333:role/team-a-op";
+        assert!(t.check_operator_role("team-a", mine, acct).is_ok());
+        let err = t
+            .check_operator_role("team-a", "arn:aws:iam::111122223333:role/admin", acct)
+            .unwrap_err();
+        assert!(err.contains("may not name operator role"), "{err}");
+        // No roles listed: only the controller's own operator role (spec field unset).
+        let err = t.check_operator_role("team-b", mine, acct).unwrap_err();
+        assert!(err.contains("allowed: none"), "{err}");
+        assert!(t.check_operator_role("nobody", mine, acct).is_err());
+        // Another account is refused even without a tenancy configuration, and even when a
+        // pattern would match it.
+        let foreign = "arn:aws:iam::999999999999:role/team-a-op";
+        let open = Tenancy(None);
+        let err = open.check_operator_role("x", foreign, acct).unwrap_err();
+        assert!(err.contains("not in the application's account"), "{err}");
+        assert!(open.check_operator_role("x", mine, acct).is_ok());
+        assert!(open.check_operator_role("x", foreign, None).is_ok());
+        assert!(TenancyConfig::parse("namespaces: {a: {operatorRoles: [\"\"]}}").is_err());
     }
 }
