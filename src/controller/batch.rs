@@ -8,11 +8,10 @@ use chrono::Utc;
 use futures::StreamExt;
 
 use crate::api::ApplicationEncryptionStatus;
+use crate::controller::claims;
 use crate::controller::context::Core;
-use crate::controller::fleet;
 use crate::controller::manifests::Manifest;
 use crate::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
-use crate::controller::tenancy::{Claim, conflicting_owner};
 use crate::domain::ErrorCategory;
 
 /// How `apply` waits for resources in transient states.
@@ -50,54 +49,27 @@ fn peers(manifests: &[Manifest]) -> Vec<Peer> {
             namespace: m.namespace.clone(),
             name: m.name.clone(),
             spec: m.spec.clone(),
+            incumbent: false,
+            deleting: false,
         })
         .collect()
 }
 
-/// The conflict message of each manifest: among files there is no creation time, so the
-/// first by namespace/name keeps the application.
-fn conflicts(manifests: &[Manifest], core: &Core) -> Vec<Option<String>> {
-    // With an accounts file, the region is qualified by the namespace's account.
-    let regions: Vec<String> = manifests
+/// The conflict message of each manifest: the same rule as `run` (files have no status, so
+/// every claim is new and namespace/name decides).
+fn conflicts(peers: &[Peer], core: &Core) -> Vec<Option<String>> {
+    let losers = claims::losers(core, peers);
+    peers
         .iter()
-        .map(|m| {
-            let region = m
-                .spec
-                .region
-                .clone()
-                .unwrap_or_else(|| core.defaults.region.clone());
-            fleet::claim_region(core, &m.namespace, &region)
-        })
-        .collect();
-    let claims: Vec<Claim<'_>> = manifests
-        .iter()
-        .zip(&regions)
-        .map(|(m, r)| Claim {
-            namespace: &m.namespace,
-            name: &m.name,
-            created: None,
-            region: r,
-            application_name: &m.spec.application_name,
-            incumbent: false,
-        })
-        .collect();
-    claims
-        .iter()
-        .map(|me| {
-            conflicting_owner(&core.tenancy, me, &claims).map(|o| {
-                format!(
-                    "Application {} in {} is already claimed by ApplicationEncryption {}/{}.",
-                    me.application_name, me.region, o.namespace, o.name
-                )
-            })
-        })
+        .zip(losers)
+        .map(|(me, w)| w.map(|w| claims::conflict_message(core, me, &peers[w])))
         .collect()
 }
 
 /// Plans every manifest (reads only). Results in input order.
 pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -> Vec<Outcome> {
     let peers = peers(manifests);
-    let conflicts = conflicts(manifests, core);
+    let conflicts = conflicts(&peers, core);
     let mut out: Vec<(usize, Outcome)> = futures::stream::iter(manifests.iter().enumerate())
         .map(|(i, m)| {
             let subject = Subject {
@@ -131,7 +103,7 @@ pub async fn apply_all(
     on_done: impl Fn(&Done) + Sync,
 ) -> Vec<Done> {
     let peers = peers(manifests);
-    let conflicts = conflicts(manifests, core);
+    let conflicts = conflicts(&peers, core);
     let on_done = &on_done;
     let mut out: Vec<Done> = futures::stream::iter(manifests.iter().enumerate())
         .map(|(i, m)| {

@@ -19,6 +19,7 @@ pub mod batch;
 pub mod context;
 pub mod fence;
 pub mod finalizer;
+pub mod claims;
 pub mod fleet;
 pub mod http;
 pub mod identity;

@@ -22,6 +22,7 @@ use crate::api::{
     ApplicationEncryptionSpec, ApplicationEncryptionStatus, KeyPolicyMode, KeyPolicyWrite, KeyType,
     condition_types,
 };
+use crate::controller::claims;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
 use crate::controller::observe::{self, kms_region};
@@ -48,7 +49,8 @@ pub struct Subject<'a> {
     pub spec: &'a ApplicationEncryptionSpec,
     pub generation: Option<i64>,
     pub previous: Option<&'a ApplicationEncryptionStatus>,
-    /// Set by the caller when an older resource claims the same application and region.
+    /// Set by the caller when another resource keeps the same application and region
+    /// (`claims::conflict_of`).
     pub conflict: Option<String>,
     /// The `msfcmk.dev/retry-update` annotation: a new value allows one more update after MSF
     /// rolled one back.
@@ -63,6 +65,12 @@ pub struct Peer {
     pub spec: ApplicationEncryptionSpec,
 }
 
+    /// Already acts on its application (a status that is not a Conflict or a refusal); wins
+    /// a conflict over a new claim. Always false in `plan`/`apply` (files have no status).
+    pub incumbent: bool,
+    /// Being deleted: still holds its application (cleanup may revert it) but is nobody's
+    /// co-tenant any more.
+    pub deleting: bool,
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Make the planned changes.
@@ -186,6 +194,15 @@ pub async fn reconcile(
         return refused(subject, "Conflict", msg, now);
     }
     let mut desired_key = None;
+    if let Some(role) = spec.key_policy.operator_role_arn.as_deref()
+        && let Err(msg) = core.tenancy.check_operator_role(
+            subject.namespace,
+            role,
+            application_account(core).as_deref(),
+        )
+    {
+        return refused(subject, "NotPermitted", &msg, now);
+    }
     if let (KeyType::CustomerManagedKey, Some(key_id)) = (spec.key_type, spec.key_id.as_deref()) {
         match core.tenancy.check_key(subject.namespace, key_id, None) {
             KeyVerdict::Permitted => {}
@@ -200,11 +217,24 @@ pub async fn reconcile(
                 {
                     return refused(subject, "NotPermitted", &msg, now);
                 }
-                if !matches!(k, Observed::Found(_)) {
-                    let msg = format!(
-                        "Key {key_id} could not be resolved to check it against the tenancy configuration."
-                    );
-                    return refused(subject, "NotPermitted", &msg, now);
+                match &k {
+                    Observed::Found(_) => {}
+                    Observed::Failed {
+                        category: ErrorCategory::Transient,
+                        message,
+                        ..
+                    } => {
+                        let msg = format!(
+                            "Key {key_id} could not be resolved to check it against the tenancy configuration, because AWS did not answer ({message}); retrying."
+                        );
+                        return undecided(subject, &msg, now);
+                    }
+                    _ => {
+                        let msg = format!(
+                            "Key {key_id} could not be resolved to check it against the tenancy configuration."
+                        );
+                        return refused(subject, "NotPermitted", &msg, now);
+                    }
                 }
                 desired_key = Some(k);
             }
@@ -589,7 +619,7 @@ fn refused(subject: &Subject<'_>, reason: &str, message: &str, now: DateTime<Utc
         application: None,
         current_key: None,
         key_policy: None,
-        progress: Next::Refused.progress(),
+        progress: next.progress(),
         now,
     });
     Outcome {
@@ -600,7 +630,7 @@ fn refused(subject: &Subject<'_>, reason: &str, message: &str, now: DateTime<Utc
             action: "Admit".into(),
             message: message.to_string(),
         }],
-        next: Next::Refused,
+        next,
         first_plan: None,
         key_policy_writes: 0,
         application_updates: 0,
@@ -609,8 +639,10 @@ fn refused(subject: &Subject<'_>, reason: &str, message: &str, now: DateTime<Utc
 }
 
 /// The other resources that want the same key in Enforce mode, so one PutKeyPolicy covers
-/// them all. Peers the tenancy guard would refuse, suspended ones and those whose key cannot be
-/// resolved are left out (their own reconcile reports why).
+/// them all. Peers the tenancy guard would refuse, those that lose their application to
+/// another resource (a `Conflict`: granting the loser's application on the loser's key would
+/// act for it), suspended or deleted ones and those whose key cannot be resolved are left out
+/// (their own reconcile reports why).
 async fn co_tenants(
     core: &Core,
     subject: &Subject<'_>,
@@ -619,8 +651,12 @@ async fn co_tenants(
     peers: &[Peer],
 ) -> Vec<CoTenant> {
     let mut out: Vec<CoTenant> = Vec::new();
-    for p in peers {
-        if p.namespace == subject.namespace && p.name == subject.name {
+    let losers = claims::losers(core, peers);
+    for (p, loses) in peers.iter().zip(&losers) {
+        if (p.namespace == subject.namespace && p.name == subject.name)
+            || p.deleting
+            || loses.is_some()
+        {
             continue;
         }
         let s = &p.spec;
@@ -694,3 +730,21 @@ fn list(items: &[String]) -> String {
         items.join(", ")
     }
 }
+        // A peer's own role is granted only if the guard admits it (its reconcile refuses it).
+        if let Some(role) = s.key_policy.operator_role_arn.as_deref()
+            && core
+                .tenancy
+                .check_operator_role(&p.namespace, role, application_account(core).as_deref())
+                .is_err()
+        {
+            continue;
+        }
+/// The account the applications of this Core are in: the accounts file's, else the caller's
+/// (None until `sts:GetCallerIdentity` has answered).
+fn application_account(core: &Core) -> Option<String> {
+    match &core.account {
+        Some(scope) => Some(scope.account_id.clone()),
+        None => core.caller.get().map(|c| c.account),
+    }
+}
+
