@@ -1,23 +1,39 @@
-//! Apply at scale: `msf-cmk-controller apply` over N resources on 20 shared keys, against the
-//! embedded emulator with 20 ms of latency injected on every call, side by side with the same
-//! work done the way the AWS documentation shows it (the AWS CLI, one application at a time:
-//! describe-application, get-key-policy, edit, put-key-policy, update-application).
+//! Apply at scale (issue 10): one run measures, side by side on the same emulator set-up,
+//!
+//! - `msf-cmk-controller apply` with its default flags;
+//! - `apply` raced like for like with the script (`--policy-settle 0s`, and
+//!   `--max-concurrent-restarts 0` when the binary has that flag): no settle, no restart budget;
+//! - the sequential script a platform engineer would write (`benches/peers/sequential.rs`, the
+//!   same AWS SDK for Rust), whose final state must equal `apply`'s (compared modulo key ids);
+//! - the AWS CLI procedure of the documentation (`benches/peers/awscli.rs`) on a small sample,
+//!   extrapolated linearly per resource (and labelled so);
+//! - a second `apply` on the converged state: one steady-state pass (writes must be zero).
+//!
+//! The emulator enforces KMS's documented request quotas and an MSF quota per operation, and
+//! injects 20 ms of latency on every call. N applications (half RUNNING, half READY) on 20 keys
+//! whose policy is KMS's default (none of MSF's statements).
 //!
 //! Run: `cargo bench --bench apply_at_scale` (results in BENCHMARKS.md, "Apply at scale").
-//! The AWS CLI comes from `scripts/setup-awscli.sh` (run by this program when `AWS_CLI_BIN` is
-//! unset). Knobs, all optional (environment):
-//! - `BENCH_N` (default `100,1000`): resource counts.
-//! - `BENCH_REPEAT` (default `3,1`): controller runs per N (one value, or one per N; the
-//!   last value repeats); the tables show medians.
-//! - `BENCH_CLI_SAMPLE` (default 100): the CLI baseline converts at most this many
-//!   applications per N; above it its figures are extrapolated linearly (and labelled so).
-//! - `BENCH_LATENCY_MS` (default 20), `BENCH_UPDATE_DELAY_MS` (default 200),
-//!   `BENCH_KEYS` (default 20), `BENCH_CONCURRENCY` (unset: apply's default),
-//!   `BENCH_NAME_PREFIX` (default `app-`: application names are the prefix and 4 digits).
+//! Knobs, all optional (environment):
+//! - `BENCH_N` (default `1000`): resource counts, comma-separated.
+//! - `BENCH_REPEAT` (default `3`): runs of each side per N (one value, or one per N; the last
+//!   value repeats); the tables show medians.
+//! - `BENCH_SIDES` (default `default,raced,script,cli`): which sides to run.
+//! - `BENCH_CLI_SAMPLE` (default 20): the CLI converts this many applications per N.
+//! - `BENCH_LATENCY_MS` (20), `BENCH_UPDATE_DELAY_MS` (200), `BENCH_KEYS` (20),
+//!   `BENCH_MSF_QUOTA` (the emulator's default, 50 per second per operation),
+//!   `BENCH_CONCURRENCY` (unset: apply's default), `BENCH_NAME_PREFIX` (`app-`).
+//! - `AWS_CLI_BIN`: the CLI; unset = the pinned one `scripts/setup-awscli.sh` installs.
 //!
-//! The controller is the binary cargo builds next to this bench (release profile) and runs as
-//! a child process, so that its peak RSS is its own (`wait4` rusage). The emulator runs in this
-//! process; its call counts are the source of every "calls" figure on both sides.
+//! The controller is the binary cargo builds next to this bench (release profile), the script
+//! this bench's own binary re-run as a child (`APPLY_AT_SCALE_PEER=sequential`): both are child
+//! processes, so their peak RSS is their own (`wait4` rusage). The emulator runs in this
+//! process; its call counts are the source of every "calls" figure.
+
+#[path = "peers/awscli.rs"]
+mod awscli;
+#[path = "peers/sequential.rs"]
+mod sequential;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,26 +41,58 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use msf_cmk_controller::domain::{ApplicationStatus, AppliedKeyType};
-use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, Quotas};
+use msf_cmk_controller::emulator::{
+    DEFAULT_ACCOUNT, Emulator, EmulatorConfig, EmulatorHandle, Fault, Quotas,
+};
+use serde_json::Value;
 
 const REGION: &str = "us-east-1";
 const RUNTIME: &str = "FLINK-1_20";
 const OPERATOR_ROLE: &str = "arn:aws:iam::123456789012:role/msf-cmk-controller";
 const WRITES: [&str; 2] = ["PutKeyPolicy", "UpdateApplication"];
+const ALL_SIDES: [Side; 4] = [Side::Default, Side::Raced, Side::Script, Side::Cli];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    /// `apply` with its default flags.
+    Default,
+    /// `apply` without settle and restart budget.
+    Raced,
+    /// benches/peers/sequential.rs.
+    Script,
+    /// benches/peers/awscli.rs, on a sample.
+    Cli,
+}
+
+impl Side {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        Ok(match s.trim() {
+            "default" => Side::Default,
+            "raced" => Side::Raced,
+            "script" => Side::Script,
+            "cli" => Side::Cli,
+            other => anyhow::bail!("BENCH_SIDES: unknown side {other:?}"),
+        })
+    }
+}
 
 struct Config {
     ns: Vec<usize>,
     repeat: Vec<usize>,
+    sides: Vec<Side>,
     cli_sample: usize,
     latency: Duration,
     update_delay: Duration,
     keys: usize,
+    msf_quota: u32,
     name_prefix: String,
     concurrency: Option<usize>,
     controller: PathBuf,
-    aws_cli: PathBuf,
+    /// `apply`'s flags for the raced side (what this binary supports).
+    raced_args: Vec<&'static str>,
+    aws_cli: Option<PathBuf>,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
@@ -57,39 +105,67 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
     }
 }
 
+fn list<T: std::str::FromStr>(name: &str, default: &str) -> anyhow::Result<Vec<T>> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().parse::<T>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| anyhow::anyhow!("{name}: a comma-separated list of counts"))
+}
+
 impl Config {
     fn from_env() -> anyhow::Result<Self> {
-        let ns = std::env::var("BENCH_N").unwrap_or_else(|_| "100,1000".into());
-        let ns = ns
-            .split(',')
-            .map(|s| s.trim().parse::<usize>())
-            .collect::<Result<Vec<_>, _>>()
-            .context("BENCH_N: comma-separated resource counts")?;
+        let ns: Vec<usize> = list("BENCH_N", "1000")?;
         ensure!(ns.iter().all(|&n| n > 0), "BENCH_N: counts must be > 0");
         let keys = env_or("BENCH_KEYS", 20usize)?;
         ensure!(keys > 0, "BENCH_KEYS must be > 0");
+        let sides = std::env::var("BENCH_SIDES")
+            .map(|s| s.split(',').map(Side::parse).collect())
+            .unwrap_or_else(|_| Ok(ALL_SIDES.to_vec()))?;
+        let controller = PathBuf::from(env!("CARGO_BIN_EXE_msf-cmk-controller"));
+        let mut raced_args = vec!["--policy-settle", "0s"];
+        if apply_has_flag(&controller, "--max-concurrent-restarts") {
+            raced_args.extend(["--max-concurrent-restarts", "0"]);
+        }
         Ok(Self {
             ns,
-            repeat: std::env::var("BENCH_REPEAT")
-                .unwrap_or_else(|_| "3,1".into())
-                .split(',')
-                .map(|s| s.trim().parse::<usize>().map(|r| r.max(1)))
-                .collect::<Result<Vec<_>, _>>()
-                .context("BENCH_REPEAT: one count, or one per N")?,
-            cli_sample: env_or("BENCH_CLI_SAMPLE", 100usize)?.max(1),
+            repeat: list::<usize>("BENCH_REPEAT", "3")?
+                .into_iter()
+                .map(|r| r.max(1))
+                .collect(),
+            cli_sample: env_or("BENCH_CLI_SAMPLE", 20usize)?.max(1),
             latency: Duration::from_millis(env_or("BENCH_LATENCY_MS", 20u64)?),
             update_delay: Duration::from_millis(env_or("BENCH_UPDATE_DELAY_MS", 200u64)?),
             keys,
+            msf_quota: env_or("BENCH_MSF_QUOTA", Quotas::default().msf_per_second)?.max(1),
             name_prefix: std::env::var("BENCH_NAME_PREFIX").unwrap_or_else(|_| "app-".into()),
             concurrency: std::env::var("BENCH_CONCURRENCY")
                 .ok()
                 .map(|v| v.parse())
                 .transpose()
                 .context("BENCH_CONCURRENCY")?,
-            controller: PathBuf::from(env!("CARGO_BIN_EXE_msf-cmk-controller")),
-            aws_cli: aws_cli()?,
+            aws_cli: if sides.contains(&Side::Cli) {
+                Some(aws_cli()?)
+            } else {
+                None
+            },
+            sides,
+            controller,
+            raced_args,
         })
     }
+
+    fn runs(&self, i: usize) -> usize {
+        self.repeat[i.min(self.repeat.len() - 1)]
+    }
+}
+
+fn apply_has_flag(controller: &Path, flag: &str) -> bool {
+    Command::new(controller)
+        .args(["apply", "--help"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
 }
 
 /// `AWS_CLI_BIN`, or the pinned CLI that `scripts/setup-awscli.sh` installs (once).
@@ -114,6 +190,7 @@ fn aws_cli() -> anyhow::Result<PathBuf> {
 /// One emulator with N applications on `keys` keys whose policies lack MSF's statements.
 struct World {
     emu: EmulatorHandle,
+    keys: Vec<String>,
     /// (application name, key ARN it should end on)
     apps: Vec<(String, String)>,
 }
@@ -121,8 +198,10 @@ struct World {
 async fn world(cfg: &Config, n: usize) -> anyhow::Result<World> {
     let emu = Emulator::start(EmulatorConfig {
         update_delay: cfg.update_delay,
-        // Realistic request quotas (KMS's documented rates, MSF 50/s per operation).
-        quotas: Some(Quotas::default()),
+        // KMS's documented request quotas; MSF documents none: a rate per operation.
+        quotas: Some(Quotas {
+            msf_per_second: cfg.msf_quota,
+        }),
         // MSF checks key policies with the caller's identity: answer as the operator role the
         // policies are written for.
         caller_arn: Some(OPERATOR_ROLE.to_string()),
@@ -147,7 +226,7 @@ async fn world(cfg: &Config, n: usize) -> anyhow::Result<World> {
     }
     emu.set_fault("*", Fault::latency(cfg.latency));
     emu.reset_counts();
-    Ok(World { emu, apps })
+    Ok(World { emu, keys, apps })
 }
 
 /// How many of `apps` are encrypted with their intended key.
@@ -162,7 +241,62 @@ fn converted(w: &World, apps: &[(String, String)]) -> usize {
         .count()
 }
 
+/// The emulator's applications and keys with key ids replaced by their index and times
+/// dropped: two worlds built alike and converted alike compare equal.
+fn normalized_state(w: &World) -> Value {
+    let mut text = w.emu.state_json()["scopes"].to_string();
+    for (i, arn) in w.keys.iter().enumerate() {
+        let id = arn.rsplit('/').next().unwrap_or(arn);
+        text = text.replace(id, &format!("key-{i}"));
+    }
+    let mut v: Value = serde_json::from_str(&text).expect("state JSON round-trips");
+    strip_times(&mut v);
+    v
+}
+
+fn strip_times(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.ends_with("Timestamp") && k != "CreationDate");
+            m.values_mut().for_each(strip_times);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_times),
+        _ => {}
+    }
+}
+
+/// The first place where `a` and `b` differ, as a JSON path; None when equal.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            x.keys()
+                .chain(y.keys())
+                .find_map(|k| match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => first_difference(p, q, &format!("{path}.{k}")),
+                    _ => Some(format!("{path}.{k} (present on one side only)")),
+                })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(p, q, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{path}: {} vs {}", short(a), short(b))),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 120 {
+        format!("{}...", &s[..120])
+    } else {
+        s
+    }
+}
+
 fn write_manifests(dir: &Path, apps: &[(String, String)]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
     for (name, key) in apps {
         let doc = format!(
             "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata:\n  \
@@ -186,7 +320,7 @@ fn run_measured(mut cmd: Command, out: &Path, err: &Path) -> anyhow::Result<Chil
         .stdout(std::fs::File::create(out)?)
         .stderr(std::fs::File::create(err)?);
     let start = Instant::now();
-    let child = cmd.spawn().context("spawning the controller")?;
+    let child = cmd.spawn().context("spawning a child")?;
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     // SAFETY: rusage is plain data that wait4 fills in; the pid is our own unreaped child
@@ -209,21 +343,7 @@ fn run_measured(mut cmd: Command, out: &Path, err: &Path) -> anyhow::Result<Chil
     })
 }
 
-fn controller_cmd(cfg: &Config, w: &World, dir: &Path) -> Command {
-    let mut c = Command::new(&cfg.controller);
-    c.arg("apply")
-        .arg("-f")
-        .arg(dir)
-        .args(["--region", REGION, "--operator-role-arn", OPERATOR_ROLE])
-        .args(["--aws-endpoint-url", &w.emu.endpoint(), "--output", "json"]);
-    if let Some(n) = cfg.concurrency {
-        c.args(["--concurrency", &n.to_string()]);
-    }
-    aws_env(&mut c);
-    c
-}
-
-/// Dummy credentials and no shared config, for both sides.
+/// Dummy credentials and no shared config, for every side.
 fn aws_env(c: &mut Command) {
     c.env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -241,11 +361,15 @@ fn aws_env(c: &mut Command) {
 struct Measured {
     wall: Duration,
     calls: BTreeMap<String, u64>,
+    /// Calls answered with a throttling error.
+    throttled: u64,
     max_rss_kib: i64,
     converged: usize,
     exit: i32,
     /// Resources actually processed (CLI: the sample).
     done: usize,
+    /// Where the final state differs from the script's (None: equal or not compared).
+    state_difference: Option<String>,
 }
 
 impl Measured {
@@ -255,71 +379,177 @@ impl Measured {
     fn op(&self, op: &str) -> u64 {
         self.calls.get(op).copied().unwrap_or(0)
     }
+    fn writes(&self) -> u64 {
+        WRITES.iter().map(|op| self.op(op)).sum()
+    }
 }
 
-/// The first apply (everything to convert) and a second apply on the converged state.
-fn controller_run(
+fn throttled(emu: &EmulatorHandle) -> u64 {
+    emu.outcome_counts()
+        .values()
+        .flat_map(|by| by.iter())
+        .filter(|(outcome, _)| outcome.contains("Throttl") || outcome.contains("LimitExceeded"))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// Lets the last UPDATING applications settle, so what follows sees the end state.
+fn settle(cfg: &Config) {
+    std::thread::sleep(cfg.update_delay * 2 + Duration::from_millis(100));
+}
+
+fn measured(w: &World, r: &ChildRun, done: usize) -> Measured {
+    Measured {
+        wall: r.wall,
+        calls: w.emu.call_counts(),
+        throttled: throttled(&w.emu),
+        max_rss_kib: r.max_rss_kib,
+        converged: converted(w, &w.apps[..done]),
+        exit: r.exit,
+        done,
+        state_difference: None,
+    }
+}
+
+fn print_failure(label: &str, r: &ChildRun, stdout: &Path, stderr: &Path) {
+    if r.exit == 0 {
+        return;
+    }
+    let tail = std::fs::read_to_string(stderr).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+    eprintln!(
+        "  ({label}: exit {}; last stderr lines, newest first; stdout in {})\n    {}",
+        r.exit,
+        stdout.display(),
+        tail.join("\n    ")
+    );
+}
+
+fn log_run(label: &str, n: usize, run: usize, m: &Measured) {
+    eprintln!(
+        "  {label} N={n} run {}: {:.2}s exit {} converted {}/{} calls {} (throttled {}) \
+         PutKeyPolicy {} UpdateApplication {} maxrss {} MiB{}",
+        run + 1,
+        m.wall.as_secs_f64(),
+        m.exit,
+        m.converged,
+        m.done,
+        m.total_calls(),
+        m.throttled,
+        m.op("PutKeyPolicy"),
+        m.op("UpdateApplication"),
+        m.max_rss_kib / 1024,
+        m.state_difference
+            .as_ref()
+            .map(|d| format!("; final state differs from the script's at {d}"))
+            .unwrap_or_default()
+    );
+}
+
+/// One `apply` side: the first apply (everything to convert), its final state, and (for the
+/// default side) a second apply on the converged state.
+struct ApplyRun {
+    apply: Measured,
+    resync: Option<Measured>,
+    state: Value,
+}
+
+fn apply_run(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    side: Side,
+    n: usize,
+    run: usize,
+    scratch: &Path,
+) -> anyhow::Result<ApplyRun> {
+    let w = rt.block_on(world(cfg, n))?;
+    let dir = scratch.join(format!("manifests-{n}"));
+    if run == 0 {
+        write_manifests(&dir, &w.apps)?;
+    }
+    let phases: &[&str] = match side {
+        Side::Default => &["apply", "resync"],
+        _ => &["apply"],
+    };
+    let extra: &[&str] = match side {
+        Side::Raced => &cfg.raced_args,
+        _ => &[],
+    };
+    let label = format!("{side:?}").to_lowercase();
+    let mut out = Vec::new();
+    let mut state = Value::Null;
+    for phase in phases {
+        if *phase == "resync" {
+            settle(cfg);
+            state = normalized_state(&w);
+        }
+        w.emu.reset_counts();
+        let stdout = scratch.join(format!("{label}-{phase}-{n}-{run}.out.json"));
+        let stderr = scratch.join(format!("{label}-{phase}-{n}-{run}.err"));
+        let mut cmd = Command::new(&cfg.controller);
+        cmd.args(["apply", "-f"])
+            .arg(&dir)
+            .args(["--region", REGION, "--operator-role-arn", OPERATOR_ROLE])
+            .args(["--aws-endpoint-url", &w.emu.endpoint(), "--output", "json"])
+            .args(extra);
+        if let Some(c) = cfg.concurrency {
+            cmd.args(["--concurrency", &c.to_string()]);
+        }
+        aws_env(&mut cmd);
+        let r = run_measured(cmd, &stdout, &stderr)?;
+        print_failure(&label, &r, &stdout, &stderr);
+        out.push(measured(&w, &r, n));
+    }
+    if state.is_null() {
+        settle(cfg);
+        state = normalized_state(&w);
+    }
+    rt.block_on(w.emu.shutdown());
+    let resync = (out.len() == 2).then(|| out.pop().expect("two phases"));
+    let apply = out.pop().expect("one phase");
+    Ok(ApplyRun {
+        apply,
+        resync,
+        state,
+    })
+}
+
+/// The sequential script, as a child process of this binary.
+fn script_run(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
     n: usize,
     run: usize,
     scratch: &Path,
-) -> anyhow::Result<(Measured, Measured)> {
+) -> anyhow::Result<(Measured, Value)> {
     let w = rt.block_on(world(cfg, n))?;
-    let dir = scratch.join(format!("manifests-{n}-{run}"));
-    std::fs::create_dir_all(&dir)?;
-    write_manifests(&dir, &w.apps)?;
-    let mut out = Vec::new();
-    for phase in ["apply", "resync"] {
-        if phase == "resync" {
-            // Let the last UPDATING applications settle, so the second run sees steady state.
-            std::thread::sleep(cfg.update_delay * 2 + Duration::from_millis(100));
-        }
-        w.emu.reset_counts();
-        let stdout = scratch.join(format!("{phase}-{n}-{run}.out.json"));
-        let stderr = scratch.join(format!("{phase}-{n}-{run}.err"));
-        let r = run_measured(controller_cmd(cfg, &w, &dir), &stdout, &stderr)?;
-        let m = Measured {
-            wall: r.wall,
-            calls: w.emu.call_counts(),
-            max_rss_kib: r.max_rss_kib,
-            converged: converted(&w, &w.apps),
-            exit: r.exit,
-            done: n,
-        };
-        eprintln!(
-            "  controller {phase} N={n} run {}: {:.2}s exit {} converted {}/{n} calls {} \
-             PutKeyPolicy {} UpdateApplication {} maxrss {} MiB",
-            run + 1,
-            m.wall.as_secs_f64(),
-            m.exit,
-            m.converged,
-            m.total_calls(),
-            m.op("PutKeyPolicy"),
-            m.op("UpdateApplication"),
-            m.max_rss_kib / 1024
-        );
-        if m.exit != 0 {
-            let tail = std::fs::read_to_string(&stderr).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-            eprintln!(
-                "  (exit {}; last stderr lines, newest first; stdout in {})\n    {}",
-                m.exit,
-                stdout.display(),
-                tail.join("\n    ")
-            );
-        }
-        out.push(m);
-    }
+    let plan = sequential::Plan {
+        endpoint: w.emu.endpoint(),
+        region: REGION.into(),
+        account: DEFAULT_ACCOUNT.into(),
+        operator_role_arn: OPERATOR_ROLE.into(),
+        applications: w.apps.clone(),
+    };
+    let plan_path = scratch.join(format!("script-plan-{n}-{run}.json"));
+    std::fs::write(&plan_path, serde_json::to_vec(&plan)?)?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env("APPLY_AT_SCALE_PEER", "sequential")
+        .env("APPLY_AT_SCALE_PLAN", &plan_path);
+    aws_env(&mut cmd);
+    let stdout = scratch.join(format!("script-{n}-{run}.out"));
+    let stderr = scratch.join(format!("script-{n}-{run}.err"));
+    let r = run_measured(cmd, &stdout, &stderr)?;
+    print_failure("script", &r, &stdout, &stderr);
+    // Counted before the settle wait; the script made no call since it exited.
+    let mut m = measured(&w, &r, n);
+    settle(cfg);
+    m.converged = converted(&w, &w.apps);
+    let state = normalized_state(&w);
     rt.block_on(w.emu.shutdown());
-    let resync = out.pop().expect("two phases");
-    let apply = out.pop().expect("two phases");
-    Ok((apply, resync))
+    Ok((m, state))
 }
 
-/// The AWS documentation's way, one application at a time, each step a CLI invocation, as a
-/// shell script would do it. The edit step adds this application's statements with
-/// `msf-cmk-controller policy merge` (a human would use an editor, jq or python).
+/// The AWS CLI procedure on the first `cli_sample` applications.
 fn cli_run(
     rt: &tokio::runtime::Runtime,
     cfg: &Config,
@@ -327,134 +557,94 @@ fn cli_run(
     scratch: &Path,
 ) -> anyhow::Result<Measured> {
     let w = rt.block_on(world(cfg, n))?;
-    let sample: Vec<(String, String)> = w.apps.iter().take(cfg.cli_sample).cloned().collect();
+    let done = cfg.cli_sample.min(n);
     let dir = scratch.join(format!("cli-{n}"));
     std::fs::create_dir_all(&dir)?;
     let endpoint = w.emu.endpoint();
-    let aws = |args: &[&str]| -> anyhow::Result<String> {
-        let mut c = Command::new(&cfg.aws_cli);
-        c.args([
-            "--endpoint-url",
-            &endpoint,
-            "--region",
-            REGION,
-            "--output",
-            "json",
-        ])
-        .args(args)
-        .stdin(Stdio::null());
-        aws_env(&mut c);
-        let o = c.output().context("running the AWS CLI")?;
-        if !o.status.success() {
-            bail!(
-                "aws {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8(o.stdout)?)
+    let cli = awscli::Cli {
+        aws_cli: cfg.aws_cli.as_deref().context("no AWS CLI")?,
+        controller: &cfg.controller,
+        endpoint: &endpoint,
+        region: REGION,
+        operator_role_arn: OPERATOR_ROLE,
+        dir: &dir,
+        env: aws_env,
     };
     w.emu.reset_counts();
     let start = Instant::now();
-    for (name, key) in &sample {
-        // 1. describe-application: ARN and version id.
-        let d: serde_json::Value = serde_json::from_str(&aws(&[
-            "kinesisanalyticsv2",
-            "describe-application",
-            "--application-name",
-            name,
-        ])?)?;
-        let detail = &d["ApplicationDetail"];
-        let arn = detail["ApplicationARN"]
-            .as_str()
-            .context("no ApplicationARN")?;
-        let version = detail["ApplicationVersionId"]
-            .as_i64()
-            .context("no ApplicationVersionId")?;
-        // 2. get-key-policy.
-        let policy = dir.join("policy.json");
-        let got = aws(&[
-            "kms",
-            "get-key-policy",
-            "--key-id",
-            key,
-            "--policy-name",
-            "default",
-            "--query",
-            "Policy",
-            "--output",
-            "text",
-        ])?;
-        std::fs::write(&policy, got)?;
-        // 3. edit: add this application's statements.
-        let merged = Command::new(&cfg.controller)
-            .args(["policy", "merge", "--policy"])
-            .arg(&policy)
-            .args([
-                "--application-arn",
-                arn,
-                "--operator-role-arn",
-                OPERATOR_ROLE,
-            ])
-            .stdin(Stdio::null())
-            .output()?;
-        ensure!(
-            merged.status.success(),
-            "policy merge: {}",
-            String::from_utf8_lossy(&merged.stderr)
-        );
-        let new_policy = dir.join("policy-new.json");
-        std::fs::write(&new_policy, &merged.stdout)?;
-        // 4. put-key-policy.
-        aws(&[
-            "kms",
-            "put-key-policy",
-            "--key-id",
-            key,
-            "--policy-name",
-            "default",
-            "--policy",
-            &format!("file://{}", new_policy.display()),
-        ])?;
-        // 5. update-application with the documentation's request file (enable-cmk-update.json).
-        let update = dir.join("update.json");
-        std::fs::write(
-            &update,
-            serde_json::to_vec_pretty(&serde_json::json!({
-                "ApplicationName": name,
-                "CurrentApplicationVersionId": version,
-                "ApplicationConfigurationUpdate": {
-                    "ApplicationEncryptionConfigurationUpdate": {
-                        "KeyTypeUpdate": "CUSTOMER_MANAGED_KEY",
-                        "KeyIdUpdate": key,
-                    }
-                }
-            }))?,
-        )?;
-        aws(&[
-            "kinesisanalyticsv2",
-            "update-application",
-            "--cli-input-json",
-            &format!("file://{}", update.display()),
-        ])?;
+    for (name, key) in &w.apps[..done] {
+        cli.convert(name, key)?;
     }
-    let m = Measured {
+    let r = ChildRun {
         wall: start.elapsed(),
-        calls: w.emu.call_counts(),
-        max_rss_kib: 0,
-        converged: converted(&w, &sample),
         exit: 0,
-        done: sample.len(),
+        // Many short processes: no one peak to report.
+        max_rss_kib: 0,
     };
-    eprintln!(
-        "  AWS CLI N={n}: {} applications in {:.1}s, converted {}, calls {}",
-        m.done,
-        m.wall.as_secs_f64(),
-        m.converged,
-        m.total_calls()
-    );
+    let m = measured(&w, &r, done);
     rt.block_on(w.emu.shutdown());
     Ok(m)
+}
+
+/// Every run of one N, by side.
+#[derive(Default)]
+struct Row {
+    n: usize,
+    runs: BTreeMap<Side, Vec<Measured>>,
+    resyncs: Vec<Measured>,
+}
+
+fn measure_n(
+    rt: &tokio::runtime::Runtime,
+    cfg: &Config,
+    n: usize,
+    runs: usize,
+    scratch: &Path,
+) -> anyhow::Result<Row> {
+    let mut row = Row {
+        n,
+        ..Row::default()
+    };
+    let mut script_state: Option<Value> = None;
+    let mut apply_states: Vec<(Side, usize, Value)> = Vec::new();
+    // Interleaved, so that a slow minute on the shared machine hits every side alike.
+    for run in 0..runs {
+        for &side in &cfg.sides {
+            let m = match side {
+                Side::Default | Side::Raced => {
+                    let r = apply_run(rt, cfg, side, n, run, scratch)?;
+                    row.resyncs.extend(r.resync.clone());
+                    if let Some(s) = &r.resync {
+                        log_run("steady-state apply", n, run, s);
+                    }
+                    apply_states.push((side, row.runs.get(&side).map_or(0, Vec::len), r.state));
+                    r.apply
+                }
+                Side::Script => {
+                    let (m, state) = script_run(rt, cfg, n, run, scratch)?;
+                    script_state.get_or_insert(state);
+                    m
+                }
+                Side::Cli if run == 0 => cli_run(rt, cfg, n, scratch)?,
+                Side::Cli => continue,
+            };
+            log_run(&format!("{side:?}"), n, run, &m);
+            row.runs.entry(side).or_default().push(m);
+        }
+    }
+    if let Some(reference) = &script_state {
+        for (side, i, state) in apply_states {
+            let d = first_difference(&state, reference, "$").unwrap_or_else(|| "none".to_string());
+            eprintln!(
+                "  {side:?} run {}: difference from the script's state: {d}",
+                i + 1
+            );
+            if let Some(m) = row.runs.get_mut(&side).and_then(|v| v.get_mut(i)) {
+                m.state_difference = Some(d);
+            }
+        }
+    }
+    Ok(row)
 }
 
 fn median_by<T: Clone>(xs: &[T], key: impl Fn(&T) -> f64) -> T {
@@ -463,131 +653,190 @@ fn median_by<T: Clone>(xs: &[T], key: impl Fn(&T) -> f64) -> T {
     v[v.len() / 2].clone()
 }
 
-fn per(x: u64, n: usize) -> f64 {
-    x as f64 / n as f64
+fn secs(m: &Measured) -> f64 {
+    m.wall.as_secs_f64()
 }
 
-fn ops_line(m: &Measured, n: usize) -> String {
-    m.calls
-        .iter()
-        .map(|(op, c)| format!("{op} {c} ({:.2}/res)", per(*c, n)))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The floor of a first apply: per application DescribeApplication + UpdateApplication, per
+/// key DescribeKey, GetKeyPolicy, PutKeyPolicy and the GetKeyPolicy that verifies the write.
+fn floor(n: usize, keys: usize) -> u64 {
+    (2 * n + 4 * keys) as u64
 }
 
-struct Row {
-    n: usize,
-    applies: Vec<Measured>,
-    resyncs: Vec<Measured>,
-    cli: Measured,
+/// The floor of a steady-state pass: DescribeApplication per application, DescribeKey and
+/// GetKeyPolicy per key.
+fn steady_floor(n: usize, keys: usize) -> u64 {
+    (n + 2 * keys) as u64
 }
 
 fn report(cfg: &Config, rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{} keys, {} ms latency per call, update delay {} ms; controller runs per N: {}\n",
+        "\n{} keys, {} ms latency per call, update delay {} ms, KMS's documented quotas, MSF \
+         {}/s per operation; raced flags: {}\n",
         cfg.keys,
         cfg.latency.as_millis(),
         cfg.update_delay.as_millis(),
-        rows.iter()
-            .map(|r| format!("{} at N={}", r.applies.len(), r.n))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let _ = writeln!(
-        s,
-        "| N | controller wall | AWS CLI wall | ratio (CLI / controller) | AWS calls per resource (controller / CLI) | PutKeyPolicy (controller / CLI) | UpdateApplication (controller / CLI) | controller peak RSS | converged (controller / CLI) |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-    for r in rows {
-        let a = median_by(&r.applies, |m| m.wall.as_secs_f64());
-        let rss = median_by(&r.applies, |m| m.max_rss_kib as f64).max_rss_kib;
-        let scale = r.n as f64 / r.cli.done as f64;
-        let extrapolated = r.cli.done < r.n;
-        let mark = if extrapolated { " (extrapolated)" } else { "" };
-        let cli_wall = r.cli.wall.as_secs_f64() * scale;
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} s | {:.0} s{mark} | {:.0}x | {:.2} / {:.2} | {} / {:.0}{mark} | {} / {:.0}{mark} | {:.0} MiB | {}/{} / {}/{}{} |",
-            r.n,
-            a.wall.as_secs_f64(),
-            cli_wall,
-            cli_wall / a.wall.as_secs_f64(),
-            per(a.total_calls(), r.n),
-            per(r.cli.total_calls(), r.cli.done),
-            a.op("PutKeyPolicy"),
-            r.cli.op("PutKeyPolicy") as f64 * scale,
-            a.op("UpdateApplication"),
-            r.cli.op("UpdateApplication") as f64 * scale,
-            rss as f64 / 1024.0,
-            a.converged,
-            r.n,
-            r.cli.converged,
-            r.cli.done,
-            if extrapolated { " sampled" } else { "" },
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nAWS calls per operation (median-wall controller run; CLI as measured):\n"
+        cfg.msf_quota,
+        cfg.raced_args.join(" ")
     );
     for r in rows {
-        let a = median_by(&r.applies, |m| m.wall.as_secs_f64());
-        let _ = writeln!(s, "- N={} controller apply: {}", r.n, ops_line(&a, r.n));
-        let _ = writeln!(
-            s,
-            "- N={} AWS CLI ({} applications{}): {}",
-            r.n,
-            r.cli.done,
-            if r.cli.done < r.n { ", a sample" } else { "" },
-            ops_line(&r.cli, r.cli.done)
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nSteady state (a second `apply` on the converged state):\n"
-    );
-    let _ = writeln!(
-        s,
-        "| N | wall | AWS calls per resource | writes (PutKeyPolicy + UpdateApplication) | per operation |"
-    );
-    let _ = writeln!(s, "|---|---|---|---|---|");
-    for r in rows {
-        let m = median_by(&r.resyncs, |m| m.wall.as_secs_f64());
-        let writes: u64 = WRITES.iter().map(|op| m.op(op)).sum();
-        let _ = writeln!(
-            s,
-            "| {} | {:.1} s | {:.2} | {} | {} |",
-            r.n,
-            m.wall.as_secs_f64(),
-            per(m.total_calls(), r.n),
-            writes,
-            ops_line(&m, r.n)
-        );
-    }
-    let _ = writeln!(s, "\nEvery run (wall s, exit code):\n");
-    for r in rows {
-        let runs: Vec<String> = r
-            .applies
-            .iter()
-            .zip(&r.resyncs)
-            .map(|(a, b)| {
-                format!(
-                    "apply {:.2}s exit {} / resync {:.2}s exit {}",
-                    a.wall.as_secs_f64(),
-                    a.exit,
-                    b.wall.as_secs_f64(),
-                    b.exit
-                )
-            })
-            .collect();
-        let _ = writeln!(s, "- N={}: {}", r.n, runs.join("; "));
+        report_row(&mut s, cfg, r);
     }
     s
 }
 
+fn side_label(cfg: &Config, side: Side, r: &Row) -> String {
+    match side {
+        Side::Default => "`apply` (defaults)".into(),
+        Side::Raced => format!("`apply {}`", cfg.raced_args.join(" ")),
+        Side::Script => "sequential script (SDK)".into(),
+        Side::Cli => {
+            let done = r.runs.get(&Side::Cli).map_or(0, |v| v[0].done);
+            format!(
+                "AWS CLI procedure ({done} converted, x{} extrapolated)",
+                r.n / done.max(1)
+            )
+        }
+    }
+}
+
+/// The wall time and calls of a side for all N resources (the CLI: scaled from its sample).
+fn scaled(side: Side, m: &Measured, n: usize) -> (f64, f64, f64) {
+    let k = if side == Side::Cli {
+        n as f64 / m.done.max(1) as f64
+    } else {
+        1.0
+    };
+    (
+        secs(m) * k,
+        m.total_calls() as f64 * k,
+        m.writes() as f64 * k,
+    )
+}
+
+fn report_row(s: &mut String, cfg: &Config, r: &Row) {
+    let n = r.n;
+    let fl = floor(n, cfg.keys);
+    let medians: BTreeMap<Side, Measured> = r
+        .runs
+        .iter()
+        .map(|(side, v)| (*side, median_by(v, secs)))
+        .collect();
+    let script_wall = medians.get(&Side::Script).map(secs);
+    let _ = writeln!(
+        s,
+        "### N = {n}\n\n| | wall (median) | runs (s) | speed-up over the script | AWS calls | \
+         calls / floor ({fl} = 2N + 4K) | throttled | writes | peak RSS | converged | same \
+         final state as the script |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for (side, m) in &medians {
+        let (wall, calls, writes) = scaled(*side, m, n);
+        let runs: Vec<String> = r.runs[side]
+            .iter()
+            .map(|m| format!("{:.1}", secs(m)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {wall:.1} s | {} | {} | {calls:.0} | {:.2}x | {} | {writes:.0} | {} | {}/{} | {} |",
+            side_label(cfg, *side, r),
+            runs.join(", "),
+            script_wall.map_or("-".into(), |w| format!("{:.2}x", w / wall)),
+            calls / fl as f64,
+            m.throttled,
+            if m.max_rss_kib > 0 {
+                format!("{:.0} MiB", m.max_rss_kib as f64 / 1024.0)
+            } else {
+                "-".into()
+            },
+            m.converged,
+            m.done,
+            match (side, &m.state_difference) {
+                (Side::Script, _) => "(reference)".to_string(),
+                (_, Some(d)) if d == "none" => "yes".to_string(),
+                (_, Some(d)) => format!("no: {d}"),
+                (_, None) => "-".to_string(),
+            },
+        );
+    }
+    report_ops(s, cfg, r, &medians);
+    report_steady(s, cfg, r);
+}
+
+fn report_ops(s: &mut String, cfg: &Config, r: &Row, medians: &BTreeMap<Side, Measured>) {
+    let n = r.n;
+    let ops: Vec<String> = {
+        let mut v: Vec<String> = medians
+            .values()
+            .flat_map(|m| m.calls.keys().cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let _ = writeln!(
+        s,
+        "\nCalls by operation (the median-wall run of each side):\n\n| | {} |\n|---|{}",
+        ops.join(" | "),
+        "---|".repeat(ops.len())
+    );
+    let floor_of = |op: &str| match op {
+        "DescribeApplication" | "UpdateApplication" => n.to_string(),
+        "DescribeKey" | "PutKeyPolicy" => cfg.keys.to_string(),
+        "GetKeyPolicy" => (2 * cfg.keys).to_string(),
+        _ => "0".to_string(),
+    };
+    let cells: Vec<String> = ops.iter().map(|op| floor_of(op)).collect();
+    let _ = writeln!(s, "| floor | {} |", cells.join(" | "));
+    for (side, m) in medians {
+        let k = if *side == Side::Cli {
+            n as f64 / m.done.max(1) as f64
+        } else {
+            1.0
+        };
+        let cells: Vec<String> = ops
+            .iter()
+            .map(|op| format!("{:.0}", m.op(op) as f64 * k))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} |",
+            side_label(cfg, *side, r),
+            cells.join(" | ")
+        );
+    }
+}
+
+fn report_steady(s: &mut String, cfg: &Config, r: &Row) {
+    if r.resyncs.is_empty() {
+        return;
+    }
+    let m = median_by(&r.resyncs, secs);
+    let fl = steady_floor(r.n, cfg.keys);
+    let ops: Vec<String> = m.calls.iter().map(|(op, c)| format!("{op} {c}")).collect();
+    let _ = writeln!(
+        s,
+        "\nSteady state (a second `apply`, defaults, on the converged state), median of {}: \
+         {:.1} s, {} calls for a floor of {fl} (N + 2K) = {:.2}x, writes {} (every run: {}); {}\n",
+        r.resyncs.len(),
+        secs(&m),
+        m.total_calls(),
+        m.total_calls() as f64 / fl as f64,
+        m.writes(),
+        r.resyncs
+            .iter()
+            .map(|m| m.writes().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        ops.join(", ")
+    );
+}
+
 fn main() -> anyhow::Result<()> {
+    if std::env::var("APPLY_AT_SCALE_PEER").as_deref() == Ok("sequential") {
+        return sequential::main_from_env();
+    }
     let cfg = Config::from_env()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -595,28 +844,15 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let scratch = tempfile::tempdir()?;
     eprintln!(
-        "apply_at_scale: controller {}, AWS CLI {}, scratch {}",
+        "apply_at_scale: controller {}, raced flags {:?}, AWS CLI {:?}, scratch {}",
         cfg.controller.display(),
-        cfg.aws_cli.display(),
+        cfg.raced_args,
+        cfg.aws_cli,
         scratch.path().display()
     );
     let mut rows = Vec::new();
     for (i, &n) in cfg.ns.iter().enumerate() {
-        let repeat = cfg.repeat[i.min(cfg.repeat.len() - 1)];
-        let mut applies = Vec::new();
-        let mut resyncs = Vec::new();
-        for run in 0..repeat {
-            let (a, r) = controller_run(&rt, &cfg, n, run, scratch.path())?;
-            applies.push(a);
-            resyncs.push(r);
-        }
-        let cli = cli_run(&rt, &cfg, n, scratch.path())?;
-        rows.push(Row {
-            n,
-            applies,
-            resyncs,
-            cli,
-        });
+        rows.push(measure_n(&rt, &cfg, n, cfg.runs(i), scratch.path())?);
     }
     print!("{}", report(&cfg, &rows));
     Ok(())

@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
-# Controller footprint on a real kube-apiserver: RSS and CPU of `msf-cmk-controller run`
-# idle (no resources), while converging N ApplicationEncryption resources, and in steady state.
-# The AWS side is the embedded emulator (standalone) holding N applications on 25 shared keys.
+# Controller footprint and cold start on a real kube-apiserver (issue 10): RSS and CPU of
+# `msf-cmk-controller run`
+#   1. idle: a controller with no resources (then stopped);
+#   2. cold start: N ApplicationEncryption resources are created first, then a fresh controller
+#      starts and converges them all; wall time from its start to all Ready, PutKeyPolicy and
+#      every other AWS call of that convergence, peak RSS (VmHWM), and the time from its cache
+#      being synced to its first reconcile when its log says so;
+#   3. steady state afterwards.
+# The AWS side is the embedded emulator (standalone, quotas on) holding N applications on KEYS
+# shared keys whose policies lack MSF's statements.
 #
-#   scripts/bench-footprint.sh            # N=1000, release binary if built, else debug
-#   N=200 BIN=target/debug/msf-cmk-controller scripts/bench-footprint.sh
+#   scripts/bench-footprint.sh                          # N=1000, release binary if built
+#   N=10000 scripts/bench-footprint.sh                  # the 10,000-resource footprint
+#   N=1000 KEYS=20 NAME_PREFIX=app- LATENCY_MS=20 HALF_RUNNING=1 scripts/bench-footprint.sh
+#     # the set-up of benches/apply_at_scale.rs: `run` against `apply` on the same 1,000
 #
+# Knobs: N, KEYS (default N/40 rounded up: 40 applications per key fit in one 32 KB policy),
+# NAME_PREFIX (footprint-app-), LATENCY_MS (0: injected on every AWS call), HALF_RUNNING (0: all
+# READY; 1: every other application RUNNING, so its update restarts it), BIN, IDLE_SECS,
+# STEADY_SECS, CONVERGE_TIMEOUT_SECS, POLL_SECS, RUN_ARGS (extra flags for `run`).
 # Everything listens on 127.0.0.1 and is stopped by PID on exit. Figures go to stdout;
-# BENCHMARKS.md ("Controller footprint") records a run.
+# BENCHMARKS.md ("Controller footprint", "Apply at scale") records runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-1000}
-# 25 keys: 40 applications each, under the ~45 that fit in one 32 KB key policy.
-KEYS=${KEYS:-25}
+KEYS=${KEYS:-$(((N + 39) / 40))}
+NAME_PREFIX=${NAME_PREFIX:-footprint-app-}
+LATENCY_MS=${LATENCY_MS:-0}
+HALF_RUNNING=${HALF_RUNNING:-0}
 IDLE_SECS=${IDLE_SECS:-20}
 STEADY_SECS=${STEADY_SECS:-60}
-CONVERGE_TIMEOUT_SECS=${CONVERGE_TIMEOUT_SECS:-900}
+CONVERGE_TIMEOUT_SECS=${CONVERGE_TIMEOUT_SECS:-1800}
+# Listing 10,000 objects takes kubectl seconds of CPU: poll less often at that size.
+POLL_SECS=${POLL_SECS:-$([ "$N" -gt 2000 ] && echo 5 || echo 1)}
+RUN_ARGS=${RUN_ARGS:-}
+ROLE=arn:aws:iam::123456789012:role/msf-cmk-controller
 if [ -z "${BIN:-}" ]; then
   if [ -x target/release/msf-cmk-controller ]; then BIN=target/release/msf-cmk-controller; else
     cargo build -q --bin msf-cmk-controller
@@ -44,17 +63,18 @@ eval "$(tests/e2e/cluster up)"
 "$KUBECTL_BIN" wait --for=condition=Established crd/applicationencryptions.msfcmk.dev --timeout=60s >/dev/null
 
 # The AWS side.
-"$BIN" emulator --port 0 --update-delay-ms 200 \
-  --caller-arn arn:aws:iam::123456789012:role/msf-cmk-controller >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
+"$BIN" emulator --port 0 --update-delay-ms 200 --caller-arn "$ROLE" \
+  >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
 PIDS+=($!)
 for _ in $(seq 1 100); do grep -q '^endpoint: ' "$WORK/emulator.out" && break; sleep 0.1; done
 ENDPOINT=$(sed -n 's/^endpoint: //p' "$WORK/emulator.out")
 [ -n "$ENDPOINT" ] || { echo "emulator did not start" >&2; exit 1; }
 
-# N applications and KEYS keys (default key policy: none of MSF's statements), and the manifests.
-python3 - "$ENDPOINT" "$N" "$KEYS" "$WORK/manifests.yaml" <<'PY'
+# N applications and KEYS keys (default key policy: none of MSF's statements), the manifests;
+# unsigned seeding calls are not counted against quotas.
+python3 - "$ENDPOINT" "$N" "$KEYS" "$WORK/manifests.yaml" "$NAME_PREFIX" "$HALF_RUNNING" <<'PY'
 import json, sys, urllib.request
-endpoint, n, keys, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+endpoint, n, keys, out, prefix, half = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6] == "1"
 def call(target, body):
     req = urllib.request.Request(endpoint + "/", data=json.dumps(body).encode(), method="POST",
         headers={"content-type": "application/x-amz-json-1.1", "x-amz-target": target})
@@ -63,10 +83,12 @@ def call(target, body):
 key_arns = [call("TrentService.CreateKey", {})["KeyMetadata"]["Arn"] for _ in range(keys)]
 docs = []
 for i in range(n):
-    name = f"footprint-app-{i:04d}"
+    name = f"{prefix}{i:04d}"
     call("KinesisAnalytics_20180523.CreateApplication", {"ApplicationName": name,
         "RuntimeEnvironment": "FLINK-1_20",
         "ServiceExecutionRole": "arn:aws:iam::123456789012:role/flink-app"})
+    if half and i % 2 == 0:
+        call("KinesisAnalytics_20180523.StartApplication", {"ApplicationName": name})
     docs.append(f"""apiVersion: msfcmk.dev/v1alpha1
 kind: ApplicationEncryption
 metadata:
@@ -79,13 +101,25 @@ spec:
 """)
 open(out, "w").write("---\n".join(docs))
 PY
+sleep 1 # STARTING -> RUNNING (update delay 200 ms)
+if [ "$LATENCY_MS" -gt 0 ]; then
+  curl -fsS -X PUT "$ENDPOINT/_emulator/faults/*" -d "{\"latency_ms\": $LATENCY_MS}" >/dev/null
+fi
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-"$BIN" run --aws-endpoint-url "$ENDPOINT" --region us-east-1 \
-  --operator-role-arn arn:aws:iam::123456789012:role/msf-cmk-controller \
-  --metrics-addr 127.0.0.1:0 --resync-period 5m >"$WORK/controller.log" 2>&1 &
-CTRL=$!
-PIDS+=("$CTRL")
+CTRL=
+start_controller() { # <log file>
+  # shellcheck disable=SC2086 # RUN_ARGS is a list of flags
+  "$BIN" run --aws-endpoint-url "$ENDPOINT" --region us-east-1 --operator-role-arn "$ROLE" \
+    --metrics-addr 127.0.0.1:0 --resync-period 5m $RUN_ARGS >"$1" 2>&1 &
+  CTRL=$!
+  PIDS+=("$CTRL")
+}
+stop_controller() {
+  kill "$CTRL"
+  for _ in $(seq 1 100); do kill -0 "$CTRL" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$CTRL" 2>/dev/null || true
+}
 
 # CPU seconds (user+sys) and RSS of the controller, from /proc.
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$CTRL/stat"; }
@@ -94,34 +128,53 @@ hwm_mib() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$CTRL/status"; }
 ready_count() {
   "$KUBECTL_BIN" get appenc -n default -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c '^True$' || true
 }
+counts() {
+  curl -fsS "$ENDPOINT/_emulator/counts" | python3 -c 'import json,sys; c=json.load(sys.stdin)["calls"]; print(", ".join(f"{k}={v}" for k,v in sorted(c.items()) if k not in ("CreateApplication","CreateKey","StartApplication")))'
+}
+py() { python3 -c "print($1)"; }
 
+# 1. Idle: no resources.
+start_controller "$WORK/idle.log"
 sleep 3
-kill -0 "$CTRL" || { cat "$WORK/controller.log" >&2; exit 1; }
+kill -0 "$CTRL" || { cat "$WORK/idle.log" >&2; exit 1; }
 c0=$(cpu_secs); sleep "$IDLE_SECS"; c1=$(cpu_secs)
 IDLE_RSS=$(rss_mib)
-IDLE_CPU=$(python3 -c "print(f'{($c1-$c0)/$IDLE_SECS*1000:.1f}')")
+IDLE_HWM=$(hwm_mib)
+IDLE_CPU=$(py "f'{($c1-$c0)/$IDLE_SECS*1000:.1f}'")
+stop_controller
 
-start=$(date +%s.%N); cstart=$(cpu_secs)
+# 2. Cold start: the resources exist before the controller starts.
 "$KUBECTL_BIN" apply -f "$WORK/manifests.yaml" >/dev/null
+curl -fsS -X DELETE "$ENDPOINT/_emulator/counts" >/dev/null
+start=$(date +%s.%N)
+start_controller "$WORK/controller.log"
+cstart=0
 deadline=$((SECONDS + CONVERGE_TIMEOUT_SECS))
 while [ "$(ready_count)" -lt "$N" ]; do
   [ $SECONDS -lt $deadline ] || { echo "not converged after ${CONVERGE_TIMEOUT_SECS}s: $(ready_count)/$N Ready" >&2; tail -20 "$WORK/controller.log" >&2; exit 1; }
   kill -0 "$CTRL" || { tail -20 "$WORK/controller.log" >&2; exit 1; }
-  sleep 2
+  sleep "$POLL_SECS"
 done
 end=$(date +%s.%N); cend=$(cpu_secs)
-CONVERGE_WALL=$(python3 -c "print(f'{$end-$start:.1f}')")
-CONVERGE_CPU=$(python3 -c "print(f'{$cend-$cstart:.1f}')")
+CONVERGE_WALL=$(py "f'{$end-$start:.1f}'")
+CONVERGE_CPU=$(py "f'{$cend-$cstart:.1f}'")
 PEAK=$(hwm_mib)
+CONVERGE_COUNTS=$(counts)
+# The controller's own account of its start (issue 10: cache synced -> first reconcile).
+STARTUP=$(grep -iE 'first reconcile|cache synced|caches synced' "$WORK/controller.log" | head -5 || true)
 
+# 3. Steady state.
+curl -fsS -X DELETE "$ENDPOINT/_emulator/counts" >/dev/null
 c0=$(cpu_secs); sleep "$STEADY_SECS"; c1=$(cpu_secs)
 STEADY_RSS=$(rss_mib)
-STEADY_CPU=$(python3 -c "print(f'{($c1-$c0)/$STEADY_SECS*1000:.1f}')")
-COUNTS=$(curl -fsS "$ENDPOINT/_emulator/counts" | python3 -c 'import json,sys; c=json.load(sys.stdin)["calls"]; print(", ".join(f"{k}={v}" for k,v in sorted(c.items()) if k not in ("CreateApplication","CreateKey")))')
+STEADY_CPU=$(py "f'{($c1-$c0)/$STEADY_SECS*1000:.1f}'")
+STEADY_PEAK=$(hwm_mib)
 
 echo "binary: $BIN"
-echo "resources: $N on $KEYS keys"
-echo "idle (0 resources): RSS ${IDLE_RSS} MiB, CPU ${IDLE_CPU} millicores (over ${IDLE_SECS}s)"
-echo "converge $N: wall ${CONVERGE_WALL}s, CPU ${CONVERGE_CPU}s, peak RSS ${PEAK} MiB"
-echo "steady ($N converged): RSS ${STEADY_RSS} MiB, CPU ${STEADY_CPU} millicores (over ${STEADY_SECS}s)"
-echo "AWS calls: $COUNTS"
+echo "resources: $N on $KEYS keys, names ${NAME_PREFIX}NNNN, latency ${LATENCY_MS} ms per call, half RUNNING: $HALF_RUNNING, run flags: ${RUN_ARGS:-(defaults)}"
+echo "idle (0 resources): RSS ${IDLE_RSS} MiB (peak ${IDLE_HWM} MiB), CPU ${IDLE_CPU} millicores (over ${IDLE_SECS}s)"
+echo "cold start with $N: converged in ${CONVERGE_WALL}s from the controller's start (polled every ${POLL_SECS}s), CPU ${CONVERGE_CPU}s, peak RSS ${PEAK} MiB"
+echo "cold start AWS calls: $CONVERGE_COUNTS"
+echo "steady ($N converged): RSS ${STEADY_RSS} MiB (peak so far ${STEADY_PEAK} MiB), CPU ${STEADY_CPU} millicores (over ${STEADY_SECS}s), AWS calls: $(counts)"
+echo "start-up log lines:"
+echo "${STARTUP:-  (none matched)}" | sed 's/^/  /'
