@@ -196,7 +196,7 @@ impl ObservedKey {
     }
 }
 
-/// The three ways an AWS error can be handled. Drives requeue, event reason and metric label.
+/// The four ways an AWS error can be handled. Drives requeue, event reason and metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ErrorCategory {
     /// Throttling, 5xx, timeouts: retry with backoff and jitter.
@@ -206,6 +206,10 @@ pub enum ErrorCategory {
     Conflict,
     /// Will not get better by retrying: wait for a spec (or AWS-side) change.
     Terminal,
+    /// The process's own AWS set-up is wrong (no or invalid credentials, no region): no
+    /// resource can fix it and no retry either; a person must change the environment.
+    /// Kept apart from `Transient` so it is never reported as AWS being unavailable.
+    Configuration,
 }
 
 impl ErrorCategory {
@@ -214,6 +218,7 @@ impl ErrorCategory {
             Self::Transient => "transient",
             Self::Conflict => "conflict",
             Self::Terminal => "terminal",
+            Self::Configuration => "configuration",
         }
     }
 }

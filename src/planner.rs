@@ -285,7 +285,7 @@ fn plan_customer_managed(input: &PlanInput<'_>, app: &ObservedApplication, mut b
             message,
         } => {
             match category {
-                ErrorCategory::Terminal => b.block(
+                ErrorCategory::Terminal | ErrorCategory::Configuration => b.block(
                     KEY_USABLE,
                     reason_for_code(code),
                     &format!("DescribeKey {key_ref:?}: {code}: {message}"),
@@ -470,7 +470,7 @@ fn plan_key_policy(
         } => {
             let text = format!("GetKeyPolicy {}: {code}: {message}", key.arn);
             match category {
-                ErrorCategory::Terminal => {
+                ErrorCategory::Terminal | ErrorCategory::Configuration => {
                     b.block(KEY_POLICY_COMPLIANT, reason_for_code(code), &text)
                 }
                 _ => b.wait(
@@ -700,6 +700,7 @@ fn reason_for_code(code: &str) -> &'static str {
         "AccessDeniedException" | "AccessDenied" => "NotPermitted",
         "NotFoundException" | "ResourceNotFoundException" => "NotFound",
         "KMSInvalidStateException" | "DisabledException" => "KeyNotUsable",
+        c if crate::aws::category_of(c, None) == ErrorCategory::Configuration => "AwsCredentials",
         _ => "AwsError",
     }
 }
@@ -775,7 +776,9 @@ impl Builder {
             );
         }
         match category {
-            ErrorCategory::Terminal => self.block(ENCRYPTION_APPLIED, reason_for_code(code), &text),
+            ErrorCategory::Terminal | ErrorCategory::Configuration => {
+                self.block(ENCRYPTION_APPLIED, reason_for_code(code), &text)
+            }
             _ => self.wait(
                 ENCRYPTION_APPLIED,
                 "AwsUnavailable",

@@ -350,3 +350,88 @@ async fn plan_and_apply_act_in_the_mapped_account() {
         );
     }
 }
+
+/// tests/fixtures/strict-manifests/: each file's first line is `# admitted` or
+/// `# refused: <text>`; tests/e2e_manifests.rs checks the real API server agrees.
+fn strict_corpus() -> Vec<(std::path::PathBuf, Option<String>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/strict-manifests");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let first = text.lines().next().unwrap_or_default();
+            let needle = first.strip_prefix("# refused: ").map(String::from);
+            assert!(needle.is_some() || first.starts_with("# admitted"), "{f:?}");
+            (f, needle)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_refuses_what_the_api_server_refuses_naming_file_document_and_path() {
+    let emu = emulator().await;
+    let ep = emu.endpoint();
+    for (file, needle) in strict_corpus() {
+        let o = bin(&["plan", "-f", file.to_str().unwrap()], &ep);
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let err = String::from_utf8_lossy(&o.stderr);
+        match needle {
+            Some(needle) => {
+                assert_eq!(o.status.code(), Some(2), "{name}: {}", text(&o));
+                assert!(
+                    err.contains(&format!("{name}#0")) && err.contains(&needle),
+                    "{name}: wants {needle:?}: {err}"
+                );
+            }
+            // Admitted: the application does not exist, so blocked (1), never bad input.
+            None => assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_document_is_named_by_its_index_and_apply_writes_nothing() {
+    let emu = emulator().await;
+    emu.create_application(REGION, "orders", "FLINK-1_20", ApplicationStatus::Running)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("two.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata: {name: a}\nspec: {applicationName: orders, keyType: CustomerManagedKey, keyId: alias/x}\n---\n\
+         apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata: {name: b}\nspec: {applicationName: orders, keyType: AwsOwnedKey, suspended: true}\n",
+    )
+    .unwrap();
+    let ep = emu.endpoint();
+    let o = bin(&["apply", "-f", file.to_str().unwrap()], &ep);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("two.yaml#1") && err.contains("spec.suspended: unknown field"),
+        "{err}"
+    );
+    assert!(
+        emu.call_counts().is_empty(),
+        "bad input reaches no AWS API: {:?}",
+        emu.call_counts()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_key_id_passes_the_crd_and_is_refused_by_the_planner() {
+    let emu = emulator().await;
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/strict-manifests/admitted-malformed-key-id.yaml");
+    let o = bin(
+        &["plan", "-f", file.to_str().unwrap(), "--output", "json"],
+        &emu.endpoint(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["resources"][0]["reason"], "InvalidSpec", "{v}");
+}

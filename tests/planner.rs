@@ -124,6 +124,7 @@ impl Case {
             current_key: &self.current_key,
             key_policy: &self.policy,
             co_tenants: &self.co_tenants,
+            instance: &Default::default(),
             now: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
         })
     }
@@ -560,6 +561,7 @@ fn missing_operator_role_blocks() {
         current_key: &c.current_key,
         key_policy: &c.policy,
         co_tenants: &[],
+        instance: &Default::default(),
         now: Utc::now(),
     });
     assert_eq!(cond(&p, "KeyPolicyCompliant").0, "OperatorRoleUnknown");

@@ -1,6 +1,9 @@
 //! Error classification, in one place: every SDK error becomes an [`AwsError`] with a
 //! category (transient / conflict / terminal), AWS's code and AWS's own message.
 //!
+//! Credential problems (none found, or keys AWS does not know) are their own category,
+//! `Configuration`: a person must fix the environment, and AWS is not "unavailable".
+//!
 //! Also the retry classifier that stops the SDK from retrying `LimitExceededException`
 //! forever: the SDK treats that code as throttling, but for KMS it means a quota (an
 //! oversize key policy for `PutKeyPolicy`), which no retry can fix.
@@ -51,6 +54,25 @@ const TRANSIENT_CODES: &[&str] = &[
 /// Codes that mean "someone else changed it, or it is busy": re-observe and requeue.
 const CONFLICT_CODES: &[&str] = &["ConcurrentModificationException", "ResourceInUseException"];
 
+/// Codes that mean "these credentials are not credentials AWS knows" (a wrong or deleted
+/// access key, a secret that does not match, an unsigned request): the process's set-up,
+/// not the resource and not AWS's availability.
+const CONFIGURATION_CODES: &[&str] = &[
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+    "IncompleteSignature",
+    "IncompleteSignatureException",
+    "MissingAuthenticationToken",
+    "MissingAuthenticationTokenException",
+    "AuthFailure",
+    // Ours, for a request that could not be signed (see `credentials_error`).
+    "NoCredentials",
+    "InvalidCredentialsConfiguration",
+];
+
 /// The category of an AWS error code. `status` is the HTTP status when there was a response.
 ///
 /// Unknown codes fall back on the status: 5xx and 429 are transient, anything else terminal
@@ -58,6 +80,9 @@ const CONFLICT_CODES: &[&str] = &["ConcurrentModificationException", "ResourceIn
 pub fn category_of(code: &str, status: Option<u16>) -> ErrorCategory {
     if CONFLICT_CODES.contains(&code) {
         return ErrorCategory::Conflict;
+    }
+    if CONFIGURATION_CODES.contains(&code) {
+        return ErrorCategory::Configuration;
     }
     if TRANSIENT_CODES.contains(&code) {
         return ErrorCategory::Transient;
@@ -84,6 +109,9 @@ where
         code: code.to_string(),
         message,
     };
+    if let Some(e) = credentials_error(&err) {
+        return e.into_aws_error(operation, chain(&err));
+    }
     match &err {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
@@ -135,8 +163,52 @@ where
     }
 }
 
+/// Why the SDK found no credentials to sign with, when that is why the call failed.
+enum CredentialsProblem {
+    /// No source in the chain has any: nothing is configured.
+    None,
+    /// A source is configured wrongly (e.g. a profile without keys).
+    Invalid,
+}
+
+impl CredentialsProblem {
+    fn into_aws_error(self, operation: &'static str, detail: String) -> AwsError {
+        let code = match self {
+            Self::None => "NoCredentials",
+            Self::Invalid => "InvalidCredentialsConfiguration",
+        };
+        AwsError {
+            category: ErrorCategory::Configuration,
+            operation,
+            code: code.to_string(),
+            message: detail,
+        }
+    }
+}
+
+/// Looks for the credentials provider's own error among the sources. A provider that timed
+/// out or failed to reach its source (STS for IRSA, the Pod Identity agent) is left to the
+/// other arms: that can get better by itself.
+fn credentials_error(err: &(dyn StdError + 'static)) -> Option<CredentialsProblem> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        match e.downcast_ref::<CredentialsError>() {
+            Some(CredentialsError::CredentialsNotLoaded(_)) => {
+                return Some(CredentialsProblem::None);
+            }
+            Some(CredentialsError::InvalidConfiguration(_)) => {
+                return Some(CredentialsProblem::Invalid);
+            }
+            Some(_) => return None,
+            None => cur = e.source(),
+        }
+    }
+    None
+}
+
 /// The error and its sources on one line: SDK errors hide the useful part in `source()`.
-fn chain(err: &dyn StdError) -> String {
+pub(super) fn chain(err: &dyn StdError) -> String {
     let mut out = err.to_string();
     let mut cur = err.source();
     while let Some(s) = cur {
@@ -224,5 +296,11 @@ mod tests {
         assert_eq!(category_of("NotFoundException", Some(400)), Terminal);
         assert_eq!(category_of("KMSInvalidStateException", Some(400)), Terminal);
         assert_eq!(category_of("AccessDeniedException", Some(400)), Terminal);
+        assert_eq!(
+            category_of("UnrecognizedClientException", Some(400)),
+            Configuration
+        );
+        assert_eq!(category_of("InvalidClientTokenId", Some(403)), Configuration);
+        assert_eq!(category_of("SignatureDoesNotMatch", Some(403)), Configuration);
     }
 }

@@ -102,13 +102,21 @@ impl std::fmt::Debug for AwsClients {
 
 /// Loads the AWS configuration and builds the adapters.
 pub async fn connect(opts: &ConnectOptions) -> anyhow::Result<AwsClients> {
-    let shared = load_sdk_config(opts).await?;
-    let default_region = shared
+    let config = load_sdk_config(opts).await?;
+    Ok(clients_from(opts, config)?)
+}
+
+/// The adapters on a loaded configuration; no region is a configuration error.
+pub(super) fn clients_from(
+    opts: &ConnectOptions,
+    config: SdkConfig,
+) -> Result<AwsClients, super::preflight::AwsConfigError> {
+    let default_region = config
         .region()
         .map(|r| r.as_ref().to_string())
-        .ok_or_else(|| anyhow::anyhow!("no AWS region: set AWS_REGION or pass a region"))?;
+        .ok_or_else(super::preflight::AwsConfigError::no_region)?;
     let shared = Arc::new(Shared {
-        config: shared,
+        config,
         endpoint_url: opts.endpoint_url.clone(),
     });
     Ok(AwsClients {

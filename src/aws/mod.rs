@@ -4,7 +4,9 @@
 //! Region is a per-call argument because one controller serves applications in several
 //! regions (`spec.region`); implementations keep one SDK client per region.
 //!
-//! - [`connect`] builds both adapters from the standard AWS configuration chain.
+//! - [`connect`] builds both adapters from the standard AWS configuration chain;
+//!   [`connect_checked`] (`preflight.rs`) first checks region, credentials and endpoint, so
+//!   a wrong set-up is one clear line ([`AwsConfigError`]) instead of failing resources.
 //! - `classify.rs`: the one place where SDK errors become [`AwsError`]s:
 //!   transient = throttling, 5xx, timeouts, dispatch failures, expired credentials;
 //!   conflict = `ConcurrentModificationException`, `ResourceInUseException`;
@@ -19,6 +21,7 @@ use async_trait::async_trait;
 mod assume;
 mod classify;
 mod connect;
+mod preflight;
 mod ratelimit;
 mod sdk_kms;
 mod sdk_msf;
@@ -27,6 +30,7 @@ mod sts;
 pub use assume::{RoleClients, RoleSet, SESSION_NAME, SplitKms, connect_roles};
 pub use classify::{category_of, classify};
 pub use connect::{AwsClients, ConnectOptions, connect};
+pub use preflight::{AwsConfigError, connect_checked};
 pub use ratelimit::{AccountLimiters, RateLimits};
 pub use sdk_kms::SdkKms;
 pub use sdk_msf::SdkMsf;

@@ -39,6 +39,12 @@ pub async fn attach(
         settings: core.settings,
         metrics: core.metrics.clone(),
     };
+    // Every account's Core writes key policies under this installation's name.
+    let instance = core.instance.clone();
+    let wrap = move |c: &mut Core| {
+        c.instance = instance.clone();
+        wrap(c)
+    };
     let fleet = Fleet::connect(config, opts, shared, wrap)
         .await
         .context("configuring the accounts' AWS clients")?;

@@ -1,5 +1,6 @@
 //! `msf-cmk-controller emulator`: the embedded AWS emulator, standalone, for manual use and
-//! scripts. Prints `endpoint: http://127.0.0.1:PORT` on stdout once it listens.
+//! scripts. Prints `endpoint: http://127.0.0.1:PORT` on stdout once it listens, then the
+//! `export AWS_...=` lines that point a shell's AWS clients at it.
 
 // Compiled only with the emulator (the container image builds without it).
 #![cfg(feature = "emulator")]
@@ -101,17 +102,40 @@ pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
             eprintln!("seeded: {line}");
         }
     }
-    // The one line scripts parse; flushed so a pipe sees it at once.
+    // The first line is the one scripts parse; then what a shell needs to point any AWS
+    // client at the emulator (`eval "$(grep '^export ' FILE)"`). Flushed so a pipe sees it.
     let mut out = std::io::stdout();
     writeln!(out, "endpoint: {}", emu.endpoint())?;
+    for line in export_lines(&emu.endpoint()) {
+        writeln!(out, "{line}")?;
+    }
     out.flush()?;
     eprintln!(
-        "MSF + KMS + STS emulator; admin API at {0}/_emulator/{{counts,faults,state,calls,config,principals}} (docs/emulator.md). Use AWS_ENDPOINT_URL={0}. Ctrl-C stops it.",
+        "MSF + KMS + STS emulator; admin API at {0}/_emulator/{{counts,faults,state,calls,config,principals}} (docs/emulator.md). Ctrl-C stops it.",
         emu.endpoint()
     );
     wait_for_signal().await;
     emu.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Region and credentials of the emulator's own: the region the demo data is in, and the
+/// dummy keys `ConnectOptions::local` signs with (the emulator accepts any signature).
+pub const REGION: &str = "us-east-1";
+const ACCESS_KEY_ID: &str = "AKIDEMULATOR";
+const SECRET_ACCESS_KEY: &str = "emulator-secret";
+
+/// `export` lines that point the AWS SDKs, the AWS CLI and this binary at `endpoint`.
+pub fn export_lines(endpoint: &str) -> Vec<String> {
+    [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_REGION", REGION),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+    ]
+    .iter()
+    .map(|(k, v)| format!("export {k}={v}"))
+    .collect()
 }
 
 /// Ctrl-C or SIGTERM (what Kubernetes and `kill` send).
@@ -138,10 +162,11 @@ async fn wait_for_signal() {
 }
 
 /// A small estate to play with: applications in each status that matters, a key whose policy
-/// already lets MSF in, and one whose policy does not.
+/// already lets MSF in, and one whose policy does not; and the applications (and the alias)
+/// `deploy/examples/` name, so `plan -f deploy/examples/` runs against it.
 pub fn seed_demo(emu: &EmulatorHandle) -> anyhow::Result<Vec<String>> {
-    let region = "us-east-1";
-    let mut lines = Vec::new();
+    let region = REGION;
+    let mut lines = seed_examples(emu)?;
     for (name, runtime, status) in [
         ("orders-enricher", "FLINK-1_20", ApplicationStatus::Running),
         (
@@ -181,6 +206,31 @@ pub fn seed_demo(emu: &EmulatorHandle) -> anyhow::Result<Vec<String>> {
     let alias = emu.create_alias(region, "alias/msf-demo-ready", &ready)?;
     lines.push(format!(
         "key {ready} (MSF principals allowed; alias {alias})"
+    ));
+    Ok(lines)
+}
+
+/// What `deploy/examples/` refer to: an application for each `applicationName` (in the
+/// resource's `spec.region`, else the emulator's region) and `alias/flink-orders`. Keys named by
+/// an ARN of account 111122223333 stay absent: those examples show a key of another account.
+fn seed_examples(emu: &EmulatorHandle) -> anyhow::Result<Vec<String>> {
+    const EXAMPLE_APPLICATIONS: &[(&str, &str)] = &[
+        ("clickstream-aggregator", REGION),
+        ("orders-enrichment", REGION),
+        ("risk-scoring", REGION),
+        ("payments-fraud-detector", "eu-west-1"),
+        ("team-a-ingest", REGION),
+        ("team-b-reporting", REGION),
+    ];
+    let mut lines = Vec::new();
+    for (name, region) in EXAMPLE_APPLICATIONS {
+        let arn = emu.create_application(region, name, "FLINK-1_20", ApplicationStatus::Running)?;
+        lines.push(format!("application {arn} (FLINK-1_20, deploy/examples/)"));
+    }
+    let key = emu.create_key(REGION, None)?;
+    let alias = emu.create_alias(REGION, "alias/flink-orders", &key)?;
+    lines.push(format!(
+        "key {key} (default policy; alias {alias}, deploy/examples/)"
     ));
     Ok(lines)
 }

@@ -4,8 +4,6 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
 use crate::arn::Arn;
 use crate::cli::BadInput;
 use crate::controller::accounts::{AccountEntry, arn_account};
@@ -17,6 +15,7 @@ pub fn run(
     controller_role_arn: &str,
     application_arns: &[String],
     key_arns: &[String],
+    format: crate::cli::output::OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let bad = |m: String| anyhow::Error::from(BadInput(m));
     Arn::parse_role(controller_role_arn).map_err(|e| bad(format!("--controller-role-arn: {e}")))?;
@@ -42,10 +41,7 @@ pub fn run(
         .map(|e| roles(e, application_arns, key_arns))
         .collect();
     let out = fleet_documents(controller_role_arn, &accounts);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&out).context("serialising output")?
-    );
+    format.print_doc(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

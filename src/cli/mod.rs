@@ -15,6 +15,8 @@ pub mod demo_cmd;
 #[cfg(feature = "emulator")]
 pub mod emulator_cmd;
 pub mod iam_fleet_cmd;
+pub mod output;
+pub mod pacing_args;
 pub mod plan_cmd;
 pub mod policy_cmd;
 pub mod run_cmd;
@@ -45,8 +47,10 @@ pub enum Command {
     /// Run the controller.
     Run(run_cmd::RunArgs),
     /// Show what reconciling manifests on disk would change, without a cluster.
+    #[command(after_help = PLAN_EXIT_CODES)]
     Plan(plan_cmd::PlanArgs),
     /// Converge manifests on disk once, without a cluster.
+    #[command(after_help = APPLY_EXIT_CODES)]
     Apply(plan_cmd::ApplyArgs),
     /// Everything end to end against the embedded emulator.
     #[cfg(feature = "emulator")]
@@ -54,6 +58,19 @@ pub enum Command {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions_cmd::CompletionsArgs),
 }
+
+/// The exit codes of `plan` (docs/controller.md), shown by `plan --help`.
+const PLAN_EXIT_CODES: &str = "Exit codes:
+  0  nothing to do
+  1  some resource is blocked, refused or failed (takes precedence over 3)
+  2  bad input (manifests, flags, files) or AWS set-up (credentials, region, endpoint)
+  3  changes pending (a policy write, an update, or an application in a transient status)";
+
+/// The exit codes of `apply` (docs/controller.md), shown by `apply --help`.
+const APPLY_EXIT_CODES: &str = "Exit codes:
+  0  every resource converged (Ready=True)
+  1  some resource is not converged (blocked, rolled back, refused, or out of time)
+  2  bad input (manifests, flags, files) or AWS set-up (credentials, region, endpoint)";
 
 /// An error that is the user's input: printed on one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +110,10 @@ pub fn main() -> ExitCode {
             // One line: the chain joined, so a pipeline log shows the cause.
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {msg}");
-            if e.downcast_ref::<BadInput>().is_some() {
+            // The AWS set-up (credentials, region, endpoint) is input too: the user fixes it.
+            if e.downcast_ref::<BadInput>().is_some()
+                || e.downcast_ref::<crate::aws::AwsConfigError>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

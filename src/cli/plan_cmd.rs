@@ -9,15 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use serde_json::{Value, json};
 
-use crate::aws::{ConnectOptions, connect};
+use crate::aws::{ConnectOptions, connect_checked};
 use crate::cli::run_cmd::{LogFormat, init_logging, load_tenancy, parse_duration};
 use crate::cli::{BadInput, accounts_arg};
 use crate::controller::batch::{self, ApplyOptions, Done};
 use crate::controller::context::{Core, Settings};
-use crate::controller::identity;
 use crate::controller::manifests::{self, Manifest};
 use crate::controller::metrics::Metrics;
 use crate::controller::reconcile::{Next, Outcome};
@@ -31,11 +29,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_CHANGES_PENDING: u8 = 3;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
+/// `-o text|json|yaml`, as every command that prints a result.
+pub use crate::cli::output::OutputFormat as Output;
 
 #[derive(Debug, clap::Args)]
 pub struct CommonArgs {
@@ -63,8 +58,8 @@ pub struct CommonArgs {
     #[arg(long, env = "MSF_CMK_ACCOUNTS_CONFIG")]
     pub accounts_config: Option<PathBuf>,
 
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    /// Output format: text for people, json or yaml for programs.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 
     /// Resources processed at the same time.
@@ -156,7 +151,9 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
         static_credentials: ConnectOptions::dummy_credentials_for(c.aws_endpoint_url.as_deref()),
         ..ConnectOptions::default()
     };
-    let aws = connect(&opts).await.context("configuring AWS clients")?;
+    // Credentials, region and endpoint checked once: a wrong set-up is one clear line,
+    // before any resource is read.
+    let (aws, me) = connect_checked(&opts).await?;
     let mut core = batch_core(
         aws.msf,
         aws.kms,
@@ -168,7 +165,9 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
         policy_settle,
     );
     // Who we are, once: a resource whose operator role is not us reports OperatorMismatch.
-    identity::ask_once(aws.sts.as_ref(), &core.caller).await;
+    if let Some(me) = me {
+        core.caller.set(me);
+    }
     accounts_arg::attach(&mut core, accounts, &opts, |_| {}).await?;
     Ok((core, loaded.manifests))
 }
@@ -315,7 +314,7 @@ pub fn print_plan(
     } else {
         EXIT_OK
     };
-    if format == Output::Json {
+    if format != Output::Text {
         let resources: Vec<Value> = manifests
             .iter()
             .zip(outcomes)
@@ -366,7 +365,7 @@ pub fn print_plan(
                 "exitCode": code,
             }
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        format.write_doc(out, &doc)?;
         return Ok(code);
     }
 
@@ -467,7 +466,7 @@ pub fn print_apply(
     let calls = core.metrics.aws_call_totals();
     let puts: u32 = done.iter().map(|d| d.outcome.key_policy_writes).sum();
     let updates: u32 = done.iter().map(|d| d.outcome.application_updates).sum();
-    if format == Output::Json {
+    if format != Output::Text {
         let resources: Vec<Value> = done
             .iter()
             .map(|d| {
@@ -488,7 +487,7 @@ pub fn print_apply(
             "awsCalls": calls,
             "summary": {"resources": done.len(), "converged": converged, "exitCode": code},
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        format.write_doc(out, &doc)?;
         return Ok(code);
     }
     let width = manifests

@@ -16,11 +16,7 @@ use crate::policy::merge::{Grant, merge};
 use crate::policy::requirements::MsfRequirements;
 use crate::policy::{self, Decision, PolicyDocument, Principal, Request, check, evaluate, iam};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
-}
+pub use super::output::OutputFormat as Output;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -55,48 +51,60 @@ pub struct SimulateArgs {
     /// lists it in dependsOn when it hinges on it. Keys given neither way are absent.
     #[arg(long = "unknown")]
     pub unknown: Vec<String>,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    /// Output format: text for people, json or yaml for programs.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    /// Key policy file (JSON).
     #[arg(long)]
     pub policy: PathBuf,
+    /// The application whose needs are checked (arn:aws:kinesisanalytics:REGION:ACCOUNT:application/NAME).
     #[arg(long)]
     pub application_arn: String,
+    /// The role that calls UpdateApplication for it (the controller's operator role).
     #[arg(long)]
     pub operator_role_arn: String,
     /// Defaults to a key in the application's account and region (statements with
     /// `Resource: "*"`, as key policies use, match any key).
     #[arg(long)]
     pub key_arn: Option<String>,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
+    /// Output format: text for people, json or yaml for programs.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
+    /// Key policy file (JSON) to merge into; it is not modified.
     #[arg(long)]
     pub policy: PathBuf,
-    /// Applications to grant (repeatable).
+    /// An application to grant (repeatable: one flag per application).
     #[arg(long = "application-arn")]
     pub application_arns: Vec<String>,
     /// The operator role for the granted applications (required with --application-arn).
     #[arg(long)]
     pub operator_role_arn: Option<String>,
-    /// Applications whose statements' values are removed (repeatable).
+    /// An application whose statements' values are removed (repeatable: one flag per
+    /// application).
     #[arg(long = "remove-application-arn")]
     pub remove_application_arns: Vec<String>,
-    /// Print indented JSON instead of the compact form PutKeyPolicy would be sent.
+    /// With -o text: indented JSON instead of the compact form PutKeyPolicy would be sent.
     #[arg(long)]
     pub pretty: bool,
+    /// Output format: text is the policy as JSON (compact, or --pretty), json indented, yaml.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct IamPolicyArgs {
+    /// An application the controller manages (repeatable: one flag per application).
     #[arg(long = "application-arn", required_unless_present = "accounts_config")]
     pub application_arns: Vec<String>,
+    /// A KMS key the applications use (repeatable: one flag per key).
     #[arg(long = "key-arn", required_unless_present = "accounts_config")]
     pub key_arns: Vec<String>,
     /// Without it the key policy statements hold the service principals' statements only.
@@ -112,6 +120,9 @@ pub struct IamPolicyArgs {
     /// the accounts' roles trust.
     #[arg(long, requires = "accounts_config")]
     pub controller_role_arn: Option<String>,
+    /// Output format: text and json print the documents as indented JSON, yaml as YAML.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 pub fn run(c: PolicyCommand) -> anyhow::Result<ExitCode> {
@@ -130,14 +141,6 @@ fn read_policy(path: &Path) -> anyhow::Result<PolicyDocument> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| bad(format!("cannot read policy file {}: {e}", path.display())))?;
     PolicyDocument::parse(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
-}
-
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).context("serialising output")?
-    );
-    Ok(())
 }
 
 fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -171,8 +174,8 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<ExitCode> {
     };
     let e = evaluate(&doc, &req);
     match a.output {
-        Output::Json => print_json(&e)?,
         Output::Text => print_simulation(&req, &e),
+        structured => structured.print_doc(&e)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -256,7 +259,7 @@ fn run_check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let report = check(&doc, &key_arn, &reqs);
     match a.output {
-        Output::Json => print_json(&report)?,
+        structured @ (Output::Json | Output::Yaml) => structured.print_doc(&report)?,
         Output::Text => {
             let verdict = if report.compliant {
                 "compliant"
@@ -330,10 +333,15 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
         other => bad(other.to_string()),
     })?;
     // merge refuses a result over the limit, measured on the compact form that is sent.
-    let out = if a.pretty {
-        merged.to_pretty_json()
-    } else {
-        merged.to_compact_json()
+    let out = match a.output {
+        Output::Text if a.pretty => merged.to_pretty_json(),
+        Output::Text => merged.to_compact_json(),
+        structured => {
+            let doc: serde_json::Value = serde_json::from_str(&merged.to_compact_json())
+                .context("re-reading the merged policy")?;
+            structured.print_doc(&doc)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     println!("{out}");
     Ok(ExitCode::SUCCESS)
@@ -341,7 +349,13 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run_iam_policy(a: IamPolicyArgs) -> anyhow::Result<ExitCode> {
     if let (Some(path), Some(hub)) = (&a.accounts_config, &a.controller_role_arn) {
-        return crate::cli::iam_fleet_cmd::run(path, hub, &a.application_arns, &a.key_arns);
+        return crate::cli::iam_fleet_cmd::run(
+            path,
+            hub,
+            &a.application_arns,
+            &a.key_arns,
+            a.output,
+        );
     }
     for app in &a.application_arns {
         Arn::parse_application(app).map_err(|e| bad(e.to_string()))?;
@@ -364,7 +378,7 @@ pub fn run_iam_policy(a: IamPolicyArgs) -> anyhow::Result<ExitCode> {
         }
         None => iam::service_statements(&a.application_arns),
     };
-    print_json(&json!({
+    a.output.print_doc(&json!({
         "operatorIamPolicy": iam::operator_iam_policy(&a.application_arns, &a.key_arns),
         "keyPolicyStatements": statements,
     }))?;

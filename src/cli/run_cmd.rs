@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::aws::{ConnectOptions, connect};
+use crate::aws::{ConnectOptions, connect_checked};
 use crate::cli::{BadInput, accounts_arg};
 use crate::controller::context::{Core, Settings};
 use crate::controller::fence::WriteFence;
@@ -124,10 +124,17 @@ pub fn parse_span(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (e.g. 45, 30s, 1m30s, 1h, 250ms)"))
 }
 
+/// The SDK warns once per attempt when the instance metadata service (IMDS) does not answer,
+/// which is every attempt off EC2: a screenful before the one line that matters. The start-up
+/// check (`aws::connect_checked`) reports a missing region or credentials itself.
+const QUIET_SDK_PROBES: &str = "aws_config::imds=off,aws_config::meta::credentials::chain=error";
+
 /// Logs go to stderr; `RUST_LOG` overrides the default level.
 pub fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("{default_level},{QUIET_SDK_PROBES}"))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -188,7 +195,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         static_credentials: ConnectOptions::dummy_credentials_for(a.aws_endpoint_url.as_deref()),
         ..ConnectOptions::default()
     };
-    let aws = connect(&opts).await.context("configuring AWS clients")?;
+    // Credentials, region and endpoint checked once: a wrong set-up is one clear line.
+    let (aws, me) = connect_checked(&opts).await?;
     let client = kube::Client::try_default()
         .await
         .context("configuring the Kubernetes client (kubeconfig or in-cluster)")?;
@@ -224,7 +232,9 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     // Outside the metering: a write the fence refuses is not an AWS call.
     core.msf = fence.msf(core.msf.clone());
     core.kms = fence.kms(core.kms.clone());
-    identity::ask_once(aws.sts.as_ref(), &core.caller).await;
+    if let Some(me) = me {
+        core.caller.set(me);
+    }
     warn_if_not_operator(&core);
     let _identity = AbortOnDrop(tokio::spawn(identity::keep_current(
         aws.sts.clone(),

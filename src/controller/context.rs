@@ -15,6 +15,7 @@ use crate::controller::lifecycle::PolicyWrites;
 use crate::controller::metrics::{MeteredKms, MeteredMsf, Metrics};
 use crate::controller::tenancy::Tenancy;
 use crate::planner::Defaults;
+use crate::policy::InstanceName;
 
 /// Timing knobs.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +76,9 @@ pub struct Core {
     pub account: Option<AccountScope>,
     /// The per-account Cores (`--accounts-config`), on the process' own Core only.
     pub fleet: Option<Arc<Fleet>>,
+    /// This installation's name (`--instance-name`): it owns only the key policy statements
+    /// under its name; the per-account Cores carry the same.
+    pub instance: InstanceName,
 }
 
 impl Core {
@@ -112,6 +116,7 @@ impl Core {
             caller,
             account: None,
             fleet: None,
+            instance: InstanceName::default(),
         }
     }
 

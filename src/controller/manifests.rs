@@ -1,16 +1,23 @@
 //! Loading `ApplicationEncryption` manifests from disk for `plan` / `apply` (no cluster).
 //!
 //! Files or directories (recursively, `*.yaml` / `*.yml` / `*.json`), multi-document YAML.
-//! Documents of other kinds are skipped (a GitOps directory holds many kinds); an
-//! `ApplicationEncryption` that the API server would reject is bad input, named by file and
-//! document, so a pipeline fails before merge rather than after.
+//! Documents of other kinds are skipped (a GitOps directory holds many kinds). An
+//! `ApplicationEncryption` gets the verdict the API server would give a `kubectl apply` of it
+//! (field validation Strict): the CRD's schema and its create-time CEL rules, read from the CRD
+//! generated out of `crate::api` ([`strict`]). A refused one is bad input, named by file,
+//! document index and JSON path, so a pipeline fails before merge rather than after. What the
+//! API server accepts but the controller refuses (a malformed keyId) is the planner's to report.
+
+mod cel_rules;
+mod openapi;
+pub mod strict;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::api::{ApplicationEncryption, ApplicationEncryptionSpec, KeyType};
-use crate::arn::{KeyRef, is_valid_application_name};
+use crate::api::{ApplicationEncryption, ApplicationEncryptionSpec};
+use strict::Kind;
 
 /// One resource read from disk.
 #[derive(Clone, Debug)]
@@ -84,92 +91,52 @@ pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), Strin
         if value.is_null() {
             continue;
         }
-        let kind = value.get("kind").and_then(|k| k.as_str());
-        let api_version = value.get("apiVersion").and_then(|k| k.as_str());
-        if kind != Some("ApplicationEncryption")
-            || !api_version.is_some_and(|v| v.starts_with("msfcmk.dev/"))
-        {
-            out.skipped += 1;
-            continue;
+        // JSON is what the API server sees (kubectl converts YAML to JSON first).
+        let value: serde_json::Value =
+            serde_json::to_value(&value).map_err(|e| format!("{source}: {e}"))?;
+        match strict::application_encryption().classify(&value) {
+            Kind::Other => out.skipped += 1,
+            Kind::NotServed(why) => return Err(format!("{source}: {why}")),
+            Kind::Ours => out.manifests.push(validate(&value, &source)?),
         }
-        if api_version != Some("msfcmk.dev/v1alpha1") {
-            return Err(format!(
-                "{source}: apiVersion {} is not served (msfcmk.dev/v1alpha1)",
-                api_version.unwrap_or_default()
-            ));
-        }
-        let has_name = value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(|n| n.as_str())
-            .is_some_and(|n| !n.is_empty());
-        if !has_name {
-            return Err(format!("{source}: metadata.name is required"));
-        }
-        let obj: ApplicationEncryption =
-            yaml_serde::from_value(value).map_err(|e| format!("{source}: {e}"))?;
-        let name = obj
-            .metadata
-            .name
-            .clone()
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| format!("{source}: metadata.name is required"))?;
-        validate(&obj.spec).map_err(|e| format!("{source} ({name}): {e}"))?;
-        out.manifests.push(Manifest {
-            namespace: obj
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            name,
-            retry_update: obj
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(crate::api::RETRY_UPDATE_ANNOTATION))
-                .cloned(),
-            spec: obj.spec,
-            source,
-        });
     }
     Ok(())
 }
 
-/// What the CRD's schema and CEL rule enforce on a cluster, checked again for files.
-pub fn validate(spec: &ApplicationEncryptionSpec) -> Result<(), String> {
-    if !is_valid_application_name(&spec.application_name) {
-        return Err(format!(
-            "spec.applicationName {:?} must be 1-128 characters of [a-zA-Z0-9_.-]",
-            spec.application_name
-        ));
-    }
-    if let Some(r) = &spec.region {
-        let ok = r.split('-').count() >= 3
-            && r.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
-            return Err(format!(
-                "spec.region {r:?} is not a region name (e.g. us-east-1)"
-            ));
-        }
-    }
-    match (spec.key_type, spec.key_id.as_deref()) {
-        (KeyType::CustomerManagedKey, None | Some("")) => {
-            Err("spec.keyId is required when keyType is CustomerManagedKey".into())
-        }
-        (KeyType::CustomerManagedKey, Some(k)) => KeyRef::parse(k)
-            .map(|_| ())
-            .map_err(|e| format!("spec.keyId: {e}")),
-        (KeyType::AwsOwnedKey, Some(_)) => {
-            Err("spec.keyId must be omitted when keyType is AwsOwnedKey".into())
-        }
-        (KeyType::AwsOwnedKey, None) => Ok(()),
-    }?;
-    if let Some(role) = &spec.key_policy.operator_role_arn {
-        crate::arn::Arn::parse_role(role)
-            .map_err(|e| format!("spec.keyPolicy.operatorRoleArn: {e}"))?;
-    }
-    Ok(())
+/// The API server's verdict on creating this `ApplicationEncryption`, from the generated CRD;
+/// the manifest as the API server would store it (defaults applied) when it is admitted.
+pub fn validate(doc: &serde_json::Value, source: &str) -> Result<Manifest, String> {
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
+    let admitted = strict::application_encryption()
+        .admit(doc)
+        .map_err(|violations| {
+            let all: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            format!(
+                "{source}: ApplicationEncryption {name:?} would be refused by the API server: {}",
+                all.join("; ")
+            )
+        })?;
+    let obj: ApplicationEncryption =
+        serde_json::from_value(admitted).map_err(|e| format!("{source} ({name}): {e}"))?;
+    Ok(Manifest {
+        namespace: obj
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: name.to_string(),
+        retry_update: obj
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(crate::api::RETRY_UPDATE_ANNOTATION))
+            .cloned(),
+        spec: obj.spec,
+        source: source.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -222,14 +189,14 @@ spec: {applicationName: payments, keyType: AwsOwnedKey}
                 "spec: {applicationName: a, keyType: AwsOwnedKey, keyId: alias/x}",
                 "must be omitted",
             ),
-            (
-                "spec: {applicationName: a, keyType: CustomerManagedKey, keyId: 'no way'}",
-                "keyId",
-            ),
             ("spec: {applicationName: a, keyType: Other}", "x.yaml#0"),
             (
                 "spec: {applicationName: a, keyType: AwsOwnedKey, region: Mars}",
-                "region",
+                "spec.region",
+            ),
+            (
+                "spec: {applicationName: a, keyType: AwsOwnedKey, suspended: true}",
+                "spec.suspended: unknown field",
             ),
         ];
         for (spec, needle) in bad {
@@ -246,6 +213,34 @@ spec: {applicationName: payments, keyType: AwsOwnedKey}
                 .contains("metadata.name")
         );
         assert!(load_text("a: [", "x", &mut Loaded::default()).is_err());
+    }
+
+    #[test]
+    fn mistyped_api_version_or_kind_is_an_error_not_skipped() {
+        for head in [
+            "apiVersion: msfcmk.dev/v1\nkind: ApplicationEncryption",
+            "apiVersion: msfcmk.io/v1alpha1\nkind: ApplicationEncryption",
+            "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryptions",
+        ] {
+            let doc = format!(
+                "{head}\nmetadata: {{name: r}}\nspec: {{applicationName: a, keyType: AwsOwnedKey}}\n"
+            );
+            let err = load_text(&doc, "x.yaml", &mut Loaded::default()).unwrap_err();
+            assert!(
+                err.starts_with("x.yaml#0: ") && err.contains("not served"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_the_api_server_accepts_is_loaded_with_defaults() {
+        // A malformed keyId passes the CRD; the planner refuses it (InvalidSpec), as in a cluster.
+        let doc = "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata: {name: r}\nspec: {applicationName: a, keyType: CustomerManagedKey, keyId: 'no way', suspend: null}\n";
+        let mut out = Loaded::default();
+        load_text(doc, "x.yaml", &mut out).unwrap();
+        assert_eq!(out.manifests[0].spec.key_id.as_deref(), Some("no way"));
+        assert!(!out.manifests[0].spec.suspend);
     }
 
     #[test]

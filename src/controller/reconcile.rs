@@ -106,7 +106,9 @@ impl Next {
             Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => {
                 status::Progress::InProgress
             }
-            Next::Blocked | Next::Refused | Next::Failed(ErrorCategory::Terminal) => {
+            Next::Blocked
+            | Next::Refused
+            | Next::Failed(ErrorCategory::Terminal | ErrorCategory::Configuration) => {
                 status::Progress::Stalled
             }
         }

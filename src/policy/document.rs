@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use super::OWNED_SID_PREFIX;
 use super::condition::{Condition, Ctx, Tri};
 use super::glob;
+use super::instance::InstanceName;
 use super::owned;
 use super::principal::{PrincipalSpec, kind_of, string_list};
 use super::strict_json;
@@ -108,8 +109,8 @@ pub struct Statement {
     /// `Sid`, or the statement index as text when there is none.
     pub(crate) label: String,
     /// The Sid is one the controller's naming scheme produces and the statement is exactly
-    /// what the controller would write for the grants it holds.
-    owned: bool,
+    /// what the controller (the named instance) would write for the grants it holds.
+    owner: Option<owned::Owner>,
     /// `parsed.action.items`, classified once for [`Statement::covers_action`].
     action_patterns: Vec<ActionPattern>,
 }
@@ -158,17 +159,33 @@ impl Statement {
         &self.label
     }
 
-    /// The controller wrote this statement: its Sid follows the naming scheme and its shape
-    /// (effect, principals, actions, condition keys and values) is the generated one.
+    /// A controller (any instance) wrote this statement: its Sid follows the naming scheme and
+    /// its shape (effect, principals, actions, condition keys and values) is the generated one.
     pub fn is_owned(&self) -> bool {
-        self.owned
+        self.owner.is_some()
     }
 
-    /// The Sid has the controller's prefix but the statement is not one the controller would
-    /// write (a Deny, a person's grant, an edited copy): a person's statement that must be
-    /// renamed before the controller writes to the key.
+    /// The instance that wrote this statement, when one did.
+    pub fn owner(&self) -> Option<&InstanceName> {
+        self.owner.as_ref().map(|o| &o.instance)
+    }
+
+    /// Written by `instance`: the statements it may change or remove. For it, the other
+    /// instances' statements are like a person's.
+    pub fn is_owned_by(&self, instance: &InstanceName) -> bool {
+        self.owner() == Some(instance)
+    }
+
+    /// An owned statement under a Sid of the releases before readable Sids.
+    pub fn has_legacy_sid(&self) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.legacy)
+    }
+
+    /// The Sid has the controller's prefix but the statement is not one any instance of the
+    /// controller would write (a Deny, a person's grant, an edited copy): a person's statement
+    /// that must be renamed before the controller writes to the key.
     pub fn claims_ownership(&self) -> bool {
-        !self.owned && self.sid().is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
+        self.owner.is_none() && self.sid().is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
     }
 
     pub fn raw(&self) -> &Map<String, Value> {
@@ -251,10 +268,10 @@ impl Statement {
             resource_templates,
             condition,
         };
-        let owned = sid
-            .as_deref()
-            .is_some_and(|s| s.starts_with(OWNED_SID_PREFIX))
-            && owned::recognise(&raw, known);
+        let owner = match sid.as_deref() {
+            Some(s) if s.starts_with(OWNED_SID_PREFIX) => owned::recognise(&raw, known),
+            _ => None,
+        };
         // An empty Sid names nothing; the index does.
         let label = sid
             .filter(|s| !s.is_empty())
@@ -269,7 +286,7 @@ impl Statement {
             raw,
             parsed,
             label,
-            owned,
+            owner,
             action_patterns,
         })
     }
@@ -528,7 +545,7 @@ impl PolicyDocument {
             .collect()
     }
 
-    /// Sids of the statements the controller owns, in document order.
+    /// Sids of the statements the controller owns (every instance), in document order.
     pub fn owned_sids(&self) -> Vec<String> {
         self.statements
             .iter()

@@ -5,8 +5,15 @@
 //! exactly what the controller writes ([`super::owned::recognise`]); one that merely carries
 //! the `MsfCmk` Sid prefix (a Deny, a person's grant, an edited copy) belongs to a person, and
 //! merge refuses to write anything until it is renamed ([`MergeError::NotMergeable`]).
-//! Statements the controller does not own are copied as they are, in their order; the owned
-//! block takes the place of the first owned statement, or goes last.
+//!
+//! Each controller instance (`--instance-name`) owns only the statements under its own Sids
+//! ([`super::sid`]): another instance's statements are copied like a person's, so they count
+//! towards the 32 KB and the lock-out check and are never changed. The statements written
+//! under the Sids of the releases before readable Sids are the default instance's: its next
+//! merge rewrites them under the readable Sids.
+//!
+//! Statements the instance does not own are copied as they are, in their order; its owned
+//! block takes the place of its first owned statement, or goes last.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +22,8 @@ use serde_json::{Map, Value};
 use super::MAX_POLICY_BYTES;
 use super::document::{Effect, ParseError, PolicyDocument};
 use super::evaluator::{Decision, Request, evaluate};
-use super::owned::{build, extract};
+use super::instance::InstanceName;
+use super::owned::{build_for, extract};
 use super::principal::Principal;
 use crate::arn::{Arn, ArnError};
 
@@ -56,8 +64,19 @@ pub enum MergeError {
     Internal(#[from] ParseError),
 }
 
+/// [`merge_for`] the default instance.
 pub fn merge(
     doc: &PolicyDocument,
+    add: &[Grant],
+    remove_applications: &[String],
+) -> Result<PolicyDocument, MergeError> {
+    merge_for(doc, &InstanceName::default(), add, remove_applications)
+}
+
+/// Adds `add` to and removes `remove_applications` from the statements `instance` owns.
+pub fn merge_for(
+    doc: &PolicyDocument,
+    instance: &InstanceName,
     add: &[Grant],
     remove_applications: &[String],
 ) -> Result<PolicyDocument, MergeError> {
@@ -73,12 +92,7 @@ pub fn merge(
         return Err(MergeError::NotMergeable { sids });
     }
 
-    let mut state = extract(
-        doc.statements()
-            .iter()
-            .filter(|s| s.is_owned())
-            .map(|s| s.raw()),
-    );
+    let mut state = granted_by(doc, instance);
     for g in add {
         state.applications.insert(g.application_arn.clone());
         // One operator per application: a new operator replaces the old one.
@@ -90,9 +104,12 @@ pub fn merge(
         state.applications.remove(a);
         state.operators.remove(a);
     }
-    let owned = build(&state);
+    let owned = build_for(&state, instance);
 
-    let first_owned = doc.statements().iter().position(|s| s.is_owned());
+    let first_owned = doc
+        .statements()
+        .iter()
+        .position(|s| s.is_owned_by(instance));
     let mut raws: Vec<Map<String, Value>> =
         Vec::with_capacity(doc.statements().len() + owned.len());
     let mut owned = Some(owned);
@@ -100,7 +117,7 @@ pub fn merge(
         if Some(i) == first_owned {
             raws.extend(owned.take().unwrap_or_default());
         }
-        if !s.is_owned() {
+        if !s.is_owned_by(instance) {
             raws.push(s.raw().clone());
         }
     }
@@ -148,13 +165,23 @@ fn can_put(doc: &PolicyDocument, req: &Request) -> bool {
     e.decision == Decision::Allow || e.delegated_to_iam
 }
 
-/// The grants recorded in a policy's owned statements (for reports and callers that need to
-/// know which applications share a key).
+/// The grants recorded in a policy's owned statements, every instance's (for reports and
+/// callers that need to know which applications share a key).
 pub fn granted(doc: &PolicyDocument) -> GrantState {
     extract(
         doc.statements()
             .iter()
             .filter(|s| s.is_owned())
+            .map(|s| s.raw()),
+    )
+}
+
+/// The grants recorded in the statements `instance` owns.
+pub fn granted_by(doc: &PolicyDocument, instance: &InstanceName) -> GrantState {
+    extract(
+        doc.statements()
+            .iter()
+            .filter(|s| s.is_owned_by(instance))
             .map(|s| s.raw()),
     )
 }

@@ -17,10 +17,12 @@ mod findings;
 pub mod glob;
 pub mod iam;
 pub mod iam_fleet;
+pub mod instance;
 pub mod merge;
 mod owned;
 mod principal;
 pub mod requirements;
+mod sid;
 mod strict_json;
 mod variables;
 
@@ -28,10 +30,13 @@ pub use compliance::{AccessCheck, ComplianceReport, check, check_many};
 pub use document::{Effect, ParseError, PolicyDocument, Statement};
 pub use evaluator::{Decision, Evaluation, Request, evaluate};
 pub use findings::Finding;
+pub use instance::InstanceName;
 pub use principal::Principal;
 
 /// KMS's limit for a key policy, in bytes of the document as sent.
 pub const MAX_POLICY_BYTES: usize = 32_768;
 
-/// Statements whose Sid starts with this are the controller's; all others belong to people.
+/// Statements whose Sid starts with this are the controller's (when their shape is exactly the
+/// controller's too, see `owned::recognise`); all others belong to people. The Sid grammar
+/// is in `sid`.
 pub const OWNED_SID_PREFIX: &str = "MsfCmk";

@@ -14,11 +14,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-use super::OWNED_SID_PREFIX;
+use super::instance::InstanceName;
 use super::requirements::{
     KEY_ENCRYPTION_CONTEXT, KEY_GRANT_CONSTRAINT, KEY_GRANT_OPERATIONS, KEY_SOURCE_ACCOUNT,
     KEY_SOURCE_ARN, KEY_VIA_SERVICE, msf_infrastructure_service, msf_service, via_service,
 };
+use super::sid::{self, OPERATOR_KINDS, SERVICE_KINDS};
 use crate::arn::Arn;
 
 /// Which applications are granted, and through which operator.
@@ -58,29 +59,14 @@ fn statement(sid: String, principal: Value, action: Value, condition: Value) -> 
     m
 }
 
-/// A short, stable tag for a group: readable role name plus a hash that keeps Sids unique.
-fn group_tag(role_arn: &str, region: &str) -> String {
-    let name: String = role_arn
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(24)
-        .collect();
-    // FNV-1a: tiny, stable across Rust versions (unlike DefaultHasher).
-    let mut h: u32 = 0x811c_9dc5;
-    for b in role_arn.bytes().chain([b'|']).chain(region.bytes()) {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    format!("{name}{h:08x}")
+/// The owned statements of the default instance for `state`, in a fixed order.
+pub fn build(state: &GrantState) -> Vec<Map<String, Value>> {
+    build_for(state, &InstanceName::default())
 }
 
-/// The owned statements for `state`, in a fixed order.
-pub fn build(state: &GrantState) -> Vec<Map<String, Value>> {
-    let mut out = Vec::new();
-    // Service statements, per account (an account belongs to one partition).
+/// The statements `instance` owns for `state`, in a fixed order (see [`sid`] for their Sids).
+pub fn build_for(state: &GrantState, instance: &InstanceName) -> Vec<Map<String, Value>> {
+    // Service groups, per account (an account belongs to one partition).
     let mut by_account: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for app in &state.applications {
         if let Ok(a) = Arn::parse_application(app) {
@@ -90,10 +76,7 @@ pub fn build(state: &GrantState) -> Vec<Map<String, Value>> {
                 .insert(app.clone());
         }
     }
-    for ((account, partition), apps) in &by_account {
-        out.extend(service_statements(partition, account, apps));
-    }
-    // Operator statements, per (role, region).
+    // Operator groups, per (role, region).
     let mut by_operator: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
     for (app, role) in &state.operators {
         if !state.applications.contains(app) {
@@ -106,29 +89,58 @@ pub fn build(state: &GrantState) -> Vec<Map<String, Value>> {
                 .insert(app.clone());
         }
     }
-    for ((role, region, partition), apps) in &by_operator {
-        out.extend(operator_statements(role, partition, region, apps));
+    let service_names = unique_names(
+        by_account
+            .keys()
+            .map(|(account, partition)| (account.clone(), [partition.as_str(), account.as_str()])),
+    );
+    let operator_names = unique_names(
+        by_operator
+            .keys()
+            .map(|(role, region, _)| (sid::role_name(role), [role.as_str(), region.as_str()])),
+    );
+    let mut out = Vec::new();
+    for (((account, partition), apps), name) in by_account.iter().zip(&service_names) {
+        let arns = values(apps);
+        out.extend(SERVICE_KINDS.iter().map(|kind| {
+            let id = sid::format(instance, kind, name);
+            service_statement(id, kind, partition, account, &arns)
+        }));
+    }
+    for (((role, region, partition), apps), name) in by_operator.iter().zip(&operator_names) {
+        let arns = values(apps);
+        out.extend(OPERATOR_KINDS.iter().map(|kind| {
+            let id = sid::format(instance, kind, name);
+            operator_statement(id, kind, role, partition, region, &arns)
+        }));
     }
     out
 }
 
-/// The statements of one service group, by Sid name (the Sid is the prefix, the name and the
-/// account).
-const SERVICE_KINDS: [&str; 5] = [
-    "ServiceDescribeKey",
-    "ServiceDurableGenerateDataKey",
-    "ServiceDurableDecrypt",
-    "ServiceRunningState",
-    "ServiceRunningCreateGrant",
-];
-
-/// The statements of one operator group, by Sid name (the Sid is the prefix, the name and the
-/// group tag).
-const OPERATOR_KINDS: [&str; 3] = [
-    "OperatorDescribeKey",
-    "OperatorUseKey",
-    "OperatorCreateGrant",
-];
+/// The groups' readable names, each with its hash appended when another group has the same
+/// name (and all of them hashed in the unlikely case a hashed name meets a plain one).
+fn unique_names<'a>(groups: impl Iterator<Item = (String, [&'a str; 2])>) -> Vec<String> {
+    let groups: Vec<(String, [&str; 2])> = groups.collect();
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for (name, _) in &groups {
+        *count.entry(name.as_str()).or_default() += 1;
+    }
+    let names: Vec<String> = groups
+        .iter()
+        .map(|(name, parts)| match count[name.as_str()] {
+            1 => name.clone(),
+            _ => sid::with_hash(name, *parts),
+        })
+        .collect();
+    let distinct: BTreeSet<&String> = names.iter().collect();
+    if distinct.len() == names.len() {
+        return names;
+    }
+    groups
+        .iter()
+        .map(|(name, parts)| sid::with_hash(name, *parts))
+        .collect()
+}
 
 /// A JSON object with these entries, in this order.
 fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
@@ -143,27 +155,15 @@ fn text(s: &str) -> Value {
     Value::String(s.to_string())
 }
 
-fn service_statements(
-    partition: &str,
-    account: &str,
-    apps: &BTreeSet<String>,
-) -> Vec<Map<String, Value>> {
-    let arns = values(apps);
-    SERVICE_KINDS
-        .iter()
-        .map(|kind| service_statement(kind, partition, account, &arns))
-        .collect()
-}
-
 /// One service statement (`kind` is one of [`SERVICE_KINDS`]); `arns` is [`values`] of the
 /// group's applications.
 fn service_statement(
+    sid: String,
     kind: &str,
     partition: &str,
     account: &str,
     arns: &Value,
 ) -> Map<String, Value> {
-    let sid = format!("{OWNED_SID_PREFIX}{kind}{account}");
     let msf = || object([("Service", Value::String(msf_service(partition)))]);
     let infra = || {
         object([(
@@ -232,31 +232,16 @@ fn service_statement(
     statement(sid, principal, action, condition)
 }
 
-fn operator_statements(
-    role: &str,
-    partition: &str,
-    region: &str,
-    apps: &BTreeSet<String>,
-) -> Vec<Map<String, Value>> {
-    let tag = group_tag(role, region);
-    let arns = values(apps);
-    OPERATOR_KINDS
-        .iter()
-        .map(|kind| operator_statement(kind, role, &tag, partition, region, &arns))
-        .collect()
-}
-
 /// One operator statement (`kind` is one of [`OPERATOR_KINDS`]); `arns` is [`values`] of the
 /// group's applications.
 fn operator_statement(
+    sid: String,
     kind: &str,
     role: &str,
-    tag: &str,
     partition: &str,
     region: &str,
     arns: &Value,
 ) -> Map<String, Value> {
-    let sid = format!("{OWNED_SID_PREFIX}{kind}{tag}");
     let principal = object([("AWS", text(role))]);
     let via = || {
         (
@@ -342,78 +327,87 @@ impl KnownApplications {
     }
 }
 
-/// Is this statement exactly one the controller writes (whatever its Sid otherwise)? The
-/// statement is rebuilt from the values it holds (its applications, its operator role and
-/// region) and must come out byte for byte: so a Deny, a person's grant or an edited copy
-/// under an owned-looking Sid is never taken for ours, and its values never flow into the
-/// statements the controller writes ([`extract`] reads only recognised statements).
+/// Who owns a recognised statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub instance: InstanceName,
+    /// Under a Sid of the releases before readable Sids: replaced at the next write.
+    pub legacy: bool,
+}
+
+/// Is this statement exactly one the controller writes (whatever its Sid otherwise), and for
+/// which instance? The statement is rebuilt from the values it holds (its applications, its
+/// operator role and region) and must come out byte for byte: so a Deny, a person's grant or
+/// an edited copy under an owned-looking Sid is never taken for ours, and its values never
+/// flow into the statements the controller writes ([`extract`] reads only recognised
+/// statements).
 ///
-/// The applications are read from the first `aws:SourceArn` or encryption-context list (as
-/// [`extract`] finds them). A generated statement holds the same sorted, duplicate-free list
-/// of valid application ARNs under every such key, so a list that is not one cannot be ours;
-/// otherwise only the statement the Sid names is rebuilt, and compared with [`same_object`]
-/// (equal exactly when the two serialise to the same bytes).
-pub fn recognise(raw: &Map<String, Value>, known: &mut KnownApplications) -> bool {
-    let Some(sid) = raw.get("Sid").and_then(Value::as_str) else {
-        return false;
-    };
-    let Some(rest) = sid.strip_prefix(OWNED_SID_PREFIX) else {
-        return false;
-    };
-    let service = rest.starts_with("Service");
-    if !service && !rest.starts_with("Operator") {
-        return false;
-    }
+/// The Sid names the instance and the kind of statement ([`sid::parse`]); its name part must
+/// be one the group's values give (the readable name with or without its hash, or the legacy
+/// tag). The applications are read from the first `aws:SourceArn` or encryption-context list
+/// (as [`extract`] finds them). A generated statement holds the same sorted, duplicate-free
+/// list of valid application ARNs under every such key, so a list that is not one cannot be
+/// ours; otherwise only the statement the Sid names is rebuilt, and compared with
+/// [`same_object`] (equal exactly when the two serialise to the same bytes).
+pub fn recognise(raw: &Map<String, Value>, known: &mut KnownApplications) -> Option<Owner> {
+    let id = raw.get("Sid").and_then(Value::as_str)?;
+    let parsed = sid::parse(id)?;
     let apps = first_application_list(raw);
     // Sorted and without duplicates (as `values` writes a set), every one valid.
     let sorted = apps.windows(2).all(|w| w[0] < w[1]);
     if !sorted || !known.all_valid(&apps) {
-        return false;
+        return None;
     }
     let parts: Vec<(&str, &str, &str)> = apps.iter().map(|a| arn_parts(a)).collect();
     let arns = || values_of(apps.iter().copied());
-    let built = if service {
-        let Some(&(partition, _, account)) = parts.first() else {
-            return false;
-        };
+    let name_fits = |plain: &str, hash_parts: [&str; 2], legacy: &str| {
+        if parsed.legacy {
+            parsed.suffix == legacy
+        } else {
+            parsed.suffix == plain || parsed.suffix == sid::with_hash(plain, hash_parts)
+        }
+    };
+    let built = if parsed.is_service() {
+        let &(partition, _, account) = parts.first()?;
         let one_group = parts
             .iter()
             .all(|&(p, _, a)| a == account && p == partition);
-        let kind = SERVICE_KINDS
-            .iter()
-            .find(|k| rest.strip_suffix(account) == Some(**k));
-        match (one_group, kind) {
-            (true, Some(kind)) => service_statement(kind, partition, account, &arns()),
-            _ => return false,
+        if !one_group || !name_fits(account, [partition, account], account) {
+            return None;
         }
+        service_statement(id.to_string(), parsed.kind, partition, account, &arns())
     } else {
         let role = match raw.get("Principal") {
             Some(Value::Object(p)) => p.get("AWS").and_then(Value::as_str),
             _ => None,
-        };
-        let Some(role) = role else { return false };
-        let Ok(role_arn) = Arn::parse_role(role) else {
-            return false;
-        };
-        let Some(region) = operator_region(raw) else {
-            return false;
-        };
+        }?;
+        let role_arn = Arn::parse_role(role).ok()?;
+        let region = operator_region(raw)?;
         let one_group = parts
             .iter()
             .all(|&(p, r, _)| r == region && p == role_arn.partition);
-        if !one_group {
-            return false;
-        }
-        let tag = group_tag(role, &region);
-        let Some(kind) = OPERATOR_KINDS
-            .iter()
-            .find(|k| rest.strip_suffix(tag.as_str()) == Some(**k))
-        else {
-            return false;
+        let legacy_tag = || sid::legacy_operator_tag(role, &region);
+        let fits = if parsed.legacy {
+            parsed.suffix == legacy_tag()
+        } else {
+            name_fits(&sid::role_name(role), [role, &region], "")
         };
-        operator_statement(kind, role, &tag, &role_arn.partition, &region, &arns())
+        if !one_group || !fits {
+            return None;
+        }
+        operator_statement(
+            id.to_string(),
+            parsed.kind,
+            role,
+            &role_arn.partition,
+            &region,
+            &arns(),
+        )
     };
-    same_object(&built, raw)
+    same_object(&built, raw).then(|| Owner {
+        instance: parsed.instance.clone(),
+        legacy: parsed.legacy,
+    })
 }
 
 /// The string values of the first `aws:SourceArn` or encryption-context key of the statement's
