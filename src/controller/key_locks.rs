@@ -7,14 +7,24 @@
 //!   policy text read or verified by one reconcile is reused by the others, so N applications
 //!   cost one `GetKeyPolicy`, not N. A write is never based on a shared read alone: the caller
 //!   re-reads first (see `reconcile`), so a human's edit inside the window is not overwritten.
+//! - **Shared descriptions**: likewise one `DescribeKey` per key and window, whatever the number
+//!   of applications on it (the call floor: a resync costs about one call per resource plus two
+//!   per key). Only successful answers are shared; a failure is asked again by the next reconcile.
+//!   A description never decides a write alone: KMS and MSF check the key again on every write.
 //! - **Resolved key ids**: `spec.keyId` may be an alias; co-tenants of a key are found by
 //!   resolved ARN, remembered here for a while.
+//!
+//! Memory: an entry older than the window is useless, so every insert sweeps them out; what
+//! stays is one policy text and one description per key touched within the last window.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedMutexGuard;
+
+use crate::domain::ObservedKey;
 
 /// Proof that the caller holds a key's lock.
 pub struct KeyGuard {
@@ -22,17 +32,53 @@ pub struct KeyGuard {
     _guard: OwnedMutexGuard<()>,
 }
 
+/// Values remembered for one window, swept on insert.
 #[derive(Debug)]
-struct Cached {
-    text: String,
-    at: Instant,
+struct Windowed<K, V> {
+    map: Mutex<HashMap<K, (V, Instant)>>,
+}
+
+impl<K: Eq + Hash, V: Clone> Windowed<K, V> {
+    fn new() -> Self {
+        Self {
+            map: Mutex::default(),
+        }
+    }
+
+    fn get(&self, k: &K, now: Instant, window: Duration) -> Option<V> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(k)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < window)
+            .map(|(v, _)| v.clone())
+    }
+
+    fn put(&self, k: K, v: V, now: Instant, window: Duration) {
+        if window.is_zero() {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (_, at)| now.saturating_duration_since(*at) < window);
+        map.insert(k, (v, now));
+    }
+
+    fn remove(&self, k: &K) {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(k);
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 #[derive(Debug)]
 pub struct KeyLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    policies: Mutex<HashMap<String, Cached>>,
-    /// How long a policy text read by one reconcile may be reused by another.
+    /// Key ARN -> policy text.
+    policies: Windowed<String, Arc<str>>,
+    /// `(region, keyId as written)` and `(region, key ARN)` -> DescribeKey's answer.
+    descriptions: Windowed<(String, String), Arc<ObservedKey>>,
+    /// How long a policy text or key description read by one reconcile may be reused by
+    /// another.
     pub share_window: Duration,
 }
 
@@ -40,7 +86,8 @@ impl KeyLocks {
     pub fn new(share_window: Duration) -> Self {
         Self {
             locks: Mutex::default(),
-            policies: Mutex::default(),
+            policies: Windowed::new(),
+            descriptions: Windowed::new(),
             share_window,
         }
     }
@@ -59,35 +106,61 @@ impl KeyLocks {
 
     /// The policy text of the guarded key if one was read within the share window.
     pub fn shared_policy(&self, guard: &KeyGuard, now: Instant) -> Option<String> {
-        let map = self.policies.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&guard.key_arn)
-            .filter(|c| now.saturating_duration_since(c.at) < self.share_window)
-            .map(|c| c.text.clone())
+        self.policies
+            .get(&guard.key_arn, now, self.share_window)
+            .map(|t| t.to_string())
     }
 
     /// Remembers what was just read (or written and verified) for the guarded key.
     pub fn remember_policy(&self, guard: &KeyGuard, text: &str, now: Instant) {
-        if self.share_window.is_zero() {
-            return;
-        }
         self.policies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                guard.key_arn.clone(),
-                Cached {
-                    text: text.to_string(),
-                    at: now,
-                },
-            );
+            .put(guard.key_arn.clone(), text.into(), now, self.share_window);
     }
 
     /// Drops a remembered policy (e.g. after a failed write whose effect is unknown).
     pub fn forget_policy(&self, key_arn: &str) {
-        self.policies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key_arn);
+        self.policies.remove(&key_arn.to_string());
+    }
+
+    /// DescribeKey's answer for `key_id` (as written, or the resolved ARN) in `region`, if one
+    /// was read within the share window.
+    pub fn shared_description(
+        &self,
+        region: &str,
+        key_id: &str,
+        now: Instant,
+    ) -> Option<ObservedKey> {
+        self.descriptions
+            .get(
+                &(region.to_string(), key_id.to_string()),
+                now,
+                self.share_window,
+            )
+            .map(|k| (*k).clone())
+    }
+
+    /// Remembers a successful DescribeKey under the id asked and under the resolved ARN, so a
+    /// resource naming the key by alias and one naming it by ARN share one call.
+    pub fn remember_description(
+        &self,
+        region: &str,
+        key_id: &str,
+        key: &ObservedKey,
+        now: Instant,
+    ) {
+        let key = Arc::new(key.clone());
+        let w = self.share_window;
+        if key_id != key.arn {
+            self.descriptions
+                .put((region.to_string(), key.arn.clone()), key.clone(), now, w);
+        }
+        self.descriptions
+            .put((region.to_string(), key_id.to_string()), key, now, w);
+    }
+
+    /// How many policy texts and key descriptions are remembered (memory checks in tests).
+    pub fn remembered(&self) -> (usize, usize) {
+        (self.policies.len(), self.descriptions.len())
     }
 }
 
@@ -166,6 +239,62 @@ mod tests {
         let g = none.lock("k").await;
         none.remember_policy(&g, "{}", t0);
         assert_eq!(none.shared_policy(&g, t0), None);
+    }
+
+    fn key(arn: &str) -> ObservedKey {
+        ObservedKey {
+            arn: arn.into(),
+            key_id: "k".into(),
+            account: "111122223333".into(),
+            region: "us-east-1".into(),
+            state: crate::domain::KeyState::Enabled,
+            spec: "SYMMETRIC_DEFAULT".into(),
+            usage: "ENCRYPT_DECRYPT".into(),
+            manager: crate::domain::KeyManager::Customer,
+        }
+    }
+
+    #[test]
+    fn descriptions_are_shared_by_alias_and_arn_within_the_window() {
+        let locks = KeyLocks::new(Duration::from_secs(30));
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/k";
+        let t0 = Instant::now();
+        assert_eq!(locks.shared_description("us-east-1", "alias/a", t0), None);
+        locks.remember_description("us-east-1", "alias/a", &key(arn), t0);
+        let later = t0 + Duration::from_secs(29);
+        for id in ["alias/a", arn] {
+            assert_eq!(
+                locks.shared_description("us-east-1", id, later),
+                Some(key(arn)),
+                "{id}"
+            );
+        }
+        assert_eq!(locks.shared_description("eu-west-1", arn, later), None);
+        assert_eq!(
+            locks.shared_description("us-east-1", arn, t0 + Duration::from_secs(31)),
+            None
+        );
+        // An insert after the window sweeps what expired: one key's entries stay.
+        let t1 = t0 + Duration::from_secs(60);
+        locks.remember_description("us-east-1", arn, &key(arn), t1);
+        assert_eq!(locks.remembered(), (0, 1));
+        // A zero window shares nothing.
+        let none = KeyLocks::new(Duration::ZERO);
+        none.remember_description("us-east-1", arn, &key(arn), t0);
+        assert_eq!(none.shared_description("us-east-1", arn, t0), None);
+    }
+
+    #[test]
+    fn expired_policies_are_swept_on_insert() {
+        let locks = KeyLocks::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (g1, g2) = rt.block_on(async { (locks.lock("k1").await, locks.lock("k2").await) });
+        locks.remember_policy(&g1, "{}", t0);
+        locks.remember_policy(&g2, "{}", t0 + Duration::from_secs(31));
+        assert_eq!(locks.remembered(), (1, 0));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Observe: the reads of one reconcile (I/O). DescribeApplication, DescribeKey of the desired
-//! key and of the key in use, GetKeyPolicy of the desired key (shared within a window; see
-//! `key_locks`). Every failure becomes an [`Observed`] value for the planner; nothing here
-//! decides anything.
+//! key and of the key in use, GetKeyPolicy of the desired key. DescribeKey and GetKeyPolicy are
+//! shared by every resource of a key within a window (see `key_locks`): a pass costs one of
+//! each per key plus one DescribeApplication per application. Every failure becomes an
+//! [`Observed`] value for the planner; nothing here decides anything.
 
 use std::time::Instant;
 
@@ -36,12 +37,20 @@ pub fn kms_region(key_id: &str, app_region: &str) -> String {
     }
 }
 
-/// DescribeKey, remembering the resolved ARN for co-tenant matching.
+/// DescribeKey, shared by the resources of the key within the window, remembering the
+/// resolved ARN for co-tenant matching and tenancy checks (a shared answer carries it too).
 pub async fn describe_key(core: &Core, region: &str, key_id: &str) -> Observed<ObservedKey> {
+    if let Some(k) = core
+        .key_locks
+        .shared_description(region, key_id, Instant::now())
+    {
+        return Observed::Found(k);
+    }
     let r = observed(core.kms.describe_key(region, key_id).await);
     if let Observed::Found(k) = &r {
-        core.resolved_keys
-            .put(region, key_id, &k.arn, Instant::now());
+        let now = Instant::now();
+        core.resolved_keys.put(region, key_id, &k.arn, now);
+        core.key_locks.remember_description(region, key_id, k, now);
     }
     r
 }
