@@ -125,6 +125,7 @@ impl Case {
             key_policy: &self.policy,
             co_tenants: &self.co_tenants,
             instance: &Default::default(),
+            instance: &Default::default(),
             now: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
         })
     }
@@ -561,6 +562,7 @@ fn missing_operator_role_blocks() {
         current_key: &c.current_key,
         key_policy: &c.policy,
         co_tenants: &[],
+        instance: &Default::default(),
         instance: &Default::default(),
         now: Utc::now(),
     });
@@ -1372,7 +1374,7 @@ fn an_owned_looking_statement_that_is_not_ours_blocks_without_a_write() {
         .as_array_mut()
         .unwrap()
         .push(serde_json::json!({
-            "Sid": "MsfCmkServiceDurableDecrypt123456789012",
+            "Sid": "MsfCmkServiceDurableDecrypt-123456789012",
             "Effect": "Deny",
             "Principal": {"Service": "kinesisanalytics.amazonaws.com"},
             "Action": "kms:Decrypt",
@@ -1391,7 +1393,7 @@ fn an_owned_looking_statement_that_is_not_ours_blocks_without_a_write() {
         .unwrap();
     assert!(
         c.message
-            .contains("MsfCmkServiceDurableDecrypt123456789012"),
+            .contains("MsfCmkServiceDurableDecrypt-123456789012"),
         "{}",
         c.message
     );
@@ -1400,7 +1402,7 @@ fn an_owned_looking_statement_that_is_not_ours_blocks_without_a_write() {
             .as_ref()
             .unwrap()
             .owned_sids
-            .contains(&"MsfCmkServiceDurableDecrypt123456789012".to_string())
+            .contains(&"MsfCmkServiceDurableDecrypt-123456789012".to_string())
     );
 }
 

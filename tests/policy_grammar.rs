@@ -206,14 +206,14 @@ proptest! {
         let mut v: Value = serde_json::from_str(&text).unwrap();
         let statements = v["Statement"].as_array_mut().unwrap();
         let i = at % statements.len();
-        statements[i]["Sid"] = json!(format!("MsfCmkOperatorUseKey{i}"));
+        statements[i]["Sid"] = json!(format!("MsfCmkOperatorUseKey-{i}"));
         let doc = PolicyDocument::parse(&v.to_string()).unwrap();
         let g = Grant {
             application_arn: format!("arn:aws:kinesisanalytics:us-east-1:123456789012:application/{name}"),
             operator_role_arn: ROLES[0].to_string(),
         };
         match merge(&doc, std::slice::from_ref(&g), &[]) {
-            Err(MergeError::NotMergeable { sids }) => prop_assert_eq!(sids, vec![format!("MsfCmkOperatorUseKey{i}")]),
+            Err(MergeError::NotMergeable { sids }) => prop_assert_eq!(sids, vec![format!("MsfCmkOperatorUseKey-{i}")]),
             other => prop_assert!(false, "expected NotMergeable, got {:?}", other.map(|d| d.to_compact_json())),
         }
         let removal = merge(&doc, &[], &[g.application_arn]);
