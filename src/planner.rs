@@ -56,6 +56,8 @@ pub struct PlanInput<'a> {
     pub key_policy: &'a Observed<String>,
     /// Other applications that want the same key; merged into the same policy write.
     pub co_tenants: &'a [CoTenant],
+    /// The controller instance: it writes and removes only its own statements.
+    pub instance: &'a crate::policy::InstanceName,
     pub now: DateTime<Utc>,
 }
 
@@ -588,7 +590,7 @@ fn plan_key_policy(
                 operator_role_arn: t.operator_role_arn.clone(),
             }),
     );
-    let merged = match policy::merge::merge(&doc, &grants, &[]) {
+    let merged = match policy::merge::merge_for(&doc, input.instance, &grants, &[]) {
         Ok(m) => m,
         Err(e) => {
             let reason = match e {

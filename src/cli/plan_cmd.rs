@@ -58,6 +58,10 @@ pub struct CommonArgs {
     #[arg(long, env = "MSF_CMK_ACCOUNTS_CONFIG")]
     pub accounts_config: Option<PathBuf>,
 
+    /// Instance name, as for `run` (docs/fleet.md).
+    #[arg(long, env = "MSF_CMK_INSTANCE_NAME", default_value = "default")]
+    pub instance_name: crate::policy::InstanceName,
+
     /// Output format: text for people, json or yaml for programs.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -168,6 +172,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
     if let Some(me) = me {
         core.caller.set(me);
     }
+    core.instance = c.instance_name.clone();
     accounts_arg::attach(&mut core, accounts, &opts, |_| {}).await?;
     Ok((core, loaded.manifests))
 }

@@ -12,7 +12,8 @@ use serde_json::json;
 
 use super::BadInput;
 use crate::arn::Arn;
-use crate::policy::merge::{Grant, merge};
+use crate::policy::InstanceName;
+use crate::policy::merge::{Grant, merge_for};
 use crate::policy::requirements::MsfRequirements;
 use crate::policy::{self, Decision, PolicyDocument, Principal, Request, check, evaluate, iam};
 
@@ -94,6 +95,10 @@ pub struct MergeArgs {
     /// With -o text: indented JSON instead of the compact form PutKeyPolicy would be sent.
     #[arg(long)]
     pub pretty: bool,
+    /// Merge as this controller instance: only its statements are changed, the other
+    /// instances' are kept as they are (docs/fleet.md).
+    #[arg(long, env = "MSF_CMK_INSTANCE_NAME", default_value = "default")]
+    pub instance_name: InstanceName,
     /// Output format: text is the policy as JSON (compact, or --pretty), json indented, yaml.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -311,7 +316,10 @@ fn default_key_arn(application_arn: &str) -> anyhow::Result<String> {
 
 fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     let doc = read_policy(&a.policy)?;
-    if a.application_arns.is_empty() && a.remove_application_arns.is_empty() {
+    // Without changes, a merge still rewrites the Sids of an older release (docs/policy.md).
+    let legacy = a.instance_name.is_default()
+        && doc.statements().iter().any(|s| s.has_legacy_sid());
+    if a.application_arns.is_empty() && a.remove_application_arns.is_empty() && !legacy {
         return Err(bad(
             "nothing to do: give --application-arn or --remove-application-arn",
         ));
@@ -328,7 +336,13 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         (None, false) => return Err(bad("--application-arn needs --operator-role-arn")),
     };
-    let merged = merge(&doc, &grants, &a.remove_application_arns).map_err(|e| match e {
+    let merged = merge_for(
+        &doc,
+        &a.instance_name,
+        &grants,
+        &a.remove_application_arns,
+    )
+    .map_err(|e| match e {
         policy::merge::MergeError::Internal(_) => anyhow::Error::new(e),
         other => bad(other.to_string()),
     })?;

@@ -62,6 +62,11 @@ pub struct RunArgs {
     #[arg(long, env = "MSF_CMK_ACCOUNTS_CONFIG")]
     pub accounts_config: Option<PathBuf>,
 
+    /// This installation's name in the key policies it writes: each controller sharing a key
+    /// owns only the statements under its own name (docs/fleet.md).
+    #[arg(long, env = "MSF_CMK_INSTANCE_NAME", default_value = "default")]
+    pub instance_name: crate::policy::InstanceName,
+
     /// Elect a leader on a Lease so that only one replica acts.
     #[arg(long, env = "MSF_CMK_LEADER_ELECTION")]
     pub leader_election: bool,
@@ -229,6 +234,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         },
         metrics,
     );
+    core.instance = a.instance_name.clone();
     // Outside the metering: a write the fence refuses is not an AWS call.
     core.msf = fence.msf(core.msf.clone());
     core.kms = fence.kms(core.kms.clone());

@@ -306,6 +306,7 @@ pub async fn reconcile(
             current_key: &obs.current_key,
             key_policy: &obs.key_policy,
             co_tenants: &co_tenants,
+            instance: &core.instance,
             now,
         });
         // Who calls, and the key being left: drops the writes the operator may not make.
