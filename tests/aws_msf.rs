@@ -408,7 +408,8 @@ async fn client_side_rate_limit_paces_calls() {
     emu.create_application(REGION, "app", "FLINK-1_20", ApplicationStatus::Ready)
         .unwrap();
     let mut opts = msf_cmk_controller::aws::ConnectOptions::local(emu.endpoint());
-    opts.rate_limits.describe_application = std::num::NonZeroU32::new(5);
+    opts.rate_limits =
+        msf_cmk_controller::aws::RateLimits::unlimited().with("DescribeApplication", 5.0, 5.0);
     let aws = msf_cmk_controller::aws::connect(&opts).await.unwrap();
     let t = std::time::Instant::now();
     for _ in 0..10 {

@@ -126,4 +126,9 @@ impl KmsApi for SplitKms {
     ) -> Result<(), AwsError> {
         self.admin.put_key_policy(region, key_arn, policy).await
     }
+
+    // Both identities are of one account and share its lanes.
+    fn pacing(&self) -> Option<crate::aws::AccountLimiters> {
+        self.operator.pacing()
+    }
 }

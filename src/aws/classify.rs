@@ -23,8 +23,9 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use super::AwsError;
 use crate::domain::ErrorCategory;
 
-/// Codes that mean "slow down" or "the service hiccuped": retry with backoff.
-const TRANSIENT_CODES: &[&str] = &[
+/// Codes that mean "slow down": the pacing halves its rate (`ratelimit.rs`). Not
+/// `LimitExceededException`: a quota on size or count, not on rate.
+const THROTTLING_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",
     "ThrottledException",
@@ -34,6 +35,17 @@ const TRANSIENT_CODES: &[&str] = &[
     "RequestThrottledException",
     "SlowDown",
     "ProvisionedThroughputExceededException",
+    // A bare HTTP 429, as `classify` names an error without a code.
+    "Http429",
+];
+
+/// Whether `code` is AWS saying "slow down".
+pub fn is_throttling(code: &str) -> bool {
+    THROTTLING_CODES.contains(&code)
+}
+
+/// Codes that mean "the service hiccuped" (besides throttling): retry with backoff.
+const TRANSIENT_CODES: &[&str] = &[
     "InternalFailure",
     "InternalServerError",
     "InternalServerException",
@@ -84,7 +96,7 @@ pub fn category_of(code: &str, status: Option<u16>) -> ErrorCategory {
     if CONFIGURATION_CODES.contains(&code) {
         return ErrorCategory::Configuration;
     }
-    if TRANSIENT_CODES.contains(&code) {
+    if is_throttling(code) || TRANSIENT_CODES.contains(&code) {
         return ErrorCategory::Transient;
     }
     // Known terminal codes are listed implicitly: NotFoundException, ResourceNotFoundException,

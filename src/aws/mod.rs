@@ -14,7 +14,9 @@
 //!   key disabled or pending deletion, `LimitExceededException`, malformed policy).
 //! - `assume.rs`: clients acting as an assumed role of another account (accounts file), with
 //!   the key administrator's KMS policy calls split off ([`SplitKms`]).
-//! - `ratelimit.rs`: client-side pacing per operation and region ([`RateLimits`]).
+//! - `ratelimit.rs`: adaptive client-side pacing per account, region and operation
+//!   ([`RateLimits`], [`AccountLimiters`]; why ours and not the SDK's adaptive retry mode:
+//!   its module doc).
 
 use async_trait::async_trait;
 
@@ -28,10 +30,12 @@ mod sdk_msf;
 mod sts;
 
 pub use assume::{RoleClients, RoleSet, SESSION_NAME, SplitKms, connect_roles};
-pub use classify::{category_of, classify};
+pub use classify::{category_of, classify, is_throttling};
 pub use connect::{AwsClients, ConnectOptions, connect};
 pub use preflight::{AwsConfigError, connect_checked};
-pub use ratelimit::{AccountLimiters, RateLimits};
+pub use ratelimit::{
+    AccountLimiters, Aimd, FLOOR_PER_SECOND, OPERATIONS, Rate, RateLimits, RateSetting, Ticket,
+};
 pub use sdk_kms::SdkKms;
 pub use sdk_msf::SdkMsf;
 pub use sts::{SdkSts, StsApi};
@@ -117,6 +121,11 @@ pub trait MsfApi: Send + Sync {
             .map(|d| d.application)
     }
 
+    /// The client-side pacing of these calls, when the implementation paces (metrics).
+    fn pacing(&self) -> Option<AccountLimiters> {
+        None
+    }
+
     /// Returns the application as MSF describes it right after the call.
     async fn update_application_encryption(
         &self,
@@ -144,4 +153,9 @@ pub trait KmsApi: Send + Sync {
         key_arn: &str,
         policy: &str,
     ) -> Result<(), AwsError>;
+
+    /// The client-side pacing of these calls, when the implementation paces (metrics).
+    fn pacing(&self) -> Option<AccountLimiters> {
+        None
+    }
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_config::Region;
 use aws_sdk_kms as kms;
+use kms::operation::describe_key::DescribeKeyError;
+use kms::operation::get_key_policy::GetKeyPolicyError;
 use kms::operation::put_key_policy::PutKeyPolicyError;
 use kms::types::{KeyManagerType, KeyMetadata};
 
@@ -20,9 +22,8 @@ const POLICY_NAME: &str = "default";
 
 pub struct SdkKms {
     clients: PerRegion<kms::Client>,
-    describe_limit: Limiter,
-    get_policy_limit: Limiter,
-    put_policy_limit: Limiter,
+    /// Paces every call, per region and operation (shared with the account's other clients).
+    pacing: AccountLimiters,
     put_policy_per_key: Limiter,
 }
 
@@ -35,9 +36,7 @@ impl SdkKms {
     pub(crate) fn with_limiters(shared: Arc<Shared>, limiters: &AccountLimiters) -> Self {
         Self {
             clients: PerRegion::new(shared, build_client),
-            describe_limit: limiters.describe_key.clone(),
-            get_policy_limit: limiters.get_key_policy.clone(),
-            put_policy_limit: limiters.put_key_policy.clone(),
+            pacing: limiters.clone(),
             put_policy_per_key: limiters.put_key_policy_per_key.clone(),
         }
     }
@@ -70,12 +69,14 @@ impl KmsApi for SdkKms {
     async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError> {
         const OP: &str = "DescribeKey";
         let region = region_of(region, key_id);
-        self.describe_limit.wait(region).await;
+        let paced = self.pacing.pace(region, OP).await;
         let out = self
             .clients
             .get(region)
             .describe_key()
             .key_id(key_id)
+            .customize()
+            .interceptor(paced.observer::<DescribeKeyError>())
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
@@ -88,13 +89,15 @@ impl KmsApi for SdkKms {
     async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError> {
         const OP: &str = "GetKeyPolicy";
         let region = region_of(region, key_arn);
-        self.get_policy_limit.wait(region).await;
+        let paced = self.pacing.pace(region, OP).await;
         let out = self
             .clients
             .get(region)
             .get_key_policy()
             .key_id(key_arn)
             .policy_name(POLICY_NAME)
+            .customize()
+            .interceptor(paced.observer::<GetKeyPolicyError>())
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
@@ -111,7 +114,7 @@ impl KmsApi for SdkKms {
     ) -> Result<(), AwsError> {
         const OP: &str = "PutKeyPolicy";
         let region = region_of(region, key_arn);
-        self.put_policy_limit.wait(region).await;
+        let paced = self.pacing.pace(region, OP).await;
         self.put_policy_per_key.wait(key_arn).await;
         self.clients
             .get(region)
@@ -119,10 +122,16 @@ impl KmsApi for SdkKms {
             .key_id(key_arn)
             .policy_name(POLICY_NAME)
             .policy(policy)
+            .customize()
+            .interceptor(paced.observer::<PutKeyPolicyError>())
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
         Ok(())
+    }
+
+    fn pacing(&self) -> Option<AccountLimiters> {
+        Some(self.pacing.clone())
     }
 }
 

@@ -8,6 +8,10 @@ use async_trait::async_trait;
 use aws_config::Region;
 use aws_sdk_kinesisanalyticsv2 as msf;
 use chrono::{DateTime, Utc};
+use msf::operation::describe_application::DescribeApplicationError;
+use msf::operation::describe_application_operation::DescribeApplicationOperationError;
+use msf::operation::list_application_operations::ListApplicationOperationsError;
+use msf::operation::update_application::UpdateApplicationError;
 use msf::types::{
     ApplicationConfigurationUpdate, ApplicationDetail, ApplicationEncryptionConfigurationUpdate,
     ApplicationOperationInfo, KeyType,
@@ -15,7 +19,7 @@ use msf::types::{
 
 use super::classify::classify;
 use super::connect::{PerRegion, Shared};
-use super::ratelimit::{AccountLimiters, Limiter, RateLimits};
+use super::ratelimit::{AccountLimiters, RateLimits};
 use super::{AwsError, MsfApi};
 use crate::domain::{
     ApplicationDescription, ApplicationLifecycle, ApplicationOperation, ApplicationStatus,
@@ -25,8 +29,8 @@ use crate::domain::{
 
 pub struct SdkMsf {
     clients: PerRegion<msf::Client>,
-    describe_limit: Limiter,
-    update_limit: Limiter,
+    /// Paces every call, per region and operation (shared with the account's other clients).
+    pacing: AccountLimiters,
 }
 
 impl SdkMsf {
@@ -38,8 +42,7 @@ impl SdkMsf {
     pub(crate) fn with_limiters(shared: Arc<Shared>, limiters: &AccountLimiters) -> Self {
         Self {
             clients: PerRegion::new(shared, build_client),
-            describe_limit: limiters.describe_application.clone(),
-            update_limit: limiters.update_application.clone(),
+            pacing: limiters.clone(),
         }
     }
 }
@@ -60,12 +63,14 @@ impl MsfApi for SdkMsf {
         application_name: &str,
     ) -> Result<ApplicationDescription, AwsError> {
         const OP: &str = "DescribeApplication";
-        self.describe_limit.wait(region).await;
+        let paced = self.pacing.pace(region, OP).await;
         let out = self
             .clients
             .get(region)
             .describe_application()
             .application_name(application_name)
+            .customize()
+            .interceptor(paced.observer::<DescribeApplicationError>())
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
@@ -106,8 +111,13 @@ impl MsfApi for SdkMsf {
             Some(token) => req.conditional_token(token),
             None => req.current_application_version_id(update.current_version_id),
         };
-        self.update_limit.wait(&update.region).await;
-        let out = req.send().await.map_err(|e| classify(OP, e))?;
+        let paced = self.pacing.pace(&update.region, OP).await;
+        let out = req
+            .customize()
+            .interceptor(paced.observer::<UpdateApplicationError>())
+            .send()
+            .await
+            .map_err(|e| classify(OP, e))?;
         Ok(UpdateAccepted {
             application: observed(OP, out.application_detail())?,
             operation_id: out.operation_id().map(str::to_string),
@@ -121,7 +131,7 @@ impl MsfApi for SdkMsf {
         operation: &str,
     ) -> Result<Vec<ApplicationOperation>, AwsError> {
         const OP: &str = "ListApplicationOperations";
-        self.describe_limit.wait(region).await;
+        let paced = self.pacing.pace(region, OP).await;
         // One page: the most recent operations are all the lifecycle needs.
         let out = self
             .clients
@@ -130,6 +140,8 @@ impl MsfApi for SdkMsf {
             .application_name(application_name)
             .operation(operation)
             .limit(LIST_LIMIT)
+            .customize()
+            .interceptor(paced.observer::<ListApplicationOperationsError>())
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
@@ -151,13 +163,15 @@ impl MsfApi for SdkMsf {
         operation_id: &str,
     ) -> Result<ApplicationOperation, AwsError> {
         const OP: &str = "DescribeApplicationOperation";
-        self.describe_limit.wait(region).await;
+        let paced = self.pacing.pace(region, OP).await;
         let out = self
             .clients
             .get(region)
             .describe_application_operation()
             .application_name(application_name)
             .operation_id(operation_id)
+            .customize()
+            .interceptor(paced.observer::<DescribeApplicationOperationError>())
             .send()
             .await
             .map_err(|e| classify(OP, e))?;
@@ -185,6 +199,10 @@ impl MsfApi for SdkMsf {
                 .and_then(|f| f.rollback_operation_id())
                 .map(str::to_string),
         })
+    }
+
+    fn pacing(&self) -> Option<AccountLimiters> {
+        Some(self.pacing.clone())
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::aws::{ConnectOptions, connect_checked};
+use crate::cli::pacing_args::PacingArgs;
 use crate::cli::run_cmd::{LogFormat, init_logging, load_tenancy, parse_duration};
 use crate::cli::{BadInput, accounts_arg};
 use crate::controller::batch::{self, ApplyOptions, Done};
@@ -69,6 +70,9 @@ pub struct CommonArgs {
     /// Resources processed at the same time.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+
+    #[command(flatten)]
+    pub pacing: PacingArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +157,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
         endpoint_url: c.aws_endpoint_url.clone(),
         region: c.region.clone(),
         static_credentials: ConnectOptions::dummy_credentials_for(c.aws_endpoint_url.as_deref()),
+        rate_limits: c.pacing.rate_limits()?,
         ..ConnectOptions::default()
     };
     // Credentials, region and endpoint checked once: a wrong set-up is one clear line,
@@ -173,6 +178,7 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
         core.caller.set(me);
     }
     core.instance = c.instance_name.clone();
+    core.set_max_concurrent_restarts(c.pacing.max_concurrent_restarts);
     accounts_arg::attach(&mut core, accounts, &opts, |_| {}).await?;
     Ok((core, loaded.manifests))
 }

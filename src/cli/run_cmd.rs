@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::aws::{ConnectOptions, connect_checked};
+use crate::cli::pacing_args::PacingArgs;
 use crate::cli::{BadInput, accounts_arg};
 use crate::controller::context::{Core, Settings};
 use crate::controller::fence::WriteFence;
@@ -103,6 +104,9 @@ pub struct RunArgs {
     /// Resources reconciled at the same time.
     #[arg(long, env = "MSF_CMK_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+
+    #[command(flatten)]
+    pub pacing: PacingArgs,
 }
 
 /// A positive duration for a flag: humantime's forms (`30s`, `1m30s`, `1h 5m`, `250ms`,
@@ -198,6 +202,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         endpoint_url: a.aws_endpoint_url.clone(),
         region: a.region.clone(),
         static_credentials: ConnectOptions::dummy_credentials_for(a.aws_endpoint_url.as_deref()),
+        rate_limits: a.pacing.rate_limits()?,
         ..ConnectOptions::default()
     };
     // Credentials, region and endpoint checked once: a wrong set-up is one clear line.
@@ -230,6 +235,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             // Share reads within a resync wave, never longer than half a resync.
             policy_share_window: (a.resync_period / 2).min(Duration::from_secs(30)),
             policy_settle: a.policy_settle,
+            max_concurrent_restarts: a.pacing.max_concurrent_restarts,
             ..Settings::default()
         },
         metrics,

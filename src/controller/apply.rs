@@ -11,8 +11,8 @@
 use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
-use crate::controller::observe;
-use crate::domain::{EncryptionUpdate, Observed, UpdateAccepted};
+use crate::controller::{lifecycle, observe};
+use crate::domain::{EncryptionUpdate, ErrorCategory, Observed, UpdateAccepted};
 
 /// Writes the policy and re-reads it until the read shows the write. KMS is eventually
 /// consistent: a read right after PutKeyPolicy may still return the old policy, so it is
@@ -61,10 +61,20 @@ fn same_policy(read: &str, written: &str) -> bool {
 }
 
 /// Switches the application's encryption; returns the application as MSF describes it after
-/// and the operation to follow.
+/// and the operation to follow. The caller took a restart slot for it
+/// ([`lifecycle::take_restart_slot`]); a refusal frees the slot (nothing restarts), a transient
+/// failure keeps it (the update may have started) until the application is observed.
 pub async fn update_application(
     core: &Core,
     update: &EncryptionUpdate,
 ) -> Result<UpdateAccepted, AwsError> {
-    core.msf.start_encryption_update(update).await
+    let result = core.msf.start_encryption_update(update).await;
+    if let Err(e) = &result
+        && e.category != ErrorCategory::Transient
+    {
+        core.restart_budget
+            .release(&update.region, &update.application_name);
+        lifecycle::report_slots(core, &update.region);
+    }
+    result
 }

@@ -13,6 +13,7 @@ use crate::controller::identity::CallerCell;
 use crate::controller::key_locks::{KeyLocks, ResolvedKeys};
 use crate::controller::lifecycle::PolicyWrites;
 use crate::controller::metrics::{MeteredKms, MeteredMsf, Metrics};
+use crate::controller::restart_budget::RestartBudget;
 use crate::controller::tenancy::Tenancy;
 use crate::planner::Defaults;
 use crate::policy::InstanceName;
@@ -41,6 +42,9 @@ pub struct Settings {
     /// restarted controller does not know what it wrote just before (`run`). Off for `apply`,
     /// which knows every write of its run.
     pub writes_before_start_unknown: bool,
+    /// The rollout budget (`--max-concurrent-restarts`): our updates of RUNNING applications
+    /// in progress at once per account and region; 0 = no budget.
+    pub max_concurrent_restarts: u32,
 }
 
 impl Default for Settings {
@@ -54,6 +58,8 @@ impl Default for Settings {
             verify_attempts: 4,
             verify_interval: Duration::from_secs(1),
             writes_before_start_unknown: true,
+            max_concurrent_restarts:
+                crate::controller::restart_budget::DEFAULT_MAX_CONCURRENT_RESTARTS,
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct Core {
     pub account: Option<AccountScope>,
     /// The per-account Cores (`--accounts-config`), on the process' own Core only.
     pub fleet: Option<Arc<Fleet>>,
+    /// The rollout budget of this Core's account (shared by the account's client sets).
+    pub restart_budget: Arc<RestartBudget>,
     /// This installation's name (`--instance-name`): it owns only the key policy statements
     /// under its name; the per-account Cores carry the same.
     pub instance: InstanceName,
@@ -93,6 +101,9 @@ impl Core {
     ) -> Self {
         // The metering labels each call with the account this Core's identity is in.
         let caller = CallerCell::default();
+        for pacing in [msf.pacing(), kms.pacing()].into_iter().flatten() {
+            metrics.watch_pacing(&caller, pacing);
+        }
         Self {
             msf: Arc::new(MeteredMsf {
                 inner: msf,
@@ -116,8 +127,15 @@ impl Core {
             caller,
             account: None,
             fleet: None,
+            restart_budget: Arc::new(RestartBudget::new(settings.max_concurrent_restarts)),
             instance: InstanceName::default(),
         }
+    }
+
+    /// Sets the rollout budget (`--max-concurrent-restarts`); before any reconcile.
+    pub fn set_max_concurrent_restarts(&mut self, limit: u32) {
+        self.settings.max_concurrent_restarts = limit;
+        self.restart_budget = Arc::new(RestartBudget::new(limit));
     }
 
     /// The Core that acts for `namespace`: its account's when the accounts file maps it,

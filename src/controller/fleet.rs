@@ -16,6 +16,7 @@ use crate::controller::accounts::AccountsConfig;
 use crate::controller::context::{Core, Settings};
 use crate::controller::identity;
 use crate::controller::metrics::Metrics;
+use crate::controller::restart_budget::RestartBudget;
 use crate::controller::tenancy::Tenancy;
 use crate::planner::Defaults;
 
@@ -83,6 +84,8 @@ impl Fleet {
         let set_of_entry = Arc::new(set_of_entry);
         // AWS quotas are per account and region: one set of limiters per account.
         let mut limiters: HashMap<String, AccountLimiters> = HashMap::new();
+        // The rollout budget too: restarts count per account and region, whatever the roles.
+        let mut budgets: HashMap<String, Arc<RestartBudget>> = HashMap::new();
         let mut cores = Vec::with_capacity(sets);
         let mut stss = Vec::with_capacity(sets);
         for set in 0..sets {
@@ -112,6 +115,10 @@ impl Fleet {
                 shared.settings,
                 shared.metrics.clone(),
             );
+            core.restart_budget = budgets
+                .entry(e.account_id.clone())
+                .or_insert_with(|| core.restart_budget.clone())
+                .clone();
             core.account = Some(AccountScope {
                 config: config.clone(),
                 set_of_entry: set_of_entry.clone(),

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use crate::api::{ApplicationEncryptionStatus, KeyPolicyWrite, LastUpdate, UpdateOutcome};
 use crate::aws::AwsError;
 use crate::controller::context::Core;
+use crate::controller::restart_budget::{self, Admission};
 use crate::domain::{
     ApplicationLifecycle, ApplicationOperation, EncryptionUpdate, ErrorCategory, Observed,
     ObservedApplication, OperationStatus,
@@ -118,6 +119,15 @@ impl Tracker {
                 // application's version tells, so a record never stays in progress forever.
                 Err(_) => *r = rules::follow(r, None, app, &lifecycle),
             }
+        }
+        if let Some(app) = application.found() {
+            let ours = recorded
+                .as_ref()
+                .is_some_and(|r| r.outcome == UpdateOutcome::InProgress);
+            let in_progress = restart_budget::in_progress(&app.status);
+            core.restart_budget
+                .observe(region, &app.name, in_progress, ours);
+            report_slots(core, region);
         }
         Self {
             lifecycle,
@@ -225,6 +235,30 @@ impl Tracker {
             lifecycle: &self.lifecycle,
         }
     }
+}
+
+/// Takes a restart slot (rollout budget) for `update` of `application`, just before the call;
+/// `Some((in_use, limit))` when every slot is taken and the update must wait.
+pub fn take_restart_slot(
+    core: &Core,
+    update: &EncryptionUpdate,
+    application: &Observed<ObservedApplication>,
+) -> Option<(usize, u32)> {
+    let app = application.found()?;
+    let admission =
+        core.restart_budget
+            .admit(&update.region, &update.application_name, &app.status);
+    report_slots(core, &update.region);
+    match admission {
+        Admission::Full { in_use, limit } => Some((in_use, limit)),
+        Admission::Granted | Admission::NoRestart => None,
+    }
+}
+
+/// The rollout budget's gauge for `region`.
+pub fn report_slots(core: &Core, region: &str) {
+    core.metrics
+        .set_restart_slots(&core.caller, region, core.restart_budget.in_use(region));
 }
 
 fn no_operation_id() -> AwsError {

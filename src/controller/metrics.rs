@@ -15,6 +15,11 @@
 //!   included
 //! - `aws_throttles_total{service,operation,account}`: calls that ended in a throttling error after the
 //!   SDK's own retries (what the SDK retried away is not seen here)
+//! - `aws_rate_limit{service,operation,region,account}`: the requests per second the adaptive
+//!   pacing allows now (`aws::ratelimit`): halved on throttling, grows back up to the ceiling;
+//!   read from the lanes when scraped, one series per lane used so far
+//! - `restart_slots_in_use{region,account}`: our updates of RUNNING applications in progress
+//!   (the rollout budget, `--max-concurrent-restarts`)
 //! - `leader`: 1 while this replica runs the controllers (also without leader election), else 0;
 //!   set from `/readyz`'s state when scraped
 //! - `build_info{version,git_revision}`: always 1; `git_revision` as `--version` prints it
@@ -24,6 +29,7 @@
 //! [`MeteredKms`]) so that no call site can forget to count.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +42,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::{ApplicationEncryptionSpec, ApplicationEncryptionStatus};
-use crate::aws::{AwsError, KmsApi, MsfApi};
+use crate::aws::{AccountLimiters, AwsError, KmsApi, MsfApi};
 use crate::controller::identity::CallerCell;
 use crate::domain::{
     ApplicationDescription, ApplicationOperation, EncryptionUpdate, ObservedKey, UpdateAccepted,
@@ -74,6 +80,20 @@ pub struct AwsOperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLabels {
+    pub service: String,
+    pub operation: String,
+    pub region: String,
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegionLabels {
+    pub region: String,
+    pub account: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
     pub namespace: String,
     pub name: String,
@@ -101,6 +121,11 @@ pub struct Metrics {
     aws_latency: HistogramFamily<AwsOperationLabels>,
     throttles: Family<AwsOperationLabels, Counter>,
     leader: Gauge,
+    /// `aws_rate_limit`, refreshed from `pacing` when scraped.
+    rates: Family<RateLabels, Gauge<f64, AtomicU64>>,
+    /// Every account's lanes, with the identity that names the account.
+    pacing: Mutex<Vec<(CallerCell, AccountLimiters)>>,
+    restart_slots: Family<RegionLabels, Gauge>,
     /// Ready state per object, so the gauge can be recomputed when an object changes state.
     ready_by_object: Mutex<HashMap<String, String>>,
     /// The `resource_ready` series of each object, removed when its labels change.
@@ -171,6 +196,18 @@ impl Metrics {
             "AWS API calls that ended in a throttling error after the SDK's retries",
             throttles.clone(),
         );
+        let rates = Family::<RateLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "aws_rate_limit",
+            "Requests per second the adaptive client-side pacing allows now, per AWS operation, region and account",
+            rates.clone(),
+        );
+        let restart_slots = Family::<RegionLabels, Gauge>::default();
+        registry.register(
+            "restart_slots_in_use",
+            "Our updates of RUNNING applications in progress (rollout budget), per region and account",
+            restart_slots.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -196,6 +233,9 @@ impl Metrics {
             aws_latency,
             throttles,
             leader,
+            rates,
+            pacing: Mutex::default(),
+            restart_slots,
             ready_by_object: Mutex::default(),
             resource_series: Mutex::default(),
             call_totals: Mutex::default(),
@@ -349,8 +389,49 @@ impl Metrics {
         }
     }
 
+    /// Reports the lanes of `pacing` (one account's) under `caller`'s account when scraped.
+    pub fn watch_pacing(&self, caller: &CallerCell, pacing: AccountLimiters) {
+        let mut watched = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        if !watched.iter().any(|(_, p)| p.same_as(&pacing)) {
+            watched.push((caller.clone(), pacing));
+        }
+    }
+
+    /// The rollout budget's slots in use in one account and region.
+    pub fn set_restart_slots(&self, caller: &CallerCell, region: &str, in_use: usize) {
+        let labels = RegionLabels {
+            region: region.to_string(),
+            account: account_label(caller),
+        };
+        self.restart_slots
+            .get_or_create(&labels)
+            .set(i64::try_from(in_use).unwrap_or(i64::MAX));
+    }
+
+    /// Copies every watched lane's rate into `aws_rate_limit`.
+    fn refresh_rates(&self) {
+        let watched = self.pacing.lock().unwrap_or_else(|p| p.into_inner());
+        for (caller, pacing) in watched.iter() {
+            let account = account_label(caller);
+            for (region, operation, rate) in pacing.rates() {
+                let service = crate::aws::OPERATIONS
+                    .iter()
+                    .find(|(_, op, _)| *op == operation)
+                    .map_or("unknown", |(svc, _, _)| svc);
+                let labels = RateLabels {
+                    service: service.to_string(),
+                    operation: operation.to_string(),
+                    region,
+                    account: account.clone(),
+                };
+                self.rates.get_or_create(&labels).set(rate);
+            }
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        self.refresh_rates();
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

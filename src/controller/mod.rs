@@ -11,6 +11,7 @@
 //!   `context::Core` per account).
 //! - [`identity`]: who the controller is in AWS (`sts:GetCallerIdentity`), kept current.
 //! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
+//! - [`restart_budget`]: how many restarts (updates of RUNNING applications) run at once (PURE).
 
 pub mod accounts;
 pub mod apply;
@@ -31,5 +32,6 @@ pub mod manifests;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
+pub mod restart_budget;
 pub mod status;
 pub mod tenancy;

@@ -28,7 +28,7 @@ use crate::controller::key_locks::KeyGuard;
 use crate::controller::observe::{self, kms_region};
 use crate::controller::status::{self, StatusInput};
 use crate::controller::tenancy::KeyVerdict;
-use crate::controller::{apply, lifecycle};
+use crate::controller::{apply, lifecycle, restart_budget};
 use crate::domain::{AppliedKeyType, ErrorCategory, Observed, ObservedApplication, ObservedKey};
 use crate::planner::operator::{self, OperatorInput};
 use crate::planner::{self, CoTenant, ConditionReport, ConditionStatus, Plan, PlanInput, Step};
@@ -411,6 +411,12 @@ pub async fn reconcile(
                 guard = None;
                 if updates > 0 {
                     break plan;
+                }
+                // The rollout budget: a restart waits for a slot (a requeue, no call).
+                if let Some((in_use, limit)) =
+                    lifecycle::take_restart_slot(core, update, &obs.application)
+                {
+                    break restart_budget::waiting(plan, in_use, limit, &region);
                 }
                 match apply::update_application(core, update).await {
                     Ok(accepted) => {

@@ -1,0 +1,279 @@
+//! The rollout budget (`--max-concurrent-restarts`): how many of our UpdateApplication calls on
+//! RUNNING applications may be in progress at once, per account and region. Updating a RUNNING
+//! application restarts its job; that, not the request rate, is what a rollout must bound.
+//!
+//! - A slot is taken just before UpdateApplication of a RUNNING application and held while the
+//!   application is UPDATING (or ROLLING_BACK) after our call. READY applications do not
+//!   restart: their updates take no slot and never wait.
+//! - A slot is freed when the resource's reconcile observes the application out of UPDATING
+//!   (RUNNING, READY, rolled back, gone), or at once when MSF refused the call (terminal or
+//!   conflict: nothing started). A transient failure (timeout: the update may have started)
+//!   keeps the slot until the application is observed.
+//! - A resource that finds the budget full waits (requeue, reason `WaitingForRestartBudget`)
+//!   without calling UpdateApplication, so waiting never costs an extra update.
+//! - After a restart of the controller, the new process counts an update of ours it observes in
+//!   progress (`status.lastUpdate` InProgress and the application UPDATING) as holding a slot,
+//!   even above the budget; it cannot tell whether the application was RUNNING or READY before,
+//!   so it counts both (conservative). Until each such resource has been reconciled once, the
+//!   new process does not know about it: `run` reconciles every resource at start, and a pass
+//!   over resources that wait is cheap, but the budget may be exceeded for that first pass.
+//!
+//! No I/O, no clock: a map behind a mutex, shared by every client set of one account.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use crate::domain::ApplicationStatus;
+use crate::planner::{ConditionReport, ConditionStatus, Plan, Step};
+
+/// The reason a resource reports while it waits for a slot.
+pub const WAITING_FOR_RESTART_BUDGET: &str = "WaitingForRestartBudget";
+
+/// The default of `--max-concurrent-restarts`.
+pub const DEFAULT_MAX_CONCURRENT_RESTARTS: u32 = 10;
+
+/// What [`RestartBudget::admit`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The update restarts nothing (the application is not RUNNING): no slot needed.
+    NoRestart,
+    /// A slot is held for the application.
+    Granted,
+    /// Every slot is taken: wait.
+    Full { in_use: usize, limit: u32 },
+}
+
+#[derive(Debug, Default)]
+struct Region {
+    /// Applications whose restart (our update) is in progress: the slots in use.
+    restarting: BTreeSet<String>,
+    /// Applications updated while READY and still UPDATING: no slot, but known to be ours, so
+    /// the observation does not mistake them for a previous process's restart.
+    updating_without_restart: BTreeSet<String>,
+}
+
+/// The slots of one account, per region.
+#[derive(Debug)]
+pub struct RestartBudget {
+    /// 0 = no budget (slots are still counted, for the metric).
+    limit: u32,
+    regions: Mutex<HashMap<String, Region>>,
+}
+
+impl RestartBudget {
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            regions: Mutex::default(),
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    fn with<T>(&self, region: &str, f: impl FnOnce(&mut Region) -> T) -> T {
+        // A poisoned lock only means another thread panicked mid-update; the sets stay valid.
+        let mut regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        f(regions.entry(region.to_string()).or_default())
+    }
+
+    /// Asks for a slot for an update of `application`, now in `status`.
+    pub fn admit(&self, region: &str, application: &str, status: &ApplicationStatus) -> Admission {
+        self.with(region, |r| {
+            if *status != ApplicationStatus::Running {
+                r.updating_without_restart.insert(application.to_string());
+                return Admission::NoRestart;
+            }
+            let in_use = r.restarting.len();
+            if r.restarting.contains(application) || self.limit == 0 || in_use < self.limit as usize
+            {
+                r.restarting.insert(application.to_string());
+                Admission::Granted
+            } else {
+                Admission::Full {
+                    in_use,
+                    limit: self.limit,
+                }
+            }
+        })
+    }
+
+    /// Frees whatever `application` holds (MSF refused the update, or it is over).
+    pub fn release(&self, region: &str, application: &str) {
+        self.with(region, |r| {
+            r.restarting.remove(application);
+            r.updating_without_restart.remove(application);
+        });
+    }
+
+    /// What a reconcile observed: `in_progress` = the application is UPDATING or ROLLING_BACK;
+    /// `ours_in_progress` = the resource's status records our update as InProgress. Out of
+    /// UPDATING frees the slot; an update of ours in progress that this process did not start
+    /// (a previous process's) takes one.
+    pub fn observe(
+        &self,
+        region: &str,
+        application: &str,
+        in_progress: bool,
+        ours_in_progress: bool,
+    ) {
+        if !in_progress {
+            return self.release(region, application);
+        }
+        if ours_in_progress {
+            self.with(region, |r| {
+                if !r.updating_without_restart.contains(application) {
+                    r.restarting.insert(application.to_string());
+                }
+            });
+        }
+    }
+
+    /// Slots in use in `region`.
+    pub fn in_use(&self, region: &str) -> usize {
+        self.with(region, |r| r.restarting.len())
+    }
+}
+
+/// Whether MSF is applying a change to the application (a restart may be running).
+pub fn in_progress(status: &ApplicationStatus) -> bool {
+    matches!(
+        status,
+        ApplicationStatus::Updating | ApplicationStatus::RollingBack
+    )
+}
+
+/// The plan of a resource that waits for a slot: its UpdateApplication becomes a requeue, and
+/// EncryptionApplied and Ready say why.
+pub fn waiting(mut plan: Plan, in_use: usize, limit: u32, region: &str) -> Plan {
+    let message = format!(
+        "{in_use} of {limit} restarts allowed at once in {region} are in progress (--max-concurrent-restarts); the update of this RUNNING application waits for one to finish"
+    );
+    for step in &mut plan.steps {
+        if matches!(step, Step::UpdateApplication(_)) {
+            *step = Step::Requeue {
+                after: crate::planner::lifecycle::WAIT_FOR_UPDATE,
+                reason: WAITING_FOR_RESTART_BUDGET.to_string(),
+            };
+        }
+    }
+    for type_ in [
+        crate::api::condition_types::ENCRYPTION_APPLIED,
+        crate::api::condition_types::READY,
+    ] {
+        let report = ConditionReport {
+            type_,
+            status: ConditionStatus::False,
+            reason: WAITING_FOR_RESTART_BUDGET.to_string(),
+            message: message.clone(),
+        };
+        match plan.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => *c = report,
+            None => plan.conditions.push(report),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: &str = "us-east-1";
+
+    #[test]
+    fn running_applications_take_slots_up_to_the_limit() {
+        let b = RestartBudget::new(2);
+        let running = ApplicationStatus::Running;
+        assert_eq!(b.admit(R, "a", &running), Admission::Granted);
+        assert_eq!(b.admit(R, "b", &running), Admission::Granted);
+        // Asking again for a slot already held is not a second slot.
+        assert_eq!(b.admit(R, "a", &running), Admission::Granted);
+        assert_eq!(
+            b.admit(R, "c", &running),
+            Admission::Full {
+                in_use: 2,
+                limit: 2
+            }
+        );
+        // Another region has its own slots; READY applications need none.
+        assert_eq!(b.admit("eu-west-1", "c", &running), Admission::Granted);
+        assert_eq!(
+            b.admit(R, "d", &ApplicationStatus::Ready),
+            Admission::NoRestart
+        );
+        // Still UPDATING: held. Out of UPDATING: freed, and the next one gets in.
+        b.observe(R, "a", true, true);
+        assert_eq!(b.in_use(R), 2);
+        b.observe(R, "a", false, false);
+        assert_eq!(b.in_use(R), 1);
+        assert_eq!(b.admit(R, "c", &running), Admission::Granted);
+    }
+
+    #[test]
+    fn a_previous_process_updates_are_counted_when_observed() {
+        let b = RestartBudget::new(1);
+        // An application UPDATING after an update of ours that this process did not make.
+        b.observe(R, "old", true, true);
+        assert_eq!(b.in_use(R), 1);
+        assert!(matches!(
+            b.admit(R, "new", &ApplicationStatus::Running),
+            Admission::Full { .. }
+        ));
+        // Someone else's update (no record of ours) takes no slot.
+        b.observe(R, "theirs", true, false);
+        assert_eq!(b.in_use(R), 1);
+        // Our own update of a READY application is known and takes none either.
+        assert_eq!(
+            b.admit(R, "stopped", &ApplicationStatus::Ready),
+            Admission::NoRestart
+        );
+        b.observe(R, "stopped", true, true);
+        assert_eq!(b.in_use(R), 1);
+        b.observe(R, "old", false, true);
+        assert_eq!(b.in_use(R), 0);
+    }
+
+    #[test]
+    fn no_budget_counts_but_never_waits() {
+        let b = RestartBudget::new(0);
+        for i in 0..50 {
+            assert_eq!(
+                b.admit(R, &format!("a{i}"), &ApplicationStatus::Running),
+                Admission::Granted
+            );
+        }
+        assert_eq!(b.in_use(R), 50);
+        b.release(R, "a0");
+        assert_eq!(b.in_use(R), 49);
+    }
+
+    #[test]
+    fn the_waiting_plan_requeues_and_says_why() {
+        let plan = Plan {
+            steps: vec![Step::UpdateApplication(crate::domain::EncryptionUpdate {
+                region: R.into(),
+                application_name: "a".into(),
+                current_version_id: 1,
+                conditional_token: None,
+                key_type: crate::domain::AppliedKeyType::AwsOwnedKey,
+                key_id: None,
+            })],
+            conditions: Vec::new(),
+            key_policy: None,
+        };
+        let p = waiting(plan, 5, 5, R);
+        assert!(
+            matches!(&p.steps[..], [Step::Requeue { reason, .. }] if reason == WAITING_FOR_RESTART_BUDGET)
+        );
+        assert_eq!(p.conditions.len(), 2);
+        assert!(
+            p.conditions
+                .iter()
+                .all(|c| c.reason == WAITING_FOR_RESTART_BUDGET
+                    && c.status == ConditionStatus::False
+                    && c.message.starts_with("5 of 5 restarts"))
+        );
+    }
+}
