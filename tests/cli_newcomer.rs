@@ -277,3 +277,45 @@ fn without_credentials_nothing_reaches_aws() {
         "no attempt at all: {counts}"
     );
 }
+
+#[test]
+fn the_demo_counts_once_says_each_key_message_once_and_keeps_its_manifests() {
+    let dir = tempfile::tempdir().expect("dir");
+    let kept = dir.path().join("manifests");
+    let out = run_clean(
+        &["demo", "--dir", kept.to_str().expect("utf-8")],
+        &[NO_IMDS],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(kept.join("applicationencryptions.yaml").exists());
+    assert!(
+        text.contains("(kept)"),
+        "the demo says the manifests stay:\n{text}"
+    );
+    // Four resources on one key: the key policy's message once, then referred to.
+    assert_eq!(
+        text.matches("the key policy does not grant").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("(the same as streaming/orders)").count(),
+        3,
+        "{text}"
+    );
+    // One count of apply's calls (the emulator's), agreeing with apply's own summary.
+    let calls: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("AWS calls: "))
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(
+        text.contains("1 key policy write(s), 4 application update(s)."),
+        "{text}"
+    );
+    assert!(calls[0].contains("PutKeyPolicy=1,"), "{}", calls[0]);
+    assert!(calls[0].contains("UpdateApplication=4"), "{}", calls[0]);
+    assert!(!text.contains("AWS calls made by apply"), "{text}");
+    assert!(!text.contains("while MSF still says UPDATING"), "{text}");
+}

@@ -208,8 +208,9 @@ fn demo_runs_on_a_fresh_machine_in_seconds() {
         "4/5 converged",
         "Final key policy",
         "kinesisanalytics.amazonaws.com",
-        "PutKeyPolicy                 1",
-        "UpdateApplication            4",
+        // The calls apply made, as the emulator counted them (one source).
+        "PutKeyPolicy=1,",
+        "UpdateApplication=4",
         // The application whose update the emulator rolls back: reported, not retried.
         "Ready=False UpdateRolledBack",
         "Warning event UpdateRolledBack: yes",

@@ -34,7 +34,8 @@ const DEMO_SETTLE: Duration = Duration::from_millis(400);
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Where to write the sample manifests (default: a temporary directory, removed after).
+    /// Where to write the sample manifests, kept after the demo (default: a temporary
+    /// directory, removed at the end).
     #[arg(long)]
     pub dir: Option<PathBuf>,
 }
@@ -84,7 +85,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let file = write_manifests(&dir, &key_arn)?;
     let mut out = std::io::stdout().lock();
-    print_world(&mut out, &emu, &key_arn, &file)?;
+    print_world(&mut out, &emu, &key_arn, &file, a.dir.is_some())?;
 
     let aws = connect(&ConnectOptions::local(emu.endpoint())).await?;
     let core = batch_core(
@@ -120,9 +121,19 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     emu.reset_counts();
     let done = plan_cmd::apply_with_progress(&core, manifests, APPLY).await;
+    // One source for the calls apply made: the emulator's count of the requests it answered
+    // (the core's own counters also hold the plan's calls above).
+    let apply_calls = emu.call_counts();
     // Not converged: the rolled back resource, reported below; the demo's exit code says
     // whether everything else converged and the rollback was reported without a retry.
-    plan_cmd::print_apply(&mut out, &core, manifests, &done, Output::Text)?;
+    plan_cmd::print_apply_with_calls(&mut out, manifests, &done, Output::Text, &apply_calls)?;
+    let updating = converged_while_updating(&emu, manifests, &done);
+    for name in &updating {
+        writeln!(
+            out,
+            "   {NAMESPACE}/{name} is Converged while MSF still says UPDATING"
+        )?;
+    }
     print_results(&mut out, &emu, &key_arn, &done)?;
     let rolled_back_ok = report_rollback(&mut out, &emu, manifests, &done)?;
     let retried = apply_again(&mut out, &core, &emu, manifests).await?;
@@ -132,7 +143,7 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit_code(
         manifests,
         &done,
-        rolled_back_ok && !retried,
+        rolled_back_ok && !retried && updating.is_empty(),
     )))
 }
 
@@ -179,6 +190,7 @@ fn print_world(
     emu: &EmulatorHandle,
     key_arn: &str,
     file: &std::path::Path,
+    kept: bool,
 ) -> anyhow::Result<()> {
     writeln!(
         out,
@@ -201,18 +213,42 @@ fn print_world(
         out,
         "   the emulator rolls back any update of {ROLLED_BACK} (its restart fails)"
     )?;
-    writeln!(out, "== Manifests written to {}\n", file.display())?;
+    if kept {
+        writeln!(out, "== Manifests written to {} (kept)\n", file.display())?;
+    } else {
+        writeln!(
+            out,
+            "== Manifests written to {} (removed at the end; --dir DIR keeps them)\n",
+            file.display()
+        )?;
+    }
     Ok(())
 }
 
-/// The status of the first resource, the final key policy and the calls apply made.
+/// Resources apply reports `Converged` whose application MSF still shows UPDATING: a switch
+/// is converged only once MSF has finished it.
+fn converged_while_updating(
+    emu: &EmulatorHandle,
+    manifests: &[manifests::Manifest],
+    done: &[Done],
+) -> Vec<String> {
+    done.iter()
+        .filter(|d| d.outcome.next == Next::Converged)
+        .map(|d| manifests[d.index].spec.application_name.clone())
+        .filter(|app| {
+            emu.application(REGION, app)
+                .is_some_and(|a| a.status == ApplicationStatus::Updating)
+        })
+        .collect()
+}
+
+/// The status of the first resource and the final key policy.
 fn print_results(
     out: &mut impl Write,
     emu: &EmulatorHandle,
     key_arn: &str,
     done: &[Done],
 ) -> anyhow::Result<()> {
-    let apply_calls = emu.call_counts();
     writeln!(
         out,
         "\n== Status of {NAMESPACE}/orders (as `kubectl get appenc orders -o yaml` would show it)\n"
@@ -226,10 +262,6 @@ fn print_results(
         .and_then(|v| serde_json::to_string_pretty(&v))
         .unwrap_or(policy);
     writeln!(out, "{pretty}")?;
-    writeln!(out, "\n== AWS calls made by apply (emulator's count)\n")?;
-    for (op, n) in &apply_calls {
-        writeln!(out, "   {op:<28} {n}")?;
-    }
     Ok(())
 }
 

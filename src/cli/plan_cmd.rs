@@ -429,6 +429,8 @@ pub fn print_plan(
         }
     }
     writeln!(out, "\nResources:")?;
+    // Resources of one key share its policy's message: said once, then referred to.
+    let mut said: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for (m, o) in manifests.iter().zip(outcomes) {
         let (ready, reason) = ready_of(o);
         let what = if has_changes(o) {
@@ -444,7 +446,14 @@ pub fn print_plan(
             m.namespace, m.name, m.spec.application_name
         )?;
         if ready != "True" {
-            writeln!(out, "      {}", ready_message(o))?;
+            let message = ready_message(o);
+            match said.get(&message) {
+                Some(first) => writeln!(out, "      (the same as {first})")?,
+                None => {
+                    writeln!(out, "      {message}")?;
+                    said.insert(message, format!("{}/{}", m.namespace, m.name));
+                }
+            }
         }
     }
     writeln!(
@@ -457,13 +466,26 @@ pub fn print_plan(
     Ok(code)
 }
 
-/// Prints the result of `apply`; returns the exit code.
+/// Prints the result of `apply`, with the AWS calls the core counted; returns the exit code.
 pub fn print_apply(
     out: &mut impl Write,
     core: &Core,
     manifests: &[Manifest],
     done: &[Done],
     format: Output,
+) -> anyhow::Result<u8> {
+    let calls = core.metrics.aws_call_totals();
+    print_apply_with_calls(out, manifests, done, format, &calls)
+}
+
+/// [`print_apply`] with the AWS call counts from elsewhere (the demo: the emulator's, so
+/// that the numbers shown come from one source).
+pub fn print_apply_with_calls(
+    out: &mut impl Write,
+    manifests: &[Manifest],
+    done: &[Done],
+    format: Output,
+    calls: &std::collections::BTreeMap<String, u64>,
 ) -> anyhow::Result<u8> {
     let converged = done
         .iter()
@@ -474,7 +496,6 @@ pub fn print_apply(
     } else {
         EXIT_FAILED
     };
-    let calls = core.metrics.aws_call_totals();
     let puts: u32 = done.iter().map(|d| d.outcome.key_policy_writes).sum();
     let updates: u32 = done.iter().map(|d| d.outcome.application_updates).sum();
     if format != Output::Text {
