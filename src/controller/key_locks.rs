@@ -73,6 +73,9 @@ impl<K: Eq + Hash, V: Clone> Windowed<K, V> {
 #[derive(Debug)]
 pub struct KeyLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One DescribeKey in flight per `(region, keyId as written)`: the reconciles of one key
+    /// start together (a resync wave) and would otherwise all miss the shared answer.
+    describing: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
     /// Key ARN -> policy text.
     policies: Windowed<String, Arc<str>>,
     /// `(region, keyId as written)` and `(region, key ARN)` -> DescribeKey's answer.
@@ -86,6 +89,7 @@ impl KeyLocks {
     pub fn new(share_window: Duration) -> Self {
         Self {
             locks: Mutex::default(),
+            describing: Mutex::default(),
             policies: Windowed::new(),
             descriptions: Windowed::new(),
             share_window,
@@ -102,6 +106,18 @@ impl KeyLocks {
             key_arn: key_arn.to_string(),
             _guard: lock.lock_owned().await,
         }
+    }
+
+    /// Waits for, then holds, the right to describe `key_id` in `region`: whoever waited
+    /// finds the answer of the one before it shared ([`KeyLocks::shared_description`]).
+    pub async fn describing(&self, region: &str, key_id: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut map = self.describing.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry((region.to_string(), key_id.to_string()))
+                .or_default()
+                .clone()
+        };
+        lock.lock_owned().await
     }
 
     /// The policy text of the guarded key if one was read within the share window.

@@ -40,10 +40,19 @@ pub fn kms_region(key_id: &str, app_region: &str) -> String {
 /// DescribeKey, shared by the resources of the key within the window, remembering the
 /// resolved ARN for co-tenant matching and tenancy checks (a shared answer carries it too).
 pub async fn describe_key(core: &Core, region: &str, key_id: &str) -> Observed<ObservedKey> {
-    if let Some(k) = core
-        .key_locks
-        .shared_description(region, key_id, Instant::now())
-    {
+    let shared = || {
+        core.key_locks
+            .shared_description(region, key_id, Instant::now())
+    };
+    if let Some(k) = shared() {
+        return Observed::Found(k);
+    }
+    // Not shared at all (zero window): no point queueing behind another reconcile's call.
+    let _one_at_a_time = match core.key_locks.share_window.is_zero() {
+        true => None,
+        false => Some(core.key_locks.describing(region, key_id).await),
+    };
+    if let Some(k) = shared() {
         return Observed::Found(k);
     }
     let r = observed(core.kms.describe_key(region, key_id).await);
