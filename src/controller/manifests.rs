@@ -206,12 +206,19 @@ spec: {applicationName: payments, keyType: AwsOwnedKey}
             let err = load_text(&doc, "x.yaml", &mut Loaded::default()).unwrap_err();
             assert!(err.contains(needle), "{spec}: {err}");
         }
-        let nameless = "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nspec: {applicationName: a, keyType: AwsOwnedKey}\n";
-        assert!(
-            load_text(nameless, "x", &mut Loaded::default())
-                .unwrap_err()
-                .contains("metadata.name")
-        );
+        for (meta, needle) in [
+            ("", "metadata: required field is missing"),
+            (
+                "metadata: {namespace: a}\n",
+                "metadata.name: required field is missing",
+            ),
+        ] {
+            let nameless = format!(
+                "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\n{meta}spec: {{applicationName: a, keyType: AwsOwnedKey}}\n"
+            );
+            let err = load_text(&nameless, "x", &mut Loaded::default()).unwrap_err();
+            assert!(err.contains(needle), "{err}");
+        }
         assert!(load_text("a: [", "x", &mut Loaded::default()).is_err());
     }
 

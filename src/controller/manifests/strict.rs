@@ -177,23 +177,27 @@ impl CrdCheck {
 /// server's strict decoding does (`unknown field "spec.suspended"`).
 fn schema_violations(e: &jsonschema::ValidationError<'_>) -> Vec<Violation> {
     let path = dotted(e.instance_path());
-    if let ValidationErrorKind::AdditionalProperties { unexpected } = e.kind() {
-        return unexpected
+    let child = |name: &str| match path.as_str() {
+        "" => name.to_string(),
+        p => format!("{p}.{name}"),
+    };
+    match e.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
             .iter()
             .map(|name| Violation {
-                path: if path.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{path}.{name}")
-                },
+                path: child(name),
                 message: "unknown field".into(),
             })
-            .collect();
+            .collect(),
+        ValidationErrorKind::Required { property } => vec![Violation {
+            path: child(property.as_str().unwrap_or_default()),
+            message: "required field is missing".into(),
+        }],
+        _ => vec![Violation {
+            path,
+            message: e.to_string(),
+        }],
     }
-    vec![Violation {
-        path,
-        message: e.to_string(),
-    }]
 }
 
 fn dotted(location: &jsonschema::paths::Location) -> String {
@@ -286,7 +290,7 @@ mod tests {
             ),
             (
                 json!({"keyType": "AwsOwnedKey"}),
-                "spec: \"applicationName\" is a required property",
+                "spec.applicationName: required field is missing",
             ),
             (
                 json!({"applicationName": "a", "keyType": "CustomerManagedKey"}),
