@@ -3,6 +3,7 @@
 //! - `msf-cmk-controller apply` with its default flags;
 //! - `apply` raced like for like with the script (`--policy-settle 0s`, and
 //!   `--max-concurrent-restarts 0` when the binary has that flag): no settle, no restart budget;
+//! - the same with `--concurrency N` (diagnostic: what apply's default concurrency costs);
 //! - the sequential script a platform engineer would write (`benches/peers/sequential.rs`, the
 //!   same AWS SDK for Rust), whose final state must equal `apply`'s (compared modulo key ids);
 //! - the AWS CLI procedure of the documentation (`benches/peers/awscli.rs`) on a small sample,
@@ -17,9 +18,10 @@
 //! Knobs, all optional (environment):
 //! - `BENCH_N` (default `1000`): resource counts, comma-separated.
 //! - `BENCH_REPEAT` (default `3`): runs of each side per N (one value, or one per N; the last
-//!   value repeats); the tables show medians.
-//! - `BENCH_SIDES` (default `default,raced,script,cli`): which sides to run.
-//! - `BENCH_CLI_SAMPLE` (default 20): the CLI converts this many applications per N.
+//!   value repeats); the tables show medians. A side whose first run took longer than
+//!   `BENCH_REPEAT_MAX_SECS` (default 120) runs once (time budget; the table says so).
+//! - `BENCH_SIDES` (default `default,raced,wide,script,cli`): which sides to run.
+//! - `BENCH_CLI_SAMPLE` (default 10): the CLI converts this many applications per N.
 //! - `BENCH_LATENCY_MS` (20), `BENCH_UPDATE_DELAY_MS` (200), `BENCH_KEYS` (20),
 //!   `BENCH_MSF_QUOTA` (the emulator's default, 50 per second per operation),
 //!   `BENCH_CONCURRENCY` (unset: apply's default), `BENCH_NAME_PREFIX` (`app-`).
@@ -52,7 +54,13 @@ const REGION: &str = "us-east-1";
 const RUNTIME: &str = "FLINK-1_20";
 const OPERATOR_ROLE: &str = "arn:aws:iam::123456789012:role/msf-cmk-controller";
 const WRITES: [&str; 2] = ["PutKeyPolicy", "UpdateApplication"];
-const ALL_SIDES: [Side; 4] = [Side::Default, Side::Raced, Side::Script, Side::Cli];
+const ALL_SIDES: [Side; 5] = [
+    Side::Default,
+    Side::Raced,
+    Side::Wide,
+    Side::Script,
+    Side::Cli,
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Side {
@@ -60,6 +68,9 @@ enum Side {
     Default,
     /// `apply` without settle and restart budget.
     Raced,
+    /// As `Raced`, with `--concurrency N`: what apply's default concurrency costs (a
+    /// diagnostic, not a default).
+    Wide,
     /// benches/peers/sequential.rs.
     Script,
     /// benches/peers/awscli.rs, on a sample.
@@ -71,6 +82,7 @@ impl Side {
         Ok(match s.trim() {
             "default" => Side::Default,
             "raced" => Side::Raced,
+            "wide" => Side::Wide,
             "script" => Side::Script,
             "cli" => Side::Cli,
             other => anyhow::bail!("BENCH_SIDES: unknown side {other:?}"),
@@ -83,6 +95,7 @@ struct Config {
     repeat: Vec<usize>,
     sides: Vec<Side>,
     cli_sample: usize,
+    repeat_max: Duration,
     latency: Duration,
     update_delay: Duration,
     keys: usize,
@@ -134,7 +147,8 @@ impl Config {
                 .into_iter()
                 .map(|r| r.max(1))
                 .collect(),
-            cli_sample: env_or("BENCH_CLI_SAMPLE", 20usize)?.max(1),
+            cli_sample: env_or("BENCH_CLI_SAMPLE", 10usize)?.max(1),
+            repeat_max: Duration::from_secs(env_or("BENCH_REPEAT_MAX_SECS", 120u64)?),
             latency: Duration::from_millis(env_or("BENCH_LATENCY_MS", 20u64)?),
             update_delay: Duration::from_millis(env_or("BENCH_UPDATE_DELAY_MS", 200u64)?),
             keys,
@@ -241,8 +255,8 @@ fn converted(w: &World, apps: &[(String, String)]) -> usize {
         .count()
 }
 
-/// The emulator's applications and keys with key ids replaced by their index and times
-/// dropped: two worlds built alike and converted alike compare equal.
+/// The emulator's applications and keys with key ids replaced by their index, times and
+/// random tokens dropped: two worlds built alike and converted alike compare equal.
 fn normalized_state(w: &World) -> Value {
     let mut text = w.emu.state_json()["scopes"].to_string();
     for (i, arn) in w.keys.iter().enumerate() {
@@ -251,13 +265,31 @@ fn normalized_state(w: &World) -> Value {
     }
     let mut v: Value = serde_json::from_str(&text).expect("state JSON round-trips");
     strip_times(&mut v);
+    // The emulator lists from hash maps: order by name and key id.
+    for scope in v.as_array_mut().into_iter().flatten() {
+        sort_by_field(&mut scope["applications"], "/ApplicationName");
+        sort_by_field(&mut scope["keys"], "/KeyMetadata/KeyId");
+    }
     v
+}
+
+fn sort_by_field(list: &mut Value, pointer: &str) {
+    if let Some(a) = list.as_array_mut() {
+        a.sort_by_key(|x| x.pointer(pointer).map(Value::to_string).unwrap_or_default());
+    }
 }
 
 fn strip_times(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            m.retain(|k, _| !k.ends_with("Timestamp") && k != "CreationDate");
+            // Times, and the ids each update draws at random.
+            m.retain(|k, _| {
+                !k.ends_with("Timestamp")
+                    && !matches!(
+                        k.as_str(),
+                        "CreationDate" | "ConditionalToken" | "OperationId"
+                    )
+            });
             m.values_mut().for_each(strip_times);
         }
         Value::Array(a) => a.iter_mut().for_each(strip_times),
@@ -463,19 +495,20 @@ fn apply_run(
     scratch: &Path,
 ) -> anyhow::Result<ApplyRun> {
     let w = rt.block_on(world(cfg, n))?;
-    let dir = scratch.join(format!("manifests-{n}"));
-    if run == 0 {
-        write_manifests(&dir, &w.apps)?;
-    }
+    let label = format!("{side:?}").to_lowercase();
+    // Every world has new key ids: manifests of its own.
+    let dir = scratch.join(format!("manifests-{label}-{n}-{run}"));
+    write_manifests(&dir, &w.apps)?;
     let phases: &[&str] = match side {
         Side::Default => &["apply", "resync"],
         _ => &["apply"],
     };
-    let extra: &[&str] = match side {
-        Side::Raced => &cfg.raced_args,
-        _ => &[],
+    let wide = n.to_string();
+    let extra: Vec<&str> = match side {
+        Side::Raced => cfg.raced_args.clone(),
+        Side::Wide => [&cfg.raced_args[..], &["--concurrency", &wide]].concat(),
+        _ => Vec::new(),
     };
-    let label = format!("{side:?}").to_lowercase();
     let mut out = Vec::new();
     let mut state = Value::Null;
     for phase in phases {
@@ -491,8 +524,8 @@ fn apply_run(
             .arg(&dir)
             .args(["--region", REGION, "--operator-role-arn", OPERATOR_ROLE])
             .args(["--aws-endpoint-url", &w.emu.endpoint(), "--output", "json"])
-            .args(extra);
-        if let Some(c) = cfg.concurrency {
+            .args(&extra);
+        if let (Some(c), false) = (cfg.concurrency, side == Side::Wide) {
             cmd.args(["--concurrency", &c.to_string()]);
         }
         aws_env(&mut cmd);
@@ -611,7 +644,8 @@ fn measure_n(
     for run in 0..runs {
         for &side in &cfg.sides {
             let m = match side {
-                Side::Default | Side::Raced => {
+                _ if run > 0 && !repeat_side(cfg, &row, side) => continue,
+                Side::Default | Side::Raced | Side::Wide => {
                     let r = apply_run(rt, cfg, side, n, run, scratch)?;
                     row.resyncs.extend(r.resync.clone());
                     if let Some(s) = &r.resync {
@@ -625,8 +659,7 @@ fn measure_n(
                     script_state.get_or_insert(state);
                     m
                 }
-                Side::Cli if run == 0 => cli_run(rt, cfg, n, scratch)?,
-                Side::Cli => continue,
+                Side::Cli => cli_run(rt, cfg, n, scratch)?,
             };
             log_run(&format!("{side:?}"), n, run, &m);
             row.runs.entry(side).or_default().push(m);
@@ -645,6 +678,16 @@ fn measure_n(
         }
     }
     Ok(row)
+}
+
+/// Runs a side again only while its first run fits the time budget (the CLI runs once).
+fn repeat_side(cfg: &Config, row: &Row, side: Side) -> bool {
+    side != Side::Cli
+        && row
+            .runs
+            .get(&side)
+            .and_then(|v| v.first())
+            .is_some_and(|m| m.wall <= cfg.repeat_max)
 }
 
 fn median_by<T: Clone>(xs: &[T], key: impl Fn(&T) -> f64) -> T {
@@ -691,6 +734,11 @@ fn side_label(cfg: &Config, side: Side, r: &Row) -> String {
     match side {
         Side::Default => "`apply` (defaults)".into(),
         Side::Raced => format!("`apply {}`", cfg.raced_args.join(" ")),
+        Side::Wide => format!(
+            "`apply {} --concurrency {}` (diagnostic)",
+            cfg.raced_args.join(" "),
+            r.n
+        ),
         Side::Script => "sequential script (SDK)".into(),
         Side::Cli => {
             let done = r.runs.get(&Side::Cli).map_or(0, |v| v[0].done);
@@ -735,7 +783,10 @@ fn report_row(s: &mut String, cfg: &Config, r: &Row) {
         let (wall, calls, writes) = scaled(*side, m, n);
         let runs: Vec<String> = r.runs[side]
             .iter()
-            .map(|m| format!("{:.1}", secs(m)))
+            .map(|m| match m.exit {
+                0 => format!("{:.1}", secs(m)),
+                e => format!("{:.1} (exit {e})", secs(m)),
+            })
             .collect();
         let _ = writeln!(
             s,

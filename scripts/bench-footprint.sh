@@ -161,7 +161,7 @@ CONVERGE_CPU=$(py "f'{$cend-$cstart:.1f}'")
 PEAK=$(hwm_mib)
 CONVERGE_COUNTS=$(counts)
 # The controller's own account of its start (issue 10: cache synced -> first reconcile).
-STARTUP=$(grep -iE 'first reconcile|cache synced|caches synced' "$WORK/controller.log" | head -5 || true)
+STARTUP=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/controller.log" | grep -oiE '(caches? synced|first reconcile).*' | head -5 || true)
 
 # 3. Steady state.
 curl -fsS -X DELETE "$ENDPOINT/_emulator/counts" >/dev/null
