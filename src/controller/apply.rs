@@ -11,7 +11,7 @@
 use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
-use crate::controller::{lifecycle, observe};
+use crate::controller::{lifecycle, observe, restart_budget};
 use crate::domain::{EncryptionUpdate, ErrorCategory, Observed, UpdateAccepted};
 
 /// Writes the policy and re-reads it until the read shows the write. KMS is eventually
@@ -62,16 +62,20 @@ fn same_policy(read: &str, written: &str) -> bool {
 
 /// Switches the application's encryption; returns the application as MSF describes it after
 /// and the operation to follow. The caller took a restart slot for it
-/// ([`lifecycle::take_restart_slot`]); a refusal frees the slot (nothing restarts), a transient
-/// failure keeps it (the update may have started) until the application is observed.
+/// ([`lifecycle::take_restart_slot`]); a refusal frees the slot (nothing restarts), and so does
+/// an answer that shows the application already out of UPDATING; a transient failure keeps it
+/// (the update may have started) until the application is observed.
 pub async fn update_application(
     core: &Core,
     update: &EncryptionUpdate,
 ) -> Result<UpdateAccepted, AwsError> {
     let result = core.msf.start_encryption_update(update).await;
-    if let Err(e) = &result
-        && e.category != ErrorCategory::Transient
-    {
+    let over = match &result {
+        // MSF may answer an update it has already finished (nothing left to wait for).
+        Ok(accepted) => !restart_budget::in_progress(&accepted.application.status),
+        Err(e) => e.category != ErrorCategory::Transient,
+    };
+    if over {
         core.restart_budget
             .release(&update.region, &update.application_name);
         lifecycle::report_slots(core, &update.region);

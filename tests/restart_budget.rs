@@ -1,0 +1,319 @@
+//! The rollout budget (`--max-concurrent-restarts`, issue 10 item 2) against the embedded
+//! emulator, through the reconcile that `run` and `apply` share: never more of our updates of
+//! RUNNING applications in progress than the budget, exactly one UpdateApplication per
+//! application, READY applications never held back, waiting costs no call, and a new process
+//! counts the updates a previous one left running. Every count is the emulator's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use msf_cmk_controller::api::{
+    ApplicationEncryptionSpec, ApplicationEncryptionStatus, DeletionPolicy, KeyPolicySpec, KeyType,
+};
+use msf_cmk_controller::aws::{ConnectOptions, connect};
+use msf_cmk_controller::cli::plan_cmd::batch_core;
+use msf_cmk_controller::controller::batch::{self, ApplyOptions};
+use msf_cmk_controller::controller::context::{Core, Settings};
+use msf_cmk_controller::controller::manifests::Manifest;
+use msf_cmk_controller::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
+use msf_cmk_controller::controller::restart_budget::WAITING_FOR_RESTART_BUDGET;
+use msf_cmk_controller::controller::status;
+use msf_cmk_controller::controller::tenancy::Tenancy;
+use msf_cmk_controller::domain::ApplicationStatus;
+use msf_cmk_controller::emulator::{CallRecord, Emulator, EmulatorConfig, EmulatorHandle};
+use msf_cmk_controller::planner::Defaults;
+
+const REGION: &str = "us-east-1";
+
+async fn emulator(update_delay: Duration) -> EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        update_delay,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn operator(emu: &EmulatorHandle) -> String {
+    format!("arn:aws:iam::{}:role/msf-cmk-operator", emu.account_id())
+}
+
+/// A Core as `apply` builds it, with `budget` restarts at once and no settle time.
+async fn core(emu: &EmulatorHandle, budget: u32) -> Core {
+    let aws = connect(&ConnectOptions::local(emu.endpoint()))
+        .await
+        .unwrap();
+    let mut core = batch_core(
+        aws.msf,
+        aws.kms,
+        Defaults {
+            region: REGION.into(),
+            operator_role_arn: Some(operator(emu)),
+        },
+        Tenancy(None),
+        Duration::ZERO,
+    );
+    core.set_max_concurrent_restarts(budget);
+    core
+}
+
+fn spec(app: &str, key: &str) -> ApplicationEncryptionSpec {
+    ApplicationEncryptionSpec {
+        application_name: app.into(),
+        region: Some(REGION.into()),
+        key_type: KeyType::CustomerManagedKey,
+        key_id: Some(key.into()),
+        key_policy: KeyPolicySpec::default(),
+        deletion_policy: DeletionPolicy::Retain,
+        suspend: false,
+        allow_stateless_restart: false,
+    }
+}
+
+/// Applications `prefix-NN` in `status`, all on `key`.
+fn fleet(
+    emu: &EmulatorHandle,
+    prefix: &str,
+    n: usize,
+    status: ApplicationStatus,
+    key: &str,
+) -> Vec<Manifest> {
+    (0..n)
+        .map(|i| {
+            let name = format!("{prefix}-{i:02}");
+            emu.create_application(REGION, &name, "FLINK-1_20", status.clone())
+                .unwrap();
+            Manifest {
+                namespace: "ns".into(),
+                name: name.clone(),
+                spec: spec(&name, key),
+                source: "test".into(),
+                retry_update: None,
+            }
+        })
+        .collect()
+}
+
+fn updates(records: &[CallRecord]) -> Vec<&CallRecord> {
+    records
+        .iter()
+        .filter(|r| r.operation == "UpdateApplication" && r.outcome == "ok")
+        .collect()
+}
+
+/// The most updates in progress at once among `names`, from the emulator's log: an update of
+/// an application keeps it UPDATING for `delay` after the call arrived.
+fn most_at_once(records: &[CallRecord], names: &[String], delay: Duration) -> usize {
+    let delay = delay.as_millis() as u64;
+    let mut edges: Vec<(u64, i64)> = Vec::new();
+    for r in updates(records) {
+        if names.iter().any(|n| Some(n) == r.target.as_ref()) {
+            edges.push((r.time_ms, 1));
+            edges.push((r.time_ms + delay, -1));
+        }
+    }
+    // An interval is half-open: one that ends at t does not overlap one that starts at t.
+    edges.sort();
+    let (mut now, mut most) = (0i64, 0i64);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test]
+async fn thirty_running_applications_with_a_budget_of_five_restart_at_most_five_at_once() {
+    // Long enough that the first five are still UPDATING when the others ask.
+    const DELAY: Duration = Duration::from_millis(600);
+    let emu = emulator(DELAY).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    let mut manifests = fleet(&emu, "running", 30, ApplicationStatus::Running, &key);
+    manifests.extend(fleet(&emu, "stopped", 5, ApplicationStatus::Ready, &key));
+    let core = core(&emu, 5).await;
+    emu.clear_calls();
+    let done = batch::apply_all(
+        &core,
+        &manifests,
+        ApplyOptions {
+            concurrency: 40,
+            timeout: Duration::from_secs(120),
+            poll: Duration::from_millis(25),
+        },
+        |_| {},
+    )
+    .await;
+    for d in &done {
+        assert_eq!(d.outcome.ready(), "True", "{:#?}", d.outcome.status);
+    }
+    let log = emu.calls(0);
+    // Exactly one UpdateApplication per application, whatever the waiting.
+    let mut per_app: BTreeMap<String, usize> = BTreeMap::new();
+    for r in log.iter().filter(|r| r.operation == "UpdateApplication") {
+        *per_app
+            .entry(r.target.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    assert_eq!(per_app.len(), 35);
+    assert!(per_app.values().all(|n| *n == 1), "{per_app:?}");
+    let running: Vec<String> = (0..30).map(|i| format!("running-{i:02}")).collect();
+    let most = most_at_once(&log, &running, DELAY);
+    assert!((2..=5).contains(&most), "{most} restarts at once");
+    // READY applications are not held back: theirs are made while RUNNING ones still wait
+    // (six waves of five).
+    let last = |prefix: &str| {
+        updates(&log)
+            .iter()
+            .filter(|r| r.target.as_deref().is_some_and(|t| t.starts_with(prefix)))
+            .map(|r| r.time_ms)
+            .max()
+            .unwrap()
+    };
+    assert!(last("stopped") < last("running"));
+    // All slots are free again at the end.
+    assert_eq!(core.restart_budget.in_use(REGION), 0);
+    let metrics = core.metrics.encode();
+    assert!(
+        metrics.contains(r#"msf_cmk_restart_slots_in_use{region="us-east-1",account="#),
+        "{metrics}"
+    );
+}
+
+/// One reconcile as `run` makes it: the previous status carried over.
+async fn pass(
+    core: &Core,
+    spec: &ApplicationEncryptionSpec,
+    previous: Option<&ApplicationEncryptionStatus>,
+) -> Outcome {
+    let subject = Subject {
+        namespace: "ns",
+        name: &spec.application_name,
+        spec,
+        generation: Some(1),
+        previous,
+        conflict: None,
+        retry_update: None,
+    };
+    let peers: [Peer; 0] = [];
+    reconcile::reconcile(core, &subject, &peers, Mode::Execute, Utc::now()).await
+}
+
+fn ready(o: &Outcome) -> (String, String) {
+    let c = status::ready(&o.status).expect("a Ready condition");
+    (c.status.clone(), c.reason.clone())
+}
+
+#[tokio::test]
+async fn a_full_budget_makes_running_applications_wait_without_a_call_and_ready_ones_pass() {
+    // Updates stay in progress until the test ends them: no timing involved.
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    for name in ["a", "b", "c"] {
+        emu.create_application(REGION, name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    emu.create_application(REGION, "stopped", "FLINK-1_20", ApplicationStatus::Ready)
+        .unwrap();
+    let core = core(&emu, 2).await;
+    let (a, b, c, stopped) = (
+        spec("a", &key),
+        spec("b", &key),
+        spec("c", &key),
+        spec("stopped", &key),
+    );
+    // Two restarts take both slots (the policy is written by the first).
+    let oa = pass(&core, &a, None).await;
+    let ob = pass(&core, &b, None).await;
+    assert_eq!(emu.call_count("UpdateApplication"), 2);
+    assert_eq!(core.restart_budget.in_use(REGION), 2);
+    // The third waits: no UpdateApplication, a requeue, and the reason says why.
+    let oc = pass(&core, &c, None).await;
+    assert_eq!(emu.call_count("UpdateApplication"), 2);
+    assert_eq!(
+        ready(&oc),
+        ("False".into(), WAITING_FOR_RESTART_BUDGET.into())
+    );
+    assert!(matches!(oc.next, Next::Waiting(_)), "{:?}", oc.next);
+    let reconciling = oc
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciling")
+        .expect("Reconciling");
+    assert_eq!(reconciling.status, "True");
+    // Waiting again costs no call either.
+    let oc = pass(&core, &c, Some(&oc.status)).await;
+    assert_eq!(emu.call_count("UpdateApplication"), 2);
+    // A READY application does not restart: it is not held back, and takes no slot.
+    let os = pass(&core, &stopped, None).await;
+    assert_eq!(emu.call_count("UpdateApplication"), 3);
+    assert_eq!(os.application_updates, 1);
+    assert_eq!(core.restart_budget.in_use(REGION), 2);
+    // a's restart ends; b is still UPDATING. a's reconcile frees its slot, c gets it.
+    emu.set_application_status(REGION, "a", ApplicationStatus::Running)
+        .unwrap();
+    let _ = pass(&core, &b, Some(&ob.status)).await;
+    assert_eq!(
+        core.restart_budget.in_use(REGION),
+        2,
+        "b is still restarting"
+    );
+    let _ = pass(&core, &a, Some(&oa.status)).await;
+    assert_eq!(core.restart_budget.in_use(REGION), 1);
+    let oc = pass(&core, &c, Some(&oc.status)).await;
+    assert_eq!(oc.application_updates, 1);
+    assert_eq!(emu.call_count("UpdateApplication"), 4);
+    assert_eq!(core.restart_budget.in_use(REGION), 2);
+}
+
+#[tokio::test]
+async fn a_new_process_counts_the_updates_the_previous_one_left_running() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    for name in ["a", "b"] {
+        emu.create_application(REGION, name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    let (a, b) = (spec("a", &key), spec("b", &key));
+    let before = core(&emu, 1).await;
+    let oa = pass(&before, &a, None).await;
+    assert_eq!(oa.application_updates, 1);
+    drop(before);
+    // The controller restarts: a new process, an empty budget. Its first reconcile of `a`
+    // sees our update recorded in progress and the application UPDATING: a slot is taken.
+    let after = core(&emu, 1).await;
+    assert_eq!(after.restart_budget.in_use(REGION), 0);
+    let oa = pass(&after, &a, Some(&oa.status)).await;
+    assert_eq!(after.restart_budget.in_use(REGION), 1);
+    let ob = pass(&after, &b, None).await;
+    assert_eq!(ready(&ob).1, WAITING_FOR_RESTART_BUDGET);
+    assert_eq!(emu.call_count("UpdateApplication"), 1);
+    // Someone else's update (no record of ours) is not counted.
+    let other = core(&emu, 1).await;
+    let _ = pass(&other, &a, None).await;
+    assert_eq!(other.restart_budget.in_use(REGION), 0);
+    emu.set_application_status(REGION, "a", ApplicationStatus::Running)
+        .unwrap();
+    let _ = pass(&after, &a, Some(&oa.status)).await;
+    let ob = pass(&after, &b, Some(&ob.status)).await;
+    assert_eq!(ob.application_updates, 1);
+}
+
+#[tokio::test]
+async fn no_budget_restarts_everything_at_once() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    let core = core(&emu, 0).await;
+    for i in 0..12 {
+        let name = format!("app-{i:02}");
+        emu.create_application(REGION, &name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+        let o = pass(&core, &spec(&name, &key), None).await;
+        assert_eq!(o.application_updates, 1, "{:#?}", o.status);
+    }
+    assert_eq!(emu.call_count("UpdateApplication"), 12);
+    assert_eq!(core.restart_budget.in_use(REGION), 12);
+    // The default is 10.
+    assert_eq!(Settings::default().max_concurrent_restarts, 10);
+}
