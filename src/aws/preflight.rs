@@ -191,6 +191,50 @@ mod tests {
         assert!(verdict(&throttled, Some("http://127.0.0.1:9")).is_none());
     }
 
+    /// A credential chain that finds nothing, as on a laptop with no AWS set-up.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                CredentialsError::not_loaded("no source configured"),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_sdk_call_without_credentials_is_a_configuration_error_before_any_request() {
+        // A closed port: had the SDK sent anything, this would be a dispatch failure instead.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let conf = aws_sdk_sts::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://127.0.0.1:{port}"))
+            .credentials_provider(NoCredentials)
+            .build();
+        let err = aws_sdk_sts::Client::from_conf(conf)
+            .get_caller_identity()
+            .send()
+            .await
+            .unwrap_err();
+        let e = crate::aws::classify("GetCallerIdentity", err);
+        assert_eq!(e.category, ErrorCategory::Configuration, "{e}");
+        assert_eq!(e.code, "NoCredentials");
+        assert!(
+            verdict(&e, None).is_some(),
+            "the start-up check stops on it"
+        );
+    }
+
     #[test]
     fn the_override_is_the_flag_else_the_sdk_variables() {
         let mut opts = ConnectOptions::default();
