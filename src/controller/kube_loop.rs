@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -24,12 +24,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
 use crate::api::{ApplicationEncryption, FINALIZER, RETRY_UPDATE_ANNOTATION};
+use crate::controller::arrivals::Arrivals;
+use crate::controller::claims;
 use crate::controller::context::Core;
 use crate::controller::finalizer as cleanup;
-use crate::controller::fleet;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
-use crate::controller::tenancy::{Claim, conflicting_owner};
 use crate::domain::ErrorCategory;
 
 /// The field manager of every write the controller makes.
@@ -55,11 +55,26 @@ pub struct KubeContext {
     /// The reflector stores of every watched namespace: co-tenants and conflicts are looked up
     /// across all of them.
     pub stores: Vec<Store<ApplicationEncryption>>,
+    /// No reconcile before every store is synced; new work waits for a burst to end.
+    pub arrivals: Arc<Arrivals>,
 }
 
 impl KubeContext {
     fn all_objects(&self) -> Vec<Arc<ApplicationEncryption>> {
         self.stores.iter().flat_map(|s| s.state()).collect()
+    }
+
+    /// Every watched namespace's initial list is in the cache (each Controller waits only for
+    /// its own store).
+    async fn caches_synced(&self) {
+        let ready = async {
+            for s in &self.stores {
+                // Err: the writer is gone (the loop is stopping); nothing to wait for.
+                let _ = s.wait_until_ready().await;
+            }
+        };
+        let count = || self.stores.iter().map(Store::len).sum();
+        self.arrivals.wait_synced(ready, count).await;
     }
 }
 
@@ -76,11 +91,13 @@ fn object_key(obj: &ApplicationEncryption) -> String {
 }
 
 /// Runs the controllers over `namespaces` (empty: all namespaces) until they stop.
+/// `coalesce_window`: the quiet time that ends a burst of new resources (see `arrivals`).
 pub async fn run_controllers(
     client: Client,
     core: Arc<Core>,
     namespaces: Vec<String>,
     concurrency: u16,
+    coalesce_window: Duration,
 ) {
     let apis: Vec<Api<ApplicationEncryption>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
@@ -90,12 +107,15 @@ pub async fn run_controllers(
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
     };
+    let arrivals = Arc::new(Arrivals::new(coalesce_window));
     let mut streams = Vec::new();
     let mut stores = Vec::new();
     for api in &apis {
         let (reader, writer) = reflector::store();
+        let seen = arrivals.clone();
         let stream = watcher(api.clone(), watcher::Config::default().any_semantic())
             .default_backoff()
+            .modify(strip_unused)
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
@@ -103,7 +123,12 @@ pub async fn run_controllers(
                     .combine(predicates::finalizers)
                     .combine(retry_annotation_hash),
                 Default::default(),
-            );
+            )
+            .inspect_ok(move |o| {
+                if is_arrival(o) {
+                    seen.saw();
+                }
+            });
         streams.push((stream, reader.clone()));
         stores.push(reader);
     }
@@ -112,6 +137,7 @@ pub async fn run_controllers(
         recorder: Recorder::new(client.clone(), reporter()),
         client,
         stores,
+        arrivals,
     });
     let runs = streams.into_iter().map(|(stream, reader)| {
         Controller::for_stream(stream, reader)
@@ -138,6 +164,8 @@ async fn reconcile_object(
     );
     let api: Api<ApplicationEncryption> = Api::namespaced(ctx.client.clone(), &ns);
     async move {
+        ctx.caches_synced().await;
+        ctx.arrivals.reconcile_started();
         finalizer(&api, FINALIZER, obj, |event| async {
             match event {
                 FinalizerEvent::Apply(o) => apply(o, &api, &ctx).await,
@@ -163,21 +191,23 @@ async fn apply(
     api: &Api<ApplicationEncryption>,
     ctx: &KubeContext,
 ) -> Result<Action, Error> {
+    if is_new_work(&obj) {
+        // Resources applied together are written in one PutKeyPolicy per key (`arrivals`).
+        let waited = ctx.arrivals.settle().await;
+        if !waited.is_zero() {
+            tracing::debug!(
+                waited_ms = waited.as_millis() as u64,
+                "waited for a burst of new resources to end"
+            );
+        }
+    }
     let timer = Timer::start();
     let key = object_key(&obj);
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let all = ctx.all_objects();
-    let peers: Vec<Peer> = all
-        .iter()
-        .filter(|o| o.meta().deletion_timestamp.is_none())
-        .map(|o| Peer {
-            namespace: o.namespace().unwrap_or_default(),
-            name: o.name_any(),
-            spec: o.spec.clone(),
-        })
-        .collect();
-    let conflict = conflict_message(&obj, &all, &ctx.core);
+    let peers = peers_of(&relevant(&all, &obj));
+    let conflict = claims::conflict_of(&ctx.core, &peers, &ns, &name);
     let subject = Subject {
         namespace: &ns,
         name: &name,
@@ -223,6 +253,39 @@ async fn apply(
     Ok(Action::requeue(after))
 }
 
+/// Not yet reconciled at its generation: a new resource or a spec change, which may need a
+/// write. Resyncs of converged resources are not.
+fn is_new_work(o: &ApplicationEncryption) -> bool {
+    o.status.as_ref().and_then(|s| s.observed_generation) != o.meta().generation
+}
+
+/// A watch event that brings work from outside: a resource new to the controller (no
+/// finalizer yet) or a spec change of one it reconciled. The event of our own finalizer patch
+/// (finalizer, no status yet) is not one: counting it would stretch every burst by our writes.
+fn is_arrival(o: &ApplicationEncryption) -> bool {
+    let ours = o.finalizers().iter().any(|f| f == FINALIZER);
+    let observed = o.status.as_ref().and_then(|s| s.observed_generation);
+    o.meta().deletion_timestamp.is_none()
+        && (!ours || observed.is_some_and(|g| Some(g) != o.meta().generation))
+}
+
+/// Drops what no reconcile reads before the object enters the cache: `managedFields` and every
+/// annotation but ours (`kubectl apply` keeps a full copy of the object in one), labels and
+/// owner references. The cache holds every resource for the life of the process, so this is
+/// most of its memory.
+fn strip_unused(o: &mut ApplicationEncryption) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k == RETRY_UPDATE_ANNOTATION);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
 /// The `msfcmk.dev/retry-update` annotation of a resource.
 fn retry_annotation(obj: &ApplicationEncryption) -> Option<&str> {
     obj.annotations()
@@ -263,14 +326,14 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
     let key = object_key(&obj);
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let all = ctx.all_objects();
+    let peers = peers_of(&relevant(&ctx.all_objects(), &obj));
     let subject = Subject {
         namespace: &ns,
         name: &name,
         spec: &obj.spec,
         generation: obj.meta().generation,
         previous: obj.status.as_ref(),
-        conflict: conflict_message(&obj, &all, &ctx.core),
+        conflict: claims::conflict_of(&ctx.core, &peers, &ns, &name),
         retry_update: retry_annotation(&obj),
     };
     match cleanup::cleanup(&ctx.core, &subject).await {
@@ -294,68 +357,49 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
     }
 }
 
-/// The message for `obj` if an older resource claims the same application and region.
-fn conflict_message(
-    obj: &ApplicationEncryption,
+/// The cached resources that can matter to `me`: those that may share its key (co-tenants)
+/// and everyone claiming the application of `me` or of one of those (conflicts are decided
+/// among the claims of one application, so each of these groups is complete). Copying every
+/// spec for every reconcile would cost memory and time in proportion to the whole cache.
+fn relevant(
     all: &[Arc<ApplicationEncryption>],
-    core: &Core,
-) -> Option<String> {
-    // With an accounts file, the region is qualified by the namespace's account.
-    let region_of = |o: &ApplicationEncryption| {
-        let region = o
-            .spec
-            .region
-            .clone()
-            .unwrap_or_else(|| core.defaults.region.clone());
-        fleet::claim_region(core, &o.namespace().unwrap_or_default(), &region)
+    me: &ApplicationEncryption,
+) -> Vec<Arc<ApplicationEncryption>> {
+    use std::collections::HashSet;
+    let my_key = me.spec.key_id.as_deref().filter(|k| !k.is_empty());
+    let may_share_key = |o: &ApplicationEncryption| match (my_key, o.spec.key_id.as_deref()) {
+        (Some(mine), Some(theirs)) => mine == theirs || !is_key_arn(mine) || !is_key_arn(theirs),
+        _ => false,
     };
-    let owned: Vec<(String, String, String)> = all
+    let applications: HashSet<&str> = all
         .iter()
-        .map(|o| {
-            (
-                o.namespace().unwrap_or_default(),
-                o.name_any(),
-                region_of(o),
-            )
-        })
+        .filter(|o| may_share_key(o))
+        .map(|o| o.spec.application_name.as_str())
+        .chain([me.spec.application_name.as_str()])
         .collect();
-    let claims: Vec<Claim<'_>> = all
-        .iter()
-        .zip(&owned)
-        .map(|(o, (ns, name, region))| Claim {
-            namespace: ns,
-            name,
-            created: o
-                .meta()
-                .creation_timestamp
-                .as_ref()
-                .map(|t| chrono_time(&t.0)),
-            region,
-            application_name: &o.spec.application_name,
+    all.iter()
+        .filter(|o| applications.contains(o.spec.application_name.as_str()) || may_share_key(o))
+        .cloned()
+        .collect()
+}
+
+/// A full key ARN names one key; anything else (alias, bare id) may resolve to any key.
+fn is_key_arn(key_id: &str) -> bool {
+    key_id.starts_with("arn:") && key_id.contains(":key/")
+}
+
+/// Every cached resource as a peer: deleted ones too, because they keep their application
+/// until cleanup has run.
+fn peers_of(all: &[Arc<ApplicationEncryption>]) -> Vec<Peer> {
+    all.iter()
+        .map(|o| Peer {
+            namespace: o.namespace().unwrap_or_default(),
+            name: o.name_any(),
+            spec: o.spec.clone(),
             incumbent: is_incumbent(o),
+            deleting: o.meta().deletion_timestamp.is_some(),
         })
-        .collect();
-    let my_ns = obj.namespace().unwrap_or_default();
-    let my_name = obj.name_any();
-    let my_region = region_of(obj);
-    let me = Claim {
-        namespace: &my_ns,
-        name: &my_name,
-        created: obj
-            .meta()
-            .creation_timestamp
-            .as_ref()
-            .map(|t| chrono_time(&t.0)),
-        region: &my_region,
-        application_name: &obj.spec.application_name,
-        incumbent: is_incumbent(obj),
-    };
-    conflicting_owner(&core.tenancy, &me, &claims).map(|owner| {
-        format!(
-            "Application {} in {} is already claimed by ApplicationEncryption {}/{} (older); delete one of the two.",
-            obj.spec.application_name, my_region, owner.namespace, owner.name
-        )
-    })
+        .collect()
 }
 
 /// Whether the resource already acts on its application: it has a Ready condition that is not
@@ -365,11 +409,6 @@ fn is_incumbent(o: &ApplicationEncryption) -> bool {
         .as_ref()
         .and_then(crate::controller::status::ready)
         .is_some_and(|c| c.reason != "Conflict" && c.reason != "NotPermitted")
-}
-
-fn chrono_time(t: &k8s_openapi::jiff::Timestamp) -> chrono::DateTime<Utc> {
-    chrono::DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32)
-        .unwrap_or_default()
 }
 
 async fn publish(ctx: &KubeContext, obj: &ApplicationEncryption, notes: &[Note]) {
@@ -437,5 +476,80 @@ mod tests {
         assert_ne!(hash(&object(1, None)), hash(&object(1, Some("a"))));
         assert_ne!(hash(&object(1, Some("a"))), hash(&object(1, Some("b"))));
         assert_eq!(hash(&object(1, Some("a"))), hash(&object(1, Some("a"))));
+    }
+
+    #[test]
+    fn the_cache_keeps_only_what_reconciles_read() {
+        let mut o = object(1, Some("a"));
+        let meta = &mut o.metadata;
+        meta.annotations.as_mut().unwrap().insert(
+            "kubectl.kubernetes.io/last-applied-configuration".into(),
+            "{...}".into(),
+        );
+        meta.labels = Some([("team".to_string(), "a".to_string())].into());
+        meta.managed_fields = Some(vec![Default::default()]);
+        meta.finalizers = Some(vec![FINALIZER.into()]);
+        strip_unused(&mut o);
+        assert_eq!(retry_annotation(&o), Some("a"));
+        assert_eq!(o.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+        assert_eq!(o.metadata.labels, None);
+        assert_eq!(o.metadata.managed_fields, None);
+        assert_eq!(o.metadata.finalizers, Some(vec![FINALIZER.to_string()]));
+        let mut plain = object(1, None);
+        plain.metadata.annotations = Some([("x".to_string(), "y".to_string())].into());
+        strip_unused(&mut plain);
+        assert_eq!(plain.metadata.annotations, None);
+    }
+
+    #[test]
+    fn arrivals_are_new_resources_and_spec_changes_not_our_finalizer() {
+        let mut o = object(1, None);
+        assert!(is_arrival(&o), "new: no finalizer yet");
+        o.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert!(!is_arrival(&o), "our finalizer patch");
+        o.status = Some(crate::api::ApplicationEncryptionStatus {
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        assert!(!is_arrival(&o), "reconciled at its generation");
+        assert!(!is_new_work(&o));
+        o.metadata.generation = Some(2);
+        assert!(is_arrival(&o), "spec change");
+        assert!(is_new_work(&o));
+    }
+
+    fn claim(name: &str, app: &str, key: &str) -> Arc<ApplicationEncryption> {
+        let spec: ApplicationEncryptionSpec = serde_json::from_value(serde_json::json!({
+            "applicationName": app,
+            "keyType": "CustomerManagedKey",
+            "keyId": key,
+        }))
+        .unwrap();
+        let mut o = ApplicationEncryption::new(name, spec);
+        o.metadata.namespace = Some("ns".into());
+        Arc::new(o)
+    }
+
+    #[test]
+    fn relevant_peers_are_the_key_candidates_and_the_claims_of_their_applications() {
+        let k1 = "arn:aws:kms:us-east-1:111122223333:key/1";
+        let k2 = "arn:aws:kms:us-east-1:111122223333:key/2";
+        let all = vec![
+            claim("me", "a", k1),
+            claim("same-key", "b", k1),
+            claim("alias", "c", "alias/x"),
+            claim("other-key", "d", k2),
+            // Claims b's application on another key: decides whether b is a co-tenant.
+            claim("rival-of-b", "b", k2),
+            claim("rival-of-me", "a", k2),
+        ];
+        let names: Vec<String> = relevant(&all, &all[0])
+            .iter()
+            .map(|o| o.name_any())
+            .collect();
+        assert_eq!(
+            names,
+            ["me", "same-key", "alias", "rival-of-b", "rival-of-me"]
+        );
     }
 }

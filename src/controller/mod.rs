@@ -15,6 +15,7 @@
 
 pub mod accounts;
 pub mod apply;
+pub mod arrivals;
 pub mod backoff;
 pub mod batch;
 pub mod context;
