@@ -84,20 +84,20 @@ pub struct RunArgs {
     #[arg(long, env = "MSF_CMK_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
 
-    /// Address of /metrics, /livez and /readyz.
+    /// Address of /metrics (and of /livez and /readyz unless --probe-addr is given).
     #[arg(long, env = "MSF_CMK_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+
+    /// Serve /livez and /readyz on this address instead, and /metrics only on --metrics-addr
+    /// (e.g. --metrics-addr 127.0.0.1:8080 behind kube-rbac-proxy, with the probes still open).
+    #[arg(long, env = "MSF_CMK_PROBE_ADDR")]
+    pub probe_addr: Option<SocketAddr>,
 
     /// Log format.
     #[arg(long, env = "MSF_CMK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
     /// One endpoint for MSF and KMS (an emulator); default: the standard AWS endpoint chain.
-    /// Serve /livez and /readyz on this address instead, and /metrics only on --metrics-addr
-    /// (e.g. --metrics-addr 127.0.0.1:8080 behind kube-rbac-proxy, with the probes still open).
-    #[arg(long, env = "MSF_CMK_PROBE_ADDR")]
-    pub probe_addr: Option<SocketAddr>,
-
     #[arg(long, env = "MSF_CMK_AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
 
@@ -107,6 +107,12 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub pacing: PacingArgs,
+
+    /// New resources (or spec changes) arriving less than this apart are one burst: their
+    /// first reconciles wait for it to end (at most 10 times this), so each key's policy is
+    /// written once for the whole burst. 0 turns it off.
+    #[arg(long, env = "MSF_CMK_COALESCE_WINDOW", default_value = "1s", value_parser = parse_span)]
+    pub coalesce_window: Duration,
 }
 
 /// A positive duration for a flag: humantime's forms (`30s`, `1m30s`, `1h 5m`, `250ms`,
@@ -276,6 +282,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
 
     let namespaces = a.namespaces.clone();
     let concurrency = a.concurrency.max(1);
+    let coalesce = a.coalesce_window;
     if let Some(cfg) = leader_cfg {
         let h = health.clone();
         let run_client = client.clone();
@@ -285,14 +292,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 cfg,
                 fence,
                 move |leading| h.set(if leading { Health::LEADER } else { Health::STANDBY }),
-                move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency),
+                move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency, coalesce),
             ) => r?,
             _ = shutdown_signal() => tracing::info!("signal received: stopping"),
         }
     } else {
         health.set(Health::LEADER);
         tokio::select! {
-            _ = kube_loop::run_controllers(client, core, namespaces, concurrency) => {}
+            _ = kube_loop::run_controllers(client, core, namespaces, concurrency, coalesce) => {}
             _ = shutdown_signal() => tracing::info!("signal received: stopping"),
         }
     }
@@ -341,15 +348,6 @@ async fn shutdown_signal() {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
 /// The HTTP listeners: one for everything, or /metrics and the probes apart (`--probe-addr`).
 async fn serve_http(
     a: &RunArgs,
@@ -370,6 +368,15 @@ async fn serve_http(
     Ok(vec![metrics_server, probe_server])
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
