@@ -127,6 +127,10 @@ impl KmsApi for SplitKms {
         self.admin.put_key_policy(region, key_arn, policy).await
     }
 
+    async fn reserve_put_key_policy(&self, region: &str, key_arn: &str) {
+        self.admin.reserve_put_key_policy(region, key_arn).await
+    }
+
     // Both identities are of one account and share its lanes.
     fn pacing(&self) -> Option<crate::aws::AccountLimiters> {
         self.operator.pacing()

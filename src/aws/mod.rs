@@ -158,4 +158,10 @@ pub trait KmsApi: Send + Sync {
     fn pacing(&self) -> Option<AccountLimiters> {
         None
     }
+
+    /// Takes the client-side pacing permit of the next `put_key_policy` of `key_arn` now, so
+    /// that call does not wait for it: the caller takes it before the read its write is
+    /// computed from, and no pacing wait falls between that read and the write
+    /// (`controller::key_write`). Idempotent until the write uses it. Unpaced clients: nothing.
+    async fn reserve_put_key_policy(&self, _region: &str, _key_arn: &str) {}
 }

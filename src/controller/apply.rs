@@ -1,8 +1,9 @@
 //! Apply: the writes of one reconcile (I/O), one planned step at a time.
 //!
-//! - `PutKeyPolicy` only under the key's lock (the [`KeyGuard`] proves it), then the policy is
-//!   re-read so that the next plan is made from what KMS actually holds (verification; a read
-//!   that does not show the write yet is retried a few times, KMS being eventually consistent).
+//! - `PutKeyPolicy` only under the key's lock (the [`KeyGuard`] proves it), called from
+//!   [`crate::controller::key_write`] (lost-update protection), then the policy is re-read so
+//!   that the next plan is made from what KMS actually holds (verification; a read that does
+//!   not show the write yet is retried a few times, KMS being eventually consistent).
 //! - `UpdateApplication` at most once per reconcile (the caller counts; MSF restarts a RUNNING
 //!   application on every update).
 //!
@@ -11,19 +12,23 @@
 use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
+use crate::controller::key_write::same_policy;
 use crate::controller::{lifecycle, observe, restart_budget};
 use crate::domain::{EncryptionUpdate, ErrorCategory, Observed, UpdateAccepted};
 
 /// Writes the policy and re-reads it until the read shows the write. KMS is eventually
 /// consistent: a read right after PutKeyPolicy may still return the old policy, so it is
 /// retried a few times (`verify_attempts`, `verify_interval`) before the caller's re-plan
-/// concludes `KeyPolicyNotVerified`. A failed write forgets any shared read of the key,
-/// because whether it took effect is unknown.
+/// concludes `KeyPolicyNotVerified`. A read that is neither the write nor `base` (the policy
+/// the write was computed from) is another writer's, newer than ours: returned at once, no
+/// more waiting. A failed write forgets any shared read of the key, because whether it took
+/// effect is unknown.
 pub async fn put_key_policy(
     core: &Core,
     guard: &KeyGuard,
     region: &str,
     policy: &str,
+    base: &str,
 ) -> Result<Observed<String>, AwsError> {
     if let Err(e) = core
         .kms
@@ -38,7 +43,9 @@ pub async fn put_key_policy(
         let (reread, _) = observe::fresh_key_policy(core, guard, region).await;
         attempt += 1;
         let shows_write = matches!(&reread, Observed::Found(text) if same_policy(text, policy));
-        if shows_write || attempt >= core.settings.verify_attempts.max(1) {
+        let other_writer =
+            matches!(&reread, Observed::Found(text) if !shows_write && !same_policy(text, base));
+        if shows_write || other_writer || attempt >= core.settings.verify_attempts.max(1) {
             if !shows_write {
                 // Other reconciles of the key must not write from this stale read.
                 core.key_locks.forget_policy(&guard.key_arn);
@@ -46,17 +53,6 @@ pub async fn put_key_policy(
             return Ok(reread);
         }
         tokio::time::sleep(core.settings.verify_interval).await;
-    }
-}
-
-/// Whether a policy read back is the one written (compared as JSON: whitespace may differ).
-fn same_policy(read: &str, written: &str) -> bool {
-    match (
-        serde_json::from_str::<serde_json::Value>(read),
-        serde_json::from_str::<serde_json::Value>(written),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => read == written,
     }
 }
 

@@ -352,6 +352,11 @@ impl KmsApi for FencedKms {
             )
             .await
     }
+
+    async fn reserve_put_key_policy(&self, region: &str, key_arn: &str) {
+        // Pacing only, no AWS call: not fenced.
+        self.inner.reserve_put_key_policy(region, key_arn).await
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@
 //!   included
 //! - `aws_throttles_total{service,operation,account}`: calls that ended in a throttling error after the
 //!   SDK's own retries (what the SDK retried away is not seen here)
+//! - `concurrent_key_policy_edits_total{stage}`: another writer changed a key policy inside
+//!   one of our read-modify-writes ([`crate::controller::key_write`]); stage = before_write (seen
+//!   by the re-read just before PutKeyPolicy: the write was made again from it) | after_write
+//!   (seen by the re-read after it: the newer policy kept, our statements re-added)
 //! - `aws_rate_limit{service,operation,region,account}`: the requests per second the adaptive
 //!   pacing allows now (`aws::ratelimit`): halved on throttling, grows back up to the ceiling;
 //!   read from the lanes when scraped, one series per lane used so far
@@ -103,6 +107,11 @@ pub struct ResourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub git_revision: String,
@@ -120,6 +129,7 @@ pub struct Metrics {
     resource_ready: Family<ResourceLabels, Gauge>,
     aws_latency: HistogramFamily<AwsOperationLabels>,
     throttles: Family<AwsOperationLabels, Counter>,
+    concurrent_edits: Family<StageLabels, Counter>,
     leader: Gauge,
     /// `aws_rate_limit`, refreshed from `pacing` when scraped.
     rates: Family<RateLabels, Gauge<f64, AtomicU64>>,
@@ -196,6 +206,12 @@ impl Metrics {
             "AWS API calls that ended in a throttling error after the SDK's retries",
             throttles.clone(),
         );
+        let concurrent_edits = Family::<StageLabels, Counter>::default();
+        registry.register(
+            "concurrent_key_policy_edits",
+            "Key policy changes by another writer inside one of our read-modify-writes",
+            concurrent_edits.clone(),
+        );
         let rates = Family::<RateLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "aws_rate_limit",
@@ -232,6 +248,7 @@ impl Metrics {
             resource_ready,
             aws_latency,
             throttles,
+            concurrent_edits,
             leader,
             rates,
             pacing: Mutex::default(),
@@ -359,6 +376,16 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Another writer changed a key policy inside one of our read-modify-writes; `stage`:
+    /// `before_write` | `after_write`.
+    pub fn concurrent_key_policy_edit(&self, stage: &str) {
+        self.concurrent_edits
+            .get_or_create(&StageLabels {
+                stage: stage.to_string(),
+            })
+            .inc();
     }
 
     pub fn drift_corrected(&self, kind: &str) {
@@ -619,6 +646,10 @@ impl KmsApi for MeteredKms {
         self.metrics
             .done(&self.caller, "kms", "PutKeyPolicy", started, &r);
         r
+    }
+
+    async fn reserve_put_key_policy(&self, region: &str, key_arn: &str) {
+        self.inner.reserve_put_key_policy(region, key_arn).await
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`identity`]: who the controller is in AWS (`sts:GetCallerIdentity`), kept current.
 //! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
 //! - [`restart_budget`]: how many restarts (updates of RUNNING applications) run at once (PURE).
+//! - [`key_write`]: PutKeyPolicy without losing another writer's edit (KMS has no ETag).
 
 pub mod accounts;
 pub mod apply;
@@ -26,6 +27,7 @@ pub mod fleet;
 pub mod http;
 pub mod identity;
 pub mod key_locks;
+pub mod key_write;
 pub mod kube_loop;
 pub mod leader;
 pub mod lifecycle;

@@ -25,6 +25,7 @@ use crate::api::{
 use crate::controller::claims;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
+use crate::controller::key_write::{self, Attempt};
 use crate::controller::observe::{self, kms_region};
 use crate::controller::status::{self, StatusInput};
 use crate::controller::tenancy::KeyVerdict;
@@ -38,8 +39,9 @@ use crate::planner::{self, CoTenant, ConditionReport, ConditionStatus, Plan, Pla
 const SHORT_REQUEUE: Duration = Duration::from_secs(15);
 
 /// Guards against a plan that keeps asking for writes; a real reconcile needs at most 4 passes
-/// (re-read, put, update, final).
-const MAX_PASSES: usize = 6;
+/// (re-read, put, update, final), plus one per key policy write another writer overtook
+/// (`key_write::MAX_OVERTAKEN`).
+const MAX_PASSES: usize = 8;
 
 /// The resource being reconciled.
 #[derive(Clone, Debug)]
@@ -293,6 +295,7 @@ pub async fn reconcile(
     let mut events = Vec::new();
     let mut failure: Option<(String, String, ErrorCategory)> = None;
     let mut puts = 0u32;
+    let mut overtaken = 0u32;
     let mut updates = 0u32;
     let mut passes = 0usize;
     let final_plan = loop {
@@ -362,7 +365,8 @@ pub async fn reconcile(
                     ));
                     break plan;
                 };
-                if puts > 0 {
+                // A write overtaken by another writer's may be made again (key_write).
+                if puts > overtaken {
                     failure = Some((
                         "KeyPolicyNotVerified".into(),
                         format!(
@@ -372,38 +376,61 @@ pub async fn reconcile(
                     ));
                     break plan;
                 }
-                if !obs.policy_fresh {
-                    // Never write from a shared read: re-read, and re-plan if it changed.
-                    let before = obs.key_policy.clone();
-                    let (p, _) = observe::fresh_key_policy(core, g, key_region).await;
-                    obs.key_policy = p;
-                    obs.policy_fresh = true;
-                    if obs.key_policy != before {
+                // Permit, re-read, write, re-read: see key_write for what each step guards.
+                let (reread, raced) = match key_write::write(
+                    core,
+                    g,
+                    key_region,
+                    &obs.key_policy,
+                    obs.policy_fresh,
+                    policy,
+                )
+                .await
+                {
+                    Attempt::Replan { policy, concurrent } => {
+                        obs.key_policy = policy;
+                        obs.policy_fresh = true;
+                        events.extend(concurrent);
                         continue;
                     }
-                }
-                match apply::put_key_policy(core, g, key_region, policy).await {
-                    Ok(reread) => {
-                        puts += 1;
-                        let at = Utc::now();
-                        core.policy_writes.record(key_arn, at);
-                        policy_written = Some(lifecycle::policy_write(key_arn, at));
-                        obs.key_policy = reread;
-                        events.push(Note {
-                            warning: false,
-                            reason: "KeyPolicyUpdated".into(),
-                            action: "PutKeyPolicy".into(),
-                            message: format!(
-                                "Added or repaired statements {} for {} in the policy of {key_arn}.",
-                                list(changed_sids),
-                                list(applications)
-                            ),
-                        });
-                    }
-                    Err(e) => {
+                    Attempt::Failed(e) => {
                         failure = Some(("KeyPolicyUpdateFailed".into(), e.to_string(), e.category));
                         break plan;
                     }
+                    Attempt::Written { reread } => (reread, None),
+                    Attempt::Overtaken { reread, note } => (reread, Some(note)),
+                };
+                puts += 1;
+                let at = Utc::now();
+                core.policy_writes.record(key_arn, at);
+                policy_written = Some(lifecycle::policy_write(key_arn, at));
+                obs.key_policy = reread;
+                obs.policy_fresh = true;
+                events.push(Note {
+                    warning: false,
+                    reason: "KeyPolicyUpdated".into(),
+                    action: "PutKeyPolicy".into(),
+                    message: format!(
+                        "Added or repaired statements {} for {} in the policy of {key_arn}.",
+                        list(changed_sids),
+                        list(applications)
+                    ),
+                });
+                if let Some(note) = raced {
+                    // Theirs is kept: the next pass plans from it and re-adds only ours.
+                    events.push(note);
+                    overtaken += 1;
+                    if overtaken > key_write::MAX_OVERTAKEN {
+                        failure = Some((
+                            key_write::REASON.into(),
+                            format!(
+                                "The policy of {key_arn} kept being changed by another writer right after PutKeyPolicy ({overtaken} times in this reconcile); retrying later."
+                            ),
+                            ErrorCategory::Conflict,
+                        ));
+                        break plan;
+                    }
+                    tokio::time::sleep(key_write::overtaken_backoff(overtaken - 1)).await;
                 }
             }
             Some(Step::UpdateApplication(update)) => {

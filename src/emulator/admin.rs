@@ -76,8 +76,15 @@ async fn set_fault(
             if f.rollback && op != "UpdateApplication" && op != "*" {
                 return bad_request("rollback applies to UpdateApplication only".into());
             }
-            if f.interleave_policy.is_some() && op != "PutKeyPolicy" {
-                return bad_request("interleave_policy applies to PutKeyPolicy only".into());
+            if f.interleave_policy.is_some()
+                && !matches!(op.as_str(), "PutKeyPolicy" | "GetKeyPolicy")
+            {
+                return bad_request(
+                    "interleave_policy applies to PutKeyPolicy and GetKeyPolicy only".into(),
+                );
+            }
+            if f.interleave_after && op != "PutKeyPolicy" {
+                return bad_request("interleave_after applies to PutKeyPolicy only".into());
             }
             let mut faults = inner.lock_faults();
             faults.set(&op, f);

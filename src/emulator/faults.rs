@@ -27,9 +27,14 @@ pub struct Fault {
     /// UpdateApplication only: the update is accepted, then rolled back once the update delay
     /// has passed (the operation ends FAILED). Applies to every update until cleared.
     pub rollback: bool,
-    /// PutKeyPolicy only: a person's write of this policy, applied just before the next
-    /// PutKeyPolicy is handled; used once, then forgotten.
+    /// A person's write of this policy, used once, then forgotten. PutKeyPolicy: applied just
+    /// before the next PutKeyPolicy is handled (just after it with `interleave_after`).
+    /// GetKeyPolicy: applied just after the next GetKeyPolicy is answered (the reader got the
+    /// policy before the person's edit: an edit between a read and the write made from it).
     pub interleave_policy: Option<serde_json::Value>,
+    /// PutKeyPolicy only: the interleaved write lands just after ours instead of before (a
+    /// person who read before our write and writes after it).
+    pub interleave_after: bool,
     /// Scope: only calls naming this application (`ApplicationName`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub application: Option<String>,
@@ -75,11 +80,20 @@ impl Fault {
         }
     }
 
-    /// For `PutKeyPolicy`: write `policy` as a person would, just before the next call.
+    /// For `PutKeyPolicy`: write `policy` as a person would, just before the next call. For
+    /// `GetKeyPolicy`: just after the next call is answered.
     pub fn interleave(policy: serde_json::Value) -> Self {
         Self {
             interleave_policy: Some(policy),
             ..Self::default()
+        }
+    }
+
+    /// For `PutKeyPolicy`: write `policy` as a person would, just after the next call.
+    pub fn interleave_after(policy: serde_json::Value) -> Self {
+        Self {
+            interleave_after: true,
+            ..Self::interleave(policy)
         }
     }
 
@@ -223,10 +237,10 @@ impl Faults {
         }
     }
 
-    /// The policy to interleave before a PutKeyPolicy on key `key_id` / `key_arn`, taken
-    /// (it applies once): the key's own entry first, then the operation's.
-    pub fn take_interleave(&mut self, key_id: &str) -> Option<serde_json::Value> {
-        let op = "PutKeyPolicy";
+    /// The policy to interleave with a call of `op` (PutKeyPolicy, GetKeyPolicy) on key
+    /// `key_id`, taken (it applies once): the key's own entry first, then the operation's.
+    /// Returns the policy and whether it lands after the call rather than before.
+    pub fn take_interleave(&mut self, op: &str, key_id: &str) -> Option<Interleave> {
         let scoped = format!("{op}/{key_id}");
         let name = [scoped.as_str(), op]
             .into_iter()
@@ -237,12 +251,23 @@ impl Faults {
             })?
             .to_string();
         let fault = self.table.get_mut(&name)?;
-        let policy = fault.interleave_policy.take();
+        let policy = fault.interleave_policy.take()?;
+        // A read is answered first: its interleave always lands after it.
+        let after = fault.interleave_after || op == "GetKeyPolicy";
+        fault.interleave_after = false;
         if fault.is_noop() {
             self.table.remove(&name);
         }
-        policy
+        Some(Interleave { policy, after })
     }
+}
+
+/// A person's write to apply around one call (see [`Fault::interleave_policy`]).
+#[derive(Debug, PartialEq)]
+pub struct Interleave {
+    pub policy: serde_json::Value,
+    /// After the call is handled (else before).
+    pub after: bool,
 }
 
 /// Calls by operation, and by operation and outcome.
@@ -309,11 +334,36 @@ mod tests {
             "PutKeyPolicy",
             Fault::interleave(p.clone()).for_key("arn:aws:kms:r:1:key/k1"),
         );
-        assert_eq!(f.take_interleave("k2"), None);
-        assert_eq!(f.take_interleave("k1"), Some(p.clone()));
-        assert_eq!(f.take_interleave("k1"), None);
+        let put = "PutKeyPolicy";
+        let before = |policy: &serde_json::Value| Interleave {
+            policy: policy.clone(),
+            after: false,
+        };
+        assert_eq!(f.take_interleave(put, "k2"), None);
+        assert_eq!(f.take_interleave("GetKeyPolicy", "k1"), None);
+        assert_eq!(f.take_interleave(put, "k1"), Some(before(&p)));
+        assert_eq!(f.take_interleave(put, "k1"), None);
         assert!(!f.table().keys().any(|k| k.starts_with("PutKeyPolicy")));
         f.set("PutKeyPolicy", Fault::interleave(p.clone()));
-        assert_eq!(f.take_interleave("k9"), Some(p));
+        assert_eq!(f.take_interleave(put, "k9"), Some(before(&p)));
+
+        // After our write, and after a read (whatever the flag says).
+        f.set("PutKeyPolicy", Fault::interleave_after(p.clone()));
+        let after = Interleave {
+            policy: p.clone(),
+            after: true,
+        };
+        assert_eq!(f.take_interleave(put, "k1"), Some(after));
+        let interleaves = |f: &Faults| f.table().keys().filter(|k| k.contains("KeyPolicy")).count();
+        assert_eq!(interleaves(&f), 0);
+        f.set("GetKeyPolicy", Fault::interleave(p.clone()).for_key("k3"));
+        assert_eq!(
+            f.take_interleave("GetKeyPolicy", "k3"),
+            Some(Interleave {
+                policy: p,
+                after: true
+            })
+        );
+        assert_eq!(interleaves(&f), 0);
     }
 }

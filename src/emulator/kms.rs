@@ -370,6 +370,14 @@ fn put_key_policy(body: &Body, ctx: &Ctx, world: &mut World) -> OpResult {
     Ok(json!({}))
 }
 
+/// A person's write of `policy` to the key the request names (the interleave hook): no
+/// checks, as `put_key_policy_direct`; nothing when the key does not exist.
+pub fn write_as_person(body: &Body, ctx: &Ctx, world: &mut World, policy: String) {
+    if let Ok(key) = resolve_mut(body, &ctx.scope, world) {
+        key.write_policy(policy, ctx.propagation);
+    }
+}
+
 /// The key id a request's `KeyId` names (no aliases), if it exists: what the interleave
 /// hook is scoped by.
 pub fn key_id_of(body: &Body, scope: &Scope, world: &World) -> Option<String> {

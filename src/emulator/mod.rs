@@ -28,7 +28,8 @@
 //!   (the last [`CALL_LOG_CAPACITY`] calls); `DELETE /_emulator/calls` empties it.
 //! - `GET /_emulator/faults`; `PUT /_emulator/faults/{OP or *}` with `{"latency_ms",
 //!   "throttle_rate", "error_rate", "deny", "rollback" (UpdateApplication),
-//!   "interleave_policy" (PutKeyPolicy: a person's write just before the next call, once),
+//!   "interleave_policy" (a person's write, once: just before the next PutKeyPolicy, or just
+//!   after it with "interleave_after"; just after the next GetKeyPolicy is answered),
 //!   "application" | "key_id" (scope)}`; a scoped entry's effects come before the
 //!   operation's, which come before `*`'s; `DELETE /_emulator/faults`.
 //! - `GET /_emulator/config`; `PUT /_emulator/config` with any of `{"policy_propagation_ms",

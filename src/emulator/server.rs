@@ -314,17 +314,29 @@ fn handle_kms(
     if settings.strict_principals && matches!(op, "PutKeyPolicy" | "CreateKey") {
         ctx.known_principals = Some(inner.lock_principals().clone());
     }
-    if op == "PutKeyPolicy" {
+    // A person's write before or after this call (interleave hook).
+    let mut after = None;
+    if matches!(op, "PutKeyPolicy" | "GetKeyPolicy") {
         // Locks are taken one at a time (world, then faults), never nested.
         let key_id = kms::key_id_of(body, scope, &inner.lock_world());
-        if let Some(id) = key_id {
-            ctx.interleave = inner.lock_faults().take_interleave(&id).map(|p| match p {
+        if let Some(i) = key_id.and_then(|id| inner.lock_faults().take_interleave(op, &id)) {
+            let text = match i.policy {
                 Value::String(s) => s,
                 other => other.to_string(),
-            });
+            };
+            if i.after {
+                after = Some(text);
+            } else {
+                ctx.interleave = Some(text);
+            }
         }
     }
-    kms::handle(op, body, &ctx, &mut inner.lock_world())
+    let mut world = inner.lock_world();
+    let result = kms::handle(op, body, &ctx, &mut world);
+    if let Some(theirs) = after {
+        kms::write_as_person(body, &ctx, &mut world, theirs);
+    }
+    result
 }
 
 /// Takes a token from the operation's bucket when quotas are on.
