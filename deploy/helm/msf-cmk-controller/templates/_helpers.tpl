@@ -71,3 +71,17 @@ is given. */}}
 {{- toYaml $annotations -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The ConfigMap holding the accounts file: the chart's own when accounts.config is set, else
+accounts.existingConfigMap; empty when there is none.
+*/}}
+{{- define "msf-cmk-controller.accountsConfigMap" -}}
+{{- if and .Values.accounts.config .Values.accounts.existingConfigMap -}}
+{{- fail "set accounts.config or accounts.existingConfigMap, not both" -}}
+{{- else if .Values.accounts.config -}}
+{{ include "msf-cmk-controller.fullname" . }}-accounts
+{{- else -}}
+{{ .Values.accounts.existingConfigMap }}
+{{- end -}}
+{{- end }}
