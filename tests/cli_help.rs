@@ -176,3 +176,86 @@ fn plan_and_apply_help_list_the_exit_codes() {
         }
     }
 }
+
+/// Runs the binary; returns (exit code, stdout).
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn json_and_yaml_are_the_same_document_for_every_offline_command() {
+    const APP: &str = "arn:aws:kinesisanalytics:us-east-1:123456789012:application/orders";
+    const ROLE: &str = "arn:aws:iam::123456789012:role/msf-cmk-controller";
+    const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let policy = "examples/key-policy.json";
+    let commands: Vec<Vec<&str>> = vec![
+        vec![
+            "policy",
+            "check",
+            "--policy",
+            policy,
+            "--application-arn",
+            APP,
+            "--operator-role-arn",
+            ROLE,
+        ],
+        vec![
+            "policy",
+            "simulate",
+            "--policy",
+            policy,
+            "--principal",
+            "Service:kinesisanalytics.amazonaws.com",
+            "--action",
+            "kms:Decrypt",
+        ],
+        vec![
+            "policy",
+            "merge",
+            "--policy",
+            policy,
+            "--application-arn",
+            APP,
+            "--operator-role-arn",
+            ROLE,
+        ],
+        vec![
+            "iam-policy",
+            "--application-arn",
+            APP,
+            "--key-arn",
+            KEY,
+            "--operator-role-arn",
+            ROLE,
+        ],
+    ];
+    for args in commands {
+        let with = |format: &str| {
+            let mut a = args.clone();
+            a.extend(["-o", format]);
+            run(&a)
+        };
+        let (json_code, json) = with("json");
+        let (yaml_code, yaml) = with("yaml");
+        let (text_code, _) = run(&args);
+        assert_eq!(
+            json_code, text_code,
+            "{args:?}: the format does not change the verdict"
+        );
+        assert_eq!(yaml_code, text_code, "{args:?}");
+        let from_json: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{args:?} -o json: {e}\n{json}"));
+        let from_yaml: serde_json::Value =
+            yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("{args:?} -o yaml: {e}\n{yaml}"));
+        assert_eq!(from_json, from_yaml, "{args:?}");
+        assert!(from_json.is_object(), "{args:?}: {json}");
+    }
+}

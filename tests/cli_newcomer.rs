@@ -254,6 +254,23 @@ fn the_banner_points_a_shell_at_the_emulator_and_seed_demo_matches_the_examples(
         assert!(!text.contains("ApplicationNotFound"), "{text}");
         assert!(!text.contains("ApplicationNotObserved"), "{text}");
     }
+    // The same plan as YAML: the same resources, verdicts and summary.
+    let yaml = run_clean(&["plan", "-f", &examples, "-o", "yaml"], &vars);
+    assert_eq!(yaml.status.code(), out.status.code());
+    let yaml: serde_json::Value = yaml_serde::from_slice(&yaml.stdout).expect("yaml plan");
+    let verdicts = |p: &serde_json::Value| -> Vec<(String, String, String)> {
+        p["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let f = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                (f("applicationName"), f("ready"), f("reason"))
+            })
+            .collect()
+    };
+    assert_eq!(verdicts(&yaml), verdicts(&plan));
+    assert_eq!(yaml["summary"], plan["summary"]);
     // A plan reads: it wrote nothing.
     let counts = admin_get(&emu.endpoint, "/_emulator/counts");
     for write in ["PutKeyPolicy", "UpdateApplication"] {
