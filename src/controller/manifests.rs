@@ -251,6 +251,13 @@ spec: {applicationName: payments, keyType: AwsOwnedKey}
     }
 
     #[test]
+    fn every_example_passes_strict_validation() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+        let loaded = load(&[examples]).unwrap();
+        assert!(loaded.manifests.len() >= 3, "{}", loaded.manifests.len());
+    }
+
+    #[test]
     fn files_and_directories() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
