@@ -91,13 +91,21 @@ pub fn load_text(text: &str, origin: &str, out: &mut Loaded) -> Result<(), Strin
         if value.is_null() {
             continue;
         }
-        // JSON is what the API server sees (kubectl converts YAML to JSON first).
-        let value: serde_json::Value =
-            serde_json::to_value(&value).map_err(|e| format!("{source}: {e}"))?;
-        match strict::application_encryption().classify(&value) {
+        // Classified before the JSON conversion, which only ours must survive: other files in
+        // a GitOps directory may have integer keys or tags.
+        let type_meta = serde_json::json!({
+            "apiVersion": value.get("apiVersion").and_then(|v| v.as_str()),
+            "kind": value.get("kind").and_then(|v| v.as_str()),
+        });
+        match strict::application_encryption().classify(&type_meta) {
             Kind::Other => out.skipped += 1,
             Kind::NotServed(why) => return Err(format!("{source}: {why}")),
-            Kind::Ours => out.manifests.push(validate(&value, &source)?),
+            Kind::Ours => {
+                // JSON is what the API server sees (kubectl converts YAML to JSON first).
+                let value: serde_json::Value =
+                    serde_json::to_value(&value).map_err(|e| format!("{source}: {e}"))?;
+                out.manifests.push(validate(&value, &source)?);
+            }
         }
     }
     Ok(())
@@ -238,6 +246,18 @@ spec: {applicationName: payments, keyType: AwsOwnedKey}
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn other_documents_need_not_be_json() {
+        let docs =
+            "ports: {80: http, 443: https}\n---\nResources: {B: !Ref X}\n---\n42\n---\n- a\n";
+        let mut out = Loaded::default();
+        load_text(docs, "x.yaml", &mut out).unwrap();
+        assert_eq!((out.skipped, out.manifests.len()), (4, 0));
+        let ours = "apiVersion: msfcmk.dev/v1alpha1\nkind: ApplicationEncryption\nmetadata: {name: r, labels: {[a]: b}}\nspec: {applicationName: a, keyType: AwsOwnedKey}\n";
+        let err = load_text(ours, "x.yaml", &mut Loaded::default()).unwrap_err();
+        assert!(err.starts_with("x.yaml#0: "), "{err}");
     }
 
     #[test]

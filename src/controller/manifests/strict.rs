@@ -323,6 +323,51 @@ mod tests {
         }
     }
 
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-zA-Z]{0,6}".prop_map(Value::from),
+            Just(json!("CustomerManagedKey")),
+            Just(json!("AwsOwnedKey")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("applicationName".to_string()),
+                        Just("keyType".to_string()),
+                        Just("keyId".to_string()),
+                        Just("keyPolicy".to_string()),
+                        Just("mode".to_string()),
+                        "[a-z]{1,4}"
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Bad input is a refusal, never a panic; what is admitted deserialises.
+        #[test]
+        fn any_spec_or_metadata_is_judged_without_panic(spec in any_json(), meta in any_json()) {
+            let mut d = doc(spec);
+            if meta.is_object() {
+                d["metadata"] = meta;
+            }
+            if let Ok(obj) = application_encryption().admit(&d) {
+                proptest::prop_assert!(serde_json::from_value::<ApplicationEncryption>(obj).is_ok());
+            }
+        }
+    }
+
     #[test]
     fn metadata_names_follow_the_api_server() {
         let spec = json!({"applicationName": "a", "keyType": "AwsOwnedKey"});
