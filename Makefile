@@ -1,6 +1,6 @@
 # The few commands a newcomer needs (mirrored in the README). `make` alone lists them.
 .DEFAULT_GOAL := help
-.PHONY: help demo test crd fmt lint e2e-up e2e-down bench image
+.PHONY: help demo test crd fmt lint e2e-up e2e-down bench image soak
 
 help:          ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 16
@@ -28,6 +28,11 @@ e2e-down:      ## stop it
 
 bench:         ## the benchmarks (BENCHMARKS.md)
 	cargo bench
+
+soak:          ## the long chaos soak: 1,000 resources, 30 minutes (BENCHMARKS.md)
+	eval "$$(tests/e2e/setup.sh)" && SOAK_RESOURCES=$${SOAK_RESOURCES:-1000} \
+	  SOAK_SECONDS=$${SOAK_SECONDS:-1800} SOAK_APISERVER_RESTARTS=$${SOAK_APISERVER_RESTARTS:-2} \
+	  cargo test --test soak -- --nocapture
 
 image:         ## container image, amd64 + arm64 (docker buildx; says what it skips)
 	scripts/build-image.sh
