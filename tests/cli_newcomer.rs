@@ -336,3 +336,77 @@ fn the_demo_counts_once_says_each_key_message_once_and_keeps_its_manifests() {
     assert!(!text.contains("AWS calls made by apply"), "{text}");
     assert!(!text.contains("while MSF still says UPDATING"), "{text}");
 }
+
+fn admin_put(endpoint: &str, path: &str, body: &str) {
+    let addr = endpoint.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+fn emulator_vars(emu: &Emulator) -> Vec<(&str, &str)> {
+    emu.exports
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+#[test]
+fn credentials_aws_refuses_stop_the_command_after_one_call() {
+    let emu = emulator(&["--seed-demo"]);
+    admin_put(
+        &emu.endpoint,
+        "/_emulator/faults/*",
+        r#"{"invalid_credentials": true}"#,
+    );
+    for cmd in ["plan", "apply"] {
+        let out = run_clean(
+            &[cmd, "-f", &example("aws-owned-key.yaml")],
+            &emulator_vars(&emu),
+        );
+        let line = assert_one_clear_line(&out, "error: AWS refused the credentials (");
+        assert!(line.contains("InvalidClientTokenId"), "{line}");
+    }
+    // One GetCallerIdentity per command (refused; not retried), and nothing else.
+    let counts = admin_get(&emu.endpoint, "/_emulator/counts");
+    assert_eq!(
+        counts["calls"],
+        serde_json::json!({"GetCallerIdentity": 2}),
+        "{counts}"
+    );
+}
+
+#[test]
+fn credentials_refused_by_msf_alone_are_aws_credentials_not_aws_unavailable() {
+    // STS accepts the keys, MSF does not (e.g. a partition or region where they are unknown):
+    // the resource says AwsCredentials, the apply stops at once instead of retrying.
+    let emu = emulator(&["--seed-demo"]);
+    admin_put(
+        &emu.endpoint,
+        "/_emulator/faults/DescribeApplication",
+        r#"{"invalid_credentials": true}"#,
+    );
+    let out = run_clean(
+        &["apply", "-f", &example("aws-owned-key.yaml"), "-o", "json"],
+        &emulator_vars(&emu),
+    );
+    assert_eq!(out.status.code(), Some(1), "{:#?}", stderr_lines(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let r = &doc["resources"][0];
+    assert_eq!(r["reason"], "AwsCredentials", "{r}");
+    assert!(!r.to_string().contains("AwsUnavailable"), "{r}");
+    let counts = admin_get(&emu.endpoint, "/_emulator/counts");
+    assert_eq!(
+        counts["calls"]["DescribeApplication"], 1,
+        "read once, not retried: {counts}"
+    );
+}

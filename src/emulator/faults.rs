@@ -24,6 +24,11 @@ pub struct Fault {
     pub error_rate: f64,
     /// Every call answered with `AccessDeniedException`: an IAM or key policy that says no.
     pub deny: bool,
+    /// Every call answered as AWS answers an access key it does not know (deleted, mistyped,
+    /// from another partition): `UnrecognizedClientException` (MSF, KMS, HTTP 400) or
+    /// `InvalidClientTokenId` (STS, HTTP 403).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub invalid_credentials: bool,
     /// UpdateApplication only: the update is accepted, then rolled back once the update delay
     /// has passed (the operation ends FAILED). Applies to every update until cleared.
     pub rollback: bool,
@@ -119,7 +124,11 @@ impl Fault {
 
     /// Does it add latency or inject an outcome?
     fn injects(&self) -> bool {
-        !self.latency.is_zero() || self.deny || self.throttle_rate > 0.0 || self.error_rate > 0.0
+        !self.latency.is_zero()
+            || self.deny
+            || self.invalid_credentials
+            || self.throttle_rate > 0.0
+            || self.error_rate > 0.0
     }
 
     /// True when the fault changes nothing (its scope aside): setting it removes the entry.
@@ -156,6 +165,7 @@ mod millis {
 pub enum Injected {
     None,
     Deny,
+    InvalidCredentials,
     Throttle,
     ServerError,
 }
@@ -218,7 +228,9 @@ impl Faults {
             };
         };
         let (latency, deny, throttle, error) = (f.latency, f.deny, f.throttle_rate, f.error_rate);
-        let injected = if deny {
+        let injected = if f.invalid_credentials {
+            Injected::InvalidCredentials
+        } else if deny {
             Injected::Deny
         } else {
             let r: f64 = self.rng.random();

@@ -231,6 +231,7 @@ async fn call(
     }
     match decision.injected {
         Injected::Deny => return Err(access_denied(service, op, scope, caller)),
+        Injected::InvalidCredentials => return Err(invalid_credentials(service)),
         Injected::Throttle => return Err(throttled()),
         Injected::ServerError => return Err(server_error(service)),
         Injected::None => {}
@@ -373,6 +374,23 @@ fn server_error(service: Service) -> ApiError {
             status: 503,
             code: "ServiceUnavailable",
             message: "Service is unavailable (injected)".into(),
+        },
+    }
+}
+
+/// What AWS answers for an access key it does not know (the same words in all three).
+fn invalid_credentials(service: Service) -> ApiError {
+    let message = "The security token included in the request is invalid. (injected)".into();
+    match service {
+        Service::Sts => ApiError {
+            status: 403,
+            code: "InvalidClientTokenId",
+            message,
+        },
+        Service::Msf | Service::Kms => ApiError {
+            status: 400,
+            code: "UnrecognizedClientException",
+            message,
         },
     }
 }
