@@ -27,7 +27,7 @@
 //!   "region", "account", "access_key_id", "caller_arn", "target", "outcome"}], "last_seq"}`
 //!   (the last [`CALL_LOG_CAPACITY`] calls); `DELETE /_emulator/calls` empties it.
 //! - `GET /_emulator/faults`; `PUT /_emulator/faults/{OP or *}` with `{"latency_ms",
-//!   "throttle_rate", "error_rate", "deny", "rollback" (UpdateApplication),
+//!   "throttle_rate", "error_rate", "deny", "invalid_credentials", "rollback" (UpdateApplication),
 //!   "interleave_policy" (a person's write, once: just before the next PutKeyPolicy, or just
 //!   after it with "interleave_after"; just after the next GetKeyPolicy is answered),
 //!   "application" | "key_id" (scope)}`; a scoped entry's effects come before the
