@@ -354,3 +354,84 @@ proptest! {
         }
     }
 }
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args(args)
+        .env_remove("MSF_CMK_INSTANCE_NAME")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// `policy merge` on a policy of the released version: without any grant it rewrites the Sids;
+/// `--instance-name` merges as another installation; a bad name is refused with exit code 2.
+#[test]
+fn policy_merge_migrates_and_takes_an_instance_name() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/legacy-sids-key-policy.json"
+    );
+    let (code, out, err) = cli(&["policy", "merge", "--policy", fixture]);
+    assert_eq!(code, 0, "{err}");
+    let migrated = PolicyDocument::parse(out.trim()).unwrap();
+    assert_eq!(
+        migrated.owned_sids(),
+        MIGRATED_SIDS
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    );
+
+    let app_arn = app("b-app");
+    let (code, out, err) = cli(&[
+        "policy",
+        "merge",
+        "--policy",
+        fixture,
+        "--instance-name",
+        "cluster-b",
+        "--application-arn",
+        &app_arn,
+        "--operator-role-arn",
+        ROLE,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let merged = PolicyDocument::parse(out.trim()).unwrap();
+    let old = legacy_fixture();
+    assert_eq!(
+        statements(&merged)[..old.statements().len()],
+        statements(&old)[..]
+    );
+    assert!(
+        merged
+            .owned_sids()
+            .contains(&"MsfCmk-cluster-b-OperatorUseKey-msf-cmk-controller".to_string())
+    );
+
+    // Nothing to do for another installation: its statements are not there to migrate.
+    let (code, _, err) = cli(&[
+        "policy",
+        "merge",
+        "--policy",
+        fixture,
+        "--instance-name",
+        "cluster-b",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nothing to do"), "{err}");
+    let (code, out, err) = cli(&[
+        "policy",
+        "merge",
+        "--policy",
+        fixture,
+        "--instance-name",
+        "Cluster_B",
+    ]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("invalid instance name"), "{err}");
+}
