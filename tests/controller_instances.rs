@@ -279,3 +279,96 @@ async fn removing_b_s_statements_keeps_a_s_application_on_the_key() {
     ));
     assert_eq!(emu.call_count("PutKeyPolicy"), 0);
 }
+
+/// MIGRATION: a key whose policy the released version wrote (tests/fixtures/
+/// legacy-sids-key-policy.json: its Sids, its exact statements) is the default installation's.
+/// The next write (a new application on the key) replaces the released Sids with the readable
+/// ones, keeps every grant and the people's statements, and leaves no duplicate; a resync then
+/// writes nothing.
+#[tokio::test]
+async fn the_default_installation_takes_over_the_released_sids_at_its_next_write() {
+    const ACCOUNT: &str = "111122223333";
+    const EU: &str = "eu-west-1";
+    let role = format!("arn:aws:iam::{ACCOUNT}:role/msf-cmk-controller");
+    let emu = Emulator::start(EmulatorConfig {
+        account_id: ACCOUNT.into(),
+        default_region: EU.into(),
+        caller_arn: Some(role.clone()),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    emu.add_principals([
+        role.clone(),
+        format!("arn:aws:iam::{ACCOUNT}:role/KeyAdmin"),
+    ]);
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/legacy-sids-key-policy.json"
+    ))
+    .unwrap();
+    let key = emu.create_key(EU, Some(&fixture)).unwrap();
+    let released = PolicyDocument::parse(&emu.key_policy(&key).unwrap()).unwrap();
+    assert!(released.statements().iter().any(|s| s.has_legacy_sid()));
+    emu.create_application(EU, "late-app", "FLINK-1_20", ApplicationStatus::Ready)
+        .unwrap();
+
+    let mut opts = ConnectOptions::local(emu.endpoint());
+    opts.max_attempts = 1;
+    let aws = connect(&opts).await.unwrap();
+    let core = Core::new(
+        aws.msf,
+        aws.kms,
+        Defaults {
+            region: EU.into(),
+            operator_role_arn: Some(role.clone()),
+        },
+        Tenancy(None),
+        Settings {
+            policy_share_window: Duration::ZERO,
+            policy_settle: Duration::ZERO,
+            ..Settings::default()
+        },
+        Arc::new(Metrics::new()),
+    );
+    let mut spec = cmk("late-app", &key);
+    spec.region = Some(EU.into());
+    assert!(matches!(
+        converge(&core, "late-app", &spec).await.next,
+        Next::Converged
+    ));
+    assert_eq!(emu.call_count("PutKeyPolicy"), 1);
+
+    let after = PolicyDocument::parse(&emu.key_policy(&key).unwrap()).unwrap();
+    assert!(after.statements().iter().all(|s| !s.has_legacy_sid()));
+    assert_eq!(
+        after.owned_sids().len(),
+        8,
+        "no duplicates: {:?}",
+        after.owned_sids()
+    );
+    assert!(
+        after
+            .owned_sids()
+            .contains(&"MsfCmkOperatorUseKey-msf-cmk-controller".to_string())
+    );
+    let granted = msf_cmk_controller::policy::merge::granted(&after).applications;
+    let before = msf_cmk_controller::policy::merge::granted(&released).applications;
+    assert!(before.iter().all(|a| granted.contains(a)));
+    assert_eq!(granted.len(), before.len() + 1);
+    let people = |d: &PolicyDocument| -> Vec<String> {
+        d.statements()
+            .iter()
+            .filter(|s| !s.is_owned())
+            .map(|s| serde_json::to_string(s.raw()).unwrap())
+            .collect()
+    };
+    assert_eq!(people(&after), people(&released));
+
+    emu.reset_counts();
+    assert!(matches!(
+        converge(&core, "late-app", &spec).await.next,
+        Next::Converged
+    ));
+    assert_eq!(emu.call_count("PutKeyPolicy"), 0);
+}
