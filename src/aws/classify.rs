@@ -285,6 +285,74 @@ where
     }
 }
 
+/// Forbids SDK retries of a throttled attempt of the operation whose error type is `E`: a
+/// paced call retries throttled attempts itself, each through its lane (`ratelimit.rs`), so that
+/// retries are paced at the lowered rate instead of the SDK's backoff alone. Set per call, only
+/// on paced calls; other transient errors keep the SDK's retries.
+pub struct NoRetryOnThrottle<E>(PhantomData<fn() -> E>);
+
+impl<E> NoRetryOnThrottle<E> {
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E> Default for NoRetryOnThrottle<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> fmt::Debug for NoRetryOnThrottle<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NoRetryOnThrottle")
+    }
+}
+
+impl<E> ClassifyRetry for NoRetryOnThrottle<E>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let Some(Err(err)) = ctx.output_or_error() else {
+            return RetryAction::NoActionIndicated;
+        };
+        let code = err
+            .as_operation_error()
+            .and_then(|e| e.downcast_ref::<E>())
+            .and_then(|e| e.code());
+        let status = ctx.response().map(|r| r.status().as_u16());
+        if code.is_some_and(is_throttling) || status == Some(429) {
+            RetryAction::RetryForbidden
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "NoRetryOnThrottle"
+    }
+
+    fn priority(&self) -> RetryClassifierPriority {
+        RetryClassifierPriority::run_after(
+            RetryClassifierPriority::modeled_as_retryable_classifier(),
+        )
+    }
+}
+
+/// Whether an SDK error is AWS saying "slow down".
+pub fn sdk_error_is_throttling<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::ServiceError(se) => {
+            se.err().code().is_some_and(is_throttling) || se.raw().status().as_u16() == 429
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,6 +165,15 @@ pub(crate) struct Shared {
     pub(crate) endpoint_url: Option<String>,
 }
 
+/// Attempts per call the SDK configuration allows (first one included).
+pub(crate) fn attempts_of(shared: &Shared) -> u32 {
+    shared
+        .config
+        .retry_config()
+        .map_or(3, |r| r.max_attempts())
+        .max(1)
+}
+
 /// Per-region SDK clients of one service, built on first use.
 pub(crate) struct PerRegion<C> {
     shared: Arc<Shared>,

@@ -32,6 +32,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,10 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::classify::is_throttling;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+
+use super::classify::{is_throttling, sdk_error_is_throttling};
 
 /// The slowest a lane goes, however often it is throttled (the SDK's adaptive mode uses the same).
 pub const FLOOR_PER_SECOND: f64 = 0.5;
@@ -268,20 +272,22 @@ impl Aimd {
     }
 
     /// AWS throttled a call reserved under `epoch`: halve (once per epoch), down to the floor,
-    /// and start the bucket empty (AWS just said it has no room).
+    /// and start the bucket empty (AWS just said it has no room). Calls still queued at the old
+    /// rate queue again ([`AccountLimiters::pace`]), so their debt is forgiven.
     pub fn throttled(&mut self, epoch: u64) -> bool {
         if epoch != self.epoch {
             return false;
         }
         self.rate = (self.rate / 2.0).max(FLOOR_PER_SECOND);
-        self.tokens = self.tokens.min(0.0);
+        self.tokens = 0.0;
         self.epoch += 1;
         true
     }
 
-    /// A call succeeded: a binding lane grows by `step / rate` (about `step` per second).
-    pub fn succeeded(&mut self, binding: bool) {
-        if binding {
+    /// A call reserved under `epoch` succeeded: a binding lane grows by `step / rate` (about
+    /// `step` per second). A call sent before the last decrease says nothing about the new rate.
+    pub fn succeeded(&mut self, epoch: u64, binding: bool) {
+        if binding && epoch == self.epoch {
             self.rate = (self.rate + self.step / self.rate).min(self.ceiling);
         }
     }
@@ -353,11 +359,53 @@ impl AccountLimiters {
         let Some(lane) = self.lane(region, operation) else {
             return Paced(None);
         };
-        let ticket = lock(&lane).reserve(Instant::now());
-        if !ticket.wait.is_zero() {
+        loop {
+            let ticket = lock(&lane).reserve(Instant::now());
+            if ticket.wait.is_zero() {
+                return Paced(Some((lane, ticket)));
+            }
             tokio::time::sleep(ticket.wait).await;
+            // Halved while this call queued: its place was given at the old rate, so it
+            // queues again at the new one (the halving forgave the queue's debt).
+            if lock(&lane).epoch == ticket.epoch {
+                return Paced(Some((lane, ticket)));
+            }
         }
-        Paced(Some((lane, ticket)))
+    }
+
+    /// Sends one call through its lane (`first`: a pass taken ahead, else one is waited for).
+    /// A paced call retries throttled attempts itself, up to `attempts` in all, each waiting
+    /// for the lane again: the lane has just been halved, so the retry goes at the new rate
+    /// (`send` must then tell the SDK not to retry throttles: [`Paced::is_paced`]). Other
+    /// errors, and unpaced calls, are the SDK's to retry.
+    pub(crate) async fn send<T, E, F, Fut>(
+        &self,
+        region: &str,
+        operation: &'static str,
+        attempts: u32,
+        first: Option<Paced>,
+        mut send: F,
+    ) -> Result<T, SdkError<E, HttpResponse>>
+    where
+        E: ProvideErrorMetadata,
+        F: FnMut(Paced) -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    {
+        let mut paced = match first {
+            Some(p) => p,
+            None => self.pace(region, operation).await,
+        };
+        let mut attempt = 1;
+        loop {
+            let again = paced.is_paced();
+            match send(paced).await {
+                Err(e) if again && attempt < attempts && sdk_error_is_throttling(&e) => {
+                    attempt += 1;
+                    paced = self.pace(region, operation).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The rate each lane allows now: `(region, operation, requests per second)`.
@@ -386,6 +434,11 @@ fn lock(lane: &Lane) -> std::sync::MutexGuard<'_, Aimd> {
 pub(crate) struct Paced(Option<(Lane, Ticket)>);
 
 impl Paced {
+    /// Whether the call went through a lane (the operation has a rate).
+    pub(crate) fn is_paced(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// An interceptor for this call: every attempt (SDK retries included) that AWS throttles
     /// halves the lane; a success lets it grow. `E` is the operation's error type.
     pub(crate) fn observer<E>(&self) -> PaceObserver<E> {
@@ -401,7 +454,7 @@ impl Paced {
             if throttled {
                 l.throttled(ticket.epoch);
             } else {
-                l.succeeded(ticket.binding);
+                l.succeeded(ticket.epoch, ticket.binding);
             }
         }
     }
@@ -481,13 +534,16 @@ mod tests {
         assert_eq!(lane.rate(), FLOOR_PER_SECOND);
         // Recovery: step = ceiling / 20 = 2.5 per second of binding calls, so from 0.5 the
         // first success adds 5, the next 2.5 / 5.5 ...
-        lane.succeeded(true);
+        let epoch = lane.reserve(t0).epoch;
+        lane.succeeded(epoch, true);
         assert_eq!(lane.rate(), 5.5);
-        // A success of a call that did not wait (the lane was not the limit) changes nothing.
-        lane.succeeded(false);
+        // A success of a call that did not wait (the lane was not the limit), or of one sent
+        // before the last decrease, changes nothing.
+        lane.succeeded(epoch, false);
+        lane.succeeded(tickets[0].epoch, true);
         assert_eq!(lane.rate(), 5.5);
         for _ in 0..10_000 {
-            lane.succeeded(true);
+            lane.succeeded(epoch, true);
             assert!(lane.rate() <= 50.0);
         }
         assert_eq!(lane.rate(), 50.0, "recovers up to the ceiling, not beyond");

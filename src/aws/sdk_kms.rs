@@ -1,18 +1,21 @@
 //! `KmsApi` on `aws-sdk-kms`.
 
+use std::error::Error as StdError;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::Region;
 use aws_sdk_kms as kms;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use kms::client::customize::CustomizableOperation;
 use kms::operation::describe_key::DescribeKeyError;
 use kms::operation::get_key_policy::GetKeyPolicyError;
 use kms::operation::put_key_policy::PutKeyPolicyError;
 use kms::types::{KeyManagerType, KeyMetadata};
 
-use super::classify::{NoRetryOnQuota, classify};
-use super::connect::{PerRegion, Shared};
-use super::ratelimit::{AccountLimiters, Limiter, RateLimits};
+use super::classify::{NoRetryOnQuota, NoRetryOnThrottle, classify};
+use super::connect::{PerRegion, Shared, attempts_of};
+use super::ratelimit::{AccountLimiters, Limiter, Paced, RateLimits};
 use super::{AwsError, KmsApi};
 use crate::arn::Arn;
 use crate::domain::{ErrorCategory, KeyManager, KeyState, ObservedKey};
@@ -24,6 +27,8 @@ pub struct SdkKms {
     clients: PerRegion<kms::Client>,
     /// Paces every call, per region and operation (shared with the account's other clients).
     pacing: AccountLimiters,
+    /// Attempts per call (the SDK's setting): a paced call retries throttles itself.
+    attempts: u32,
     put_policy_per_key: Limiter,
 }
 
@@ -35,6 +40,7 @@ impl SdkKms {
     /// Paced by `limiters`, shared with the account's other clients.
     pub(crate) fn with_limiters(shared: Arc<Shared>, limiters: &AccountLimiters) -> Self {
         Self {
+            attempts: attempts_of(&shared),
             clients: PerRegion::new(shared, build_client),
             pacing: limiters.clone(),
             put_policy_per_key: limiters.put_key_policy_per_key.clone(),
@@ -49,6 +55,25 @@ fn region_of<'a>(region: &'a str, key_ref: &'a str) -> &'a str {
     match key_ref.strip_prefix("arn:").map(|r| r.split(':').nth(2)) {
         Some(Some(r)) if !r.is_empty() => r,
         _ => region,
+    }
+}
+
+/// The call with its lane's observer; a paced call also tells the SDK not to retry throttled
+/// attempts, which [`AccountLimiters::send`] retries through the lane.
+fn paced_call<T, E, B>(
+    call: CustomizableOperation<T, E, B>,
+    paced: &Paced,
+) -> CustomizableOperation<T, E, B>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let call = call.interceptor(paced.observer::<E>());
+    if paced.is_paced() {
+        call.config_override(
+            kms::config::Builder::default().retry_classifier(NoRetryOnThrottle::<E>::new()),
+        )
+    } else {
+        call
     }
 }
 
@@ -69,15 +94,13 @@ impl KmsApi for SdkKms {
     async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError> {
         const OP: &str = "DescribeKey";
         let region = region_of(region, key_id);
-        let paced = self.pacing.pace(region, OP).await;
+        let client = self.clients.get(region);
         let out = self
-            .clients
-            .get(region)
-            .describe_key()
-            .key_id(key_id)
-            .customize()
-            .interceptor(paced.observer::<DescribeKeyError>())
-            .send()
+            .pacing
+            .send(region, OP, self.attempts, None, |paced| {
+                let call = client.describe_key().key_id(key_id).customize();
+                paced_call::<_, DescribeKeyError, _>(call, &paced).send()
+            })
             .await
             .map_err(|e| classify(OP, e))?;
         let meta = out
@@ -89,16 +112,17 @@ impl KmsApi for SdkKms {
     async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError> {
         const OP: &str = "GetKeyPolicy";
         let region = region_of(region, key_arn);
-        let paced = self.pacing.pace(region, OP).await;
+        let client = self.clients.get(region);
         let out = self
-            .clients
-            .get(region)
-            .get_key_policy()
-            .key_id(key_arn)
-            .policy_name(POLICY_NAME)
-            .customize()
-            .interceptor(paced.observer::<GetKeyPolicyError>())
-            .send()
+            .pacing
+            .send(region, OP, self.attempts, None, |paced| {
+                let call = client
+                    .get_key_policy()
+                    .key_id(key_arn)
+                    .policy_name(POLICY_NAME)
+                    .customize();
+                paced_call::<_, GetKeyPolicyError, _>(call, &paced).send()
+            })
             .await
             .map_err(|e| classify(OP, e))?;
         out.policy()
@@ -116,15 +140,17 @@ impl KmsApi for SdkKms {
         let region = region_of(region, key_arn);
         let paced = self.pacing.pace(region, OP).await;
         self.put_policy_per_key.wait(key_arn).await;
-        self.clients
-            .get(region)
-            .put_key_policy()
-            .key_id(key_arn)
-            .policy_name(POLICY_NAME)
-            .policy(policy)
-            .customize()
-            .interceptor(paced.observer::<PutKeyPolicyError>())
-            .send()
+        let client = self.clients.get(region);
+        self.pacing
+            .send(region, OP, self.attempts, Some(paced), |paced| {
+                let call = client
+                    .put_key_policy()
+                    .key_id(key_arn)
+                    .policy_name(POLICY_NAME)
+                    .policy(policy)
+                    .customize();
+                paced_call::<_, PutKeyPolicyError, _>(call, &paced).send()
+            })
             .await
             .map_err(|e| classify(OP, e))?;
         Ok(())

@@ -2,12 +2,15 @@
 //! only), and the operation history (ListApplicationOperations, DescribeApplicationOperation)
 //! that the update lifecycle follows.
 
+use std::error::Error as StdError;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::Region;
 use aws_sdk_kinesisanalyticsv2 as msf;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
+use msf::client::customize::CustomizableOperation;
 use msf::operation::describe_application::DescribeApplicationError;
 use msf::operation::describe_application_operation::DescribeApplicationOperationError;
 use msf::operation::list_application_operations::ListApplicationOperationsError;
@@ -17,9 +20,9 @@ use msf::types::{
     ApplicationOperationInfo, KeyType,
 };
 
-use super::classify::classify;
-use super::connect::{PerRegion, Shared};
-use super::ratelimit::{AccountLimiters, RateLimits};
+use super::classify::{NoRetryOnThrottle, classify};
+use super::connect::{PerRegion, Shared, attempts_of};
+use super::ratelimit::{AccountLimiters, Paced, RateLimits};
 use super::{AwsError, MsfApi};
 use crate::domain::{
     ApplicationDescription, ApplicationLifecycle, ApplicationOperation, ApplicationStatus,
@@ -31,6 +34,8 @@ pub struct SdkMsf {
     clients: PerRegion<msf::Client>,
     /// Paces every call, per region and operation (shared with the account's other clients).
     pacing: AccountLimiters,
+    /// Attempts per call (the SDK's setting): a paced call retries throttles itself.
+    attempts: u32,
 }
 
 impl SdkMsf {
@@ -41,9 +46,29 @@ impl SdkMsf {
     /// Paced by `limiters`, shared with the account's other clients.
     pub(crate) fn with_limiters(shared: Arc<Shared>, limiters: &AccountLimiters) -> Self {
         Self {
+            attempts: attempts_of(&shared),
             clients: PerRegion::new(shared, build_client),
             pacing: limiters.clone(),
         }
+    }
+}
+
+/// The call with its lane's observer; a paced call also tells the SDK not to retry throttled
+/// attempts, which [`AccountLimiters::send`] retries through the lane.
+fn paced_call<T, E, B>(
+    call: CustomizableOperation<T, E, B>,
+    paced: &Paced,
+) -> CustomizableOperation<T, E, B>
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let call = call.interceptor(paced.observer::<E>());
+    if paced.is_paced() {
+        call.config_override(
+            msf::config::Builder::default().retry_classifier(NoRetryOnThrottle::<E>::new()),
+        )
+    } else {
+        call
     }
 }
 
@@ -63,15 +88,16 @@ impl MsfApi for SdkMsf {
         application_name: &str,
     ) -> Result<ApplicationDescription, AwsError> {
         const OP: &str = "DescribeApplication";
-        let paced = self.pacing.pace(region, OP).await;
+        let client = self.clients.get(region);
         let out = self
-            .clients
-            .get(region)
-            .describe_application()
-            .application_name(application_name)
-            .customize()
-            .interceptor(paced.observer::<DescribeApplicationError>())
-            .send()
+            .pacing
+            .send(region, OP, self.attempts, None, |paced| {
+                let call = client
+                    .describe_application()
+                    .application_name(application_name)
+                    .customize();
+                paced_call::<_, DescribeApplicationError, _>(call, &paced).send()
+            })
             .await
             .map_err(|e| classify(OP, e))?;
         let detail = out.application_detail();
@@ -111,11 +137,12 @@ impl MsfApi for SdkMsf {
             Some(token) => req.conditional_token(token),
             None => req.current_application_version_id(update.current_version_id),
         };
-        let paced = self.pacing.pace(&update.region, OP).await;
-        let out = req
-            .customize()
-            .interceptor(paced.observer::<UpdateApplicationError>())
-            .send()
+        let out = self
+            .pacing
+            .send(&update.region, OP, self.attempts, None, |paced| {
+                let call = req.clone().customize();
+                paced_call::<_, UpdateApplicationError, _>(call, &paced).send()
+            })
             .await
             .map_err(|e| classify(OP, e))?;
         Ok(UpdateAccepted {
@@ -131,18 +158,19 @@ impl MsfApi for SdkMsf {
         operation: &str,
     ) -> Result<Vec<ApplicationOperation>, AwsError> {
         const OP: &str = "ListApplicationOperations";
-        let paced = self.pacing.pace(region, OP).await;
+        let client = self.clients.get(region);
         // One page: the most recent operations are all the lifecycle needs.
         let out = self
-            .clients
-            .get(region)
-            .list_application_operations()
-            .application_name(application_name)
-            .operation(operation)
-            .limit(LIST_LIMIT)
-            .customize()
-            .interceptor(paced.observer::<ListApplicationOperationsError>())
-            .send()
+            .pacing
+            .send(region, OP, self.attempts, None, |paced| {
+                let call = client
+                    .list_application_operations()
+                    .application_name(application_name)
+                    .operation(operation)
+                    .limit(LIST_LIMIT)
+                    .customize();
+                paced_call::<_, ListApplicationOperationsError, _>(call, &paced).send()
+            })
             .await
             .map_err(|e| classify(OP, e))?;
         let mut ops: Vec<ApplicationOperation> = out
@@ -163,16 +191,17 @@ impl MsfApi for SdkMsf {
         operation_id: &str,
     ) -> Result<ApplicationOperation, AwsError> {
         const OP: &str = "DescribeApplicationOperation";
-        let paced = self.pacing.pace(region, OP).await;
+        let client = self.clients.get(region);
         let out = self
-            .clients
-            .get(region)
-            .describe_application_operation()
-            .application_name(application_name)
-            .operation_id(operation_id)
-            .customize()
-            .interceptor(paced.observer::<DescribeApplicationOperationError>())
-            .send()
+            .pacing
+            .send(region, OP, self.attempts, None, |paced| {
+                let call = client
+                    .describe_application_operation()
+                    .application_name(application_name)
+                    .operation_id(operation_id)
+                    .customize();
+                paced_call::<_, DescribeApplicationOperationError, _>(call, &paced).send()
+            })
             .await
             .map_err(|e| classify(OP, e))?;
         let d = out
