@@ -31,7 +31,9 @@ fn help_of(arg: &clap::Arg) -> String {
 fn every_command_and_argument_has_a_help_line() {
     let mut missing = Vec::new();
     for (path, cmd) in commands() {
-        if cmd.get_about().is_none() && path.contains(' ') && path.split(' ').last() != Some("help")
+        if cmd.get_about().is_none()
+            && path.contains(' ')
+            && path.split(' ').next_back() != Some("help")
         {
             missing.push(format!("{path} (the command itself)"));
         }
@@ -66,7 +68,7 @@ fn flags_that_can_repeat_say_so() {
                 continue;
             }
             let help = help_of(arg).to_ascii_lowercase();
-            if !help.contains("repeat") && !arg.get_value_delimiter().is_some() {
+            if !help.contains("repeat") && arg.get_value_delimiter().is_none() {
                 silent.push(format!("{path} --{}", arg.get_long().unwrap_or_default()));
             }
         }
