@@ -7,7 +7,10 @@
 //! applied together (`kubectl apply -f dir/`) arrive one by one over the watch: a reconcile
 //! started on the first would write the key for it alone, the next for two, and so on.
 //!
-//! So: no reconcile starts before all caches are synced ([`Arrivals::wait_synced`]), and a
+//! So: no reconcile starts before all caches are synced ([`Arrivals::wait_synced`]; the
+//! watch streams report each initial list's end with [`Arrivals::store_synced`]. Not the
+//! stores' own `wait_until_ready`: it wakes only its latest waiter, and the kube-runtime
+//! Controller already waits on it), and a
 //! reconcile of new work (a resource not yet reconciled at its generation) waits until no new
 //! resource arrived for [`Arrivals::window`], at most [`Arrivals::max_wait`]
 //! ([`Arrivals::settle`]). The first reconcile of a key then sees the whole burst and writes
@@ -18,10 +21,12 @@
 //! Also measures the cold start: the log says when the caches were synced and how long after
 //! that the first reconcile started (`first_reconcile_after_sync_ms`).
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// The default quiet time that ends a burst of arrivals.
@@ -35,17 +40,25 @@ const MAX_WINDOWS: u32 = 10;
 pub struct Arrivals {
     window: Duration,
     started: Instant,
+    /// How many caches there are, and which have had their initial list.
+    stores: usize,
+    stores_synced: Mutex<BTreeSet<usize>>,
+    all_synced: watch::Sender<bool>,
     synced: Mutex<Option<Instant>>,
     last_arrival: Mutex<Option<Instant>>,
     first_reconcile: AtomicBool,
 }
 
 impl Arrivals {
-    /// `window`: the quiet time that ends a burst; zero turns coalescing off.
-    pub fn new(window: Duration) -> Self {
+    /// `window`: the quiet time that ends a burst; zero turns coalescing off. `stores`: how
+    /// many caches must be synced before any reconcile.
+    pub fn new(window: Duration, stores: usize) -> Self {
         Self {
             window,
             started: Instant::now(),
+            stores,
+            stores_synced: Mutex::default(),
+            all_synced: watch::Sender::new(stores == 0),
             synced: Mutex::new(None),
             last_arrival: Mutex::new(None),
             first_reconcile: AtomicBool::new(false),
@@ -61,22 +74,35 @@ impl Arrivals {
         self.window * MAX_WINDOWS
     }
 
-    /// Waits for `ready` (every watched cache synced), then records the moment, once.
-    pub async fn wait_synced(&self, ready: impl Future<Output = ()>, objects: impl Fn() -> usize) {
-        if self.synced_at().is_some() {
+    /// Cache `index` (0..stores) has its initial list (a relist after a watch error says it
+    /// again; only the first time counts).
+    pub fn store_synced(&self, index: usize) {
+        let all = {
+            let mut done = self.stores_synced.lock().unwrap_or_else(|e| e.into_inner());
+            done.insert(index);
+            done.len() >= self.stores
+        };
+        if !all {
             return;
         }
-        ready.await;
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         if synced.is_none() {
             let now = Instant::now();
             *synced = Some(now);
             tracing::info!(
-                objects = objects(),
+                caches = self.stores,
                 after_start_ms = now.duration_since(self.started).as_millis() as u64,
                 "caches synced: reconciles may start"
             );
         }
+        self.all_synced.send_replace(true);
+    }
+
+    /// Waits until every cache is synced.
+    pub async fn wait_synced(&self) {
+        let mut rx = self.all_synced.subscribe();
+        // Err: the sender is gone with `self`, which cannot happen while borrowed.
+        let _ = rx.wait_for(|all| *all).await;
     }
 
     fn synced_at(&self) -> Option<Instant> {
@@ -140,18 +166,43 @@ mod tests {
     const W: Duration = Duration::from_millis(50);
 
     #[tokio::test]
+    async fn many_wait_for_the_caches_and_all_are_woken() {
+        let a = Arc::new(Arrivals::new(W, 1));
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.wait_synced().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        a.store_synced(0);
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(10), w)
+                .await
+                .expect("every waiter woken")
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn nothing_waits_for_what_was_there_at_start() {
-        let a = Arrivals::new(W);
-        // Events of the initial list: not arrivals.
+        let a = Arrivals::new(W, 2);
+        // Events of the initial lists: not arrivals, even once one of two caches is synced.
         a.saw();
-        a.wait_synced(async {}, || 0).await;
+        a.store_synced(1);
+        a.saw();
+        a.store_synced(1);
+        let waiting = tokio::time::timeout(W, a.wait_synced()).await;
+        assert!(waiting.is_err(), "one of two caches is not synced yet");
+        a.store_synced(0);
+        a.wait_synced().await;
         assert_eq!(a.settle().await, Duration::ZERO);
     }
 
     #[tokio::test]
     async fn new_work_waits_for_the_burst_to_end() {
-        let a = Arc::new(Arrivals::new(W));
-        a.wait_synced(async {}, || 0).await;
+        let a = Arc::new(Arrivals::new(W, 1));
+        a.store_synced(0);
         a.saw();
         let b = a.clone();
         let waiter = tokio::spawn(async move { b.settle().await });
@@ -170,8 +221,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_that_never_ends_is_cut() {
-        let a = Arc::new(Arrivals::new(W));
-        a.wait_synced(async {}, || 0).await;
+        let a = Arc::new(Arrivals::new(W, 1));
+        a.store_synced(0);
         a.saw();
         let b = a.clone();
         let churn = tokio::spawn(async move {
@@ -184,8 +235,8 @@ mod tests {
         assert!(waited >= a.max_wait(), "{waited:?}");
         churn.abort();
         // Off: never waits.
-        let off = Arrivals::new(Duration::ZERO);
-        off.wait_synced(async {}, || 0).await;
+        let off = Arrivals::new(Duration::ZERO, 1);
+        off.store_synced(0);
         off.saw();
         assert_eq!(off.settle().await, Duration::ZERO);
     }

@@ -63,19 +63,6 @@ impl KubeContext {
     fn all_objects(&self) -> Vec<Arc<ApplicationEncryption>> {
         self.stores.iter().flat_map(|s| s.state()).collect()
     }
-
-    /// Every watched namespace's initial list is in the cache (each Controller waits only for
-    /// its own store).
-    async fn caches_synced(&self) {
-        let ready = async {
-            for s in &self.stores {
-                // Err: the writer is gone (the loop is stopping); nothing to wait for.
-                let _ = s.wait_until_ready().await;
-            }
-        };
-        let count = || self.stores.iter().map(Store::len).sum();
-        self.arrivals.wait_synced(ready, count).await;
-    }
 }
 
 /// The Recorder's identity.
@@ -107,16 +94,22 @@ pub async fn run_controllers(
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
     };
-    let arrivals = Arc::new(Arrivals::new(coalesce_window));
+    let arrivals = Arc::new(Arrivals::new(coalesce_window, apis.len()));
     let mut streams = Vec::new();
     let mut stores = Vec::new();
-    for api in &apis {
+    for (index, api) in apis.iter().enumerate() {
         let (reader, writer) = reflector::store();
-        let seen = arrivals.clone();
+        let (synced, seen) = (arrivals.clone(), arrivals.clone());
         let stream = watcher(api.clone(), watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(strip_unused)
             .reflect(writer)
+            // After `reflect`: the store holds the whole initial list when this is seen.
+            .inspect_ok(move |event| {
+                if matches!(event, watcher::Event::InitDone) {
+                    synced.store_synced(index);
+                }
+            })
             .applied_objects()
             .predicate_filter(
                 predicates::generation
@@ -164,7 +157,7 @@ async fn reconcile_object(
     );
     let api: Api<ApplicationEncryption> = Api::namespaced(ctx.client.clone(), &ns);
     async move {
-        ctx.caches_synced().await;
+        ctx.arrivals.wait_synced().await;
         ctx.arrivals.reconcile_started();
         finalizer(&api, FINALIZER, obj, |event| async {
             match event {
