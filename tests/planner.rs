@@ -125,7 +125,6 @@ impl Case {
             key_policy: &self.policy,
             co_tenants: &self.co_tenants,
             instance: &Default::default(),
-            instance: &Default::default(),
             now: Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
         })
     }
@@ -562,7 +561,6 @@ fn missing_operator_role_blocks() {
         current_key: &c.current_key,
         key_policy: &c.policy,
         co_tenants: &[],
-        instance: &Default::default(),
         instance: &Default::default(),
         now: Utc::now(),
     });
