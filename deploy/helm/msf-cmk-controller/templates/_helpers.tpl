@@ -85,3 +85,13 @@ accounts.existingConfigMap; empty when there is none.
 {{ .Values.accounts.existingConfigMap }}
 {{- end -}}
 {{- end }}
+
+{{/* A map of AWS operation (or msf / kms) -> requests per second as the flags read it:
+OPERATION=N,OPERATION=N (keys sorted). */}}
+{{- define "msf-cmk-controller.rates" -}}
+{{- $pairs := list -}}
+{{- range $op, $n := . -}}
+{{- $pairs = append $pairs (printf "%s=%v" $op $n) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
