@@ -7,8 +7,9 @@
 //! A field set to null counts as absent for `has()`, as it does on the API server.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
-use cel::{Context, Program, Value as Cel};
+use cel::{Context, Env, Program, Value as Cel};
 use serde_json::Value;
 
 /// Where a rule applies: the path from the document root to the schema node that holds it.
@@ -161,7 +162,10 @@ fn select<'a>(v: &'a Value, at: &[Step], path: String, out: &mut Vec<(String, &'
 
 /// None when the rule holds; otherwise the message to show.
 fn run(rule: &Rule, value: &Value) -> Option<String> {
-    let mut ctx = Context::default();
+    // The standard library's function table is built once, not per evaluation.
+    static STDLIB: OnceLock<Arc<Env>> = OnceLock::new();
+    let env = STDLIB.get_or_init(|| Arc::new(Env::stdlib()));
+    let mut ctx = Context::with_env(env.clone());
     ctx.add_variable_from_value("self", to_cel(value));
     match rule.program.execute(&ctx) {
         Ok(Cel::Bool(true)) => None,
