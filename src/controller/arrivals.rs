@@ -19,7 +19,8 @@
 //! never wait.
 //!
 //! Also measures the cold start: the log says when the caches were synced and how long after
-//! that the first reconcile started (`first_reconcile_after_sync_ms`).
+//! that the first reconcile started (`first_reconcile_after_sync_ms`), both also as
+//! `after_watch_start_ms` (since this loop started its watches).
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -39,6 +40,7 @@ const MAX_WINDOWS: u32 = 10;
 #[derive(Debug)]
 pub struct Arrivals {
     window: Duration,
+    /// When the watches started (this Kubernetes loop, e.g. after becoming the leader).
     started: Instant,
     /// How many caches there are, and which have had their initial list.
     stores: usize,
@@ -91,7 +93,7 @@ impl Arrivals {
             *synced = Some(now);
             tracing::info!(
                 caches = self.stores,
-                after_start_ms = now.duration_since(self.started).as_millis() as u64,
+                after_watch_start_ms = now.duration_since(self.started).as_millis() as u64,
                 "caches synced: reconciles may start"
             );
         }
@@ -149,7 +151,7 @@ impl Arrivals {
             let now = Instant::now();
             tracing::info!(
                 first_reconcile_after_sync_ms = now.duration_since(synced).as_millis() as u64,
-                after_start_ms = now.duration_since(self.started).as_millis() as u64,
+                after_watch_start_ms = now.duration_since(self.started).as_millis() as u64,
                 "first reconcile started"
             );
         }
