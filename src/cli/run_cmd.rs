@@ -109,7 +109,7 @@ pub struct RunArgs {
     pub pacing: PacingArgs,
 
     /// New resources (or spec changes) arriving less than this apart are one burst: their
-    /// first reconciles wait for it to end (at most 10 times this), so each key's policy is
+    /// first reconciles wait for it to end (at most 30 times this), so each key's policy is
     /// written once for the whole burst. 0 turns it off.
     #[arg(long, env = "MSF_CMK_COALESCE_WINDOW", default_value = "1s", value_parser = parse_span)]
     pub coalesce_window: Duration,

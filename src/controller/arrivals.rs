@@ -34,8 +34,9 @@ use tokio::time::Instant;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(1);
 
 /// A burst that never goes quiet is cut after this many windows, so continuous churn delays
-/// new work by at most this much.
-const MAX_WINDOWS: u32 = 10;
+/// new work by at most this much. Long enough for one `kubectl apply` of a thousand
+/// resources (about 10-20 s against a local API server) to be one burst.
+const MAX_WINDOWS: u32 = 30;
 
 #[derive(Debug)]
 pub struct Arrivals {
