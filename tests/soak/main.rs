@@ -219,6 +219,29 @@ fn lease_sampler(
     (samples, t)
 }
 
+#[derive(Default)]
+struct CallLog {
+    calls: Vec<CallRecord>,
+    last_seq: u64,
+}
+
+impl CallLog {
+    fn collect(&mut self, s: &Scenario) {
+        let new = calls_since(s, self.last_seq);
+        if let Some(first) = new.first() {
+            assert_eq!(
+                first.seq,
+                self.last_seq + 1,
+                "the emulator's call log dropped records before the soak collected them"
+            );
+        }
+        if let Some(last) = new.last() {
+            self.last_seq = last.seq;
+        }
+        self.calls.extend(new);
+    }
+}
+
 fn calls_since(s: &Scenario, since: u64) -> Vec<CallRecord> {
     let (status, body) = http_get(s.emu.addr(), &format!("/_emulator/calls?since={since}"))
         .expect("GET /_emulator/calls");
@@ -321,6 +344,9 @@ fn chaos_soak() {
     let mut next_spike = started + Duration::from_secs(8);
     let mut spike_until: Option<Instant> = None;
     let mut next_churn = started + Duration::from_secs(2);
+    // The call log is collected as the run goes: the emulator keeps only the last 100,000.
+    let mut log = CallLog::default();
+    let mut next_collect = started + Duration::from_secs(10);
     while started.elapsed() < run {
         let now = Instant::now();
         if now >= next_kill && pending_restart.is_none() {
@@ -356,6 +382,10 @@ fn chaos_soak() {
             churn(&mut s, &mut w, &mut rng, &mut t);
             next_churn = now + Duration::from_millis(rng.random_range(500..=1500));
         }
+        if now >= next_collect {
+            log.collect(&s);
+            next_collect = now + Duration::from_secs(10);
+        }
         sample_footprint(&mut s, &reps, &mut t);
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -382,7 +412,8 @@ fn chaos_soak() {
     sample_footprint(&mut s, &reps, &mut t);
 
     // ---- invariants, from the call log and the final state ----
-    let calls = calls_since(&s, 0);
+    log.collect(&s);
+    let calls = log.calls;
     let replica_keys: BTreeSet<String> = reps.identity_of_key.keys().cloned().collect();
     let mut problems: Vec<String> = Vec::new();
     // Person statements: exactly as last written.
