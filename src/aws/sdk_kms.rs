@@ -1,7 +1,9 @@
 //! `KmsApi` on `aws-sdk-kms`.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_config::Region;
@@ -30,7 +32,12 @@ pub struct SdkKms {
     /// Attempts per call (the SDK's setting): a paced call retries throttles itself.
     attempts: u32,
     put_policy_per_key: Limiter,
+    /// Keys whose next PutKeyPolicy permit was taken ahead (`reserve_put_key_policy`), when.
+    reserved: Mutex<HashMap<String, (Instant, Paced)>>,
 }
+
+/// A permit taken ahead and not used within this long is void (the write was not made).
+const RESERVATION_TTL: Duration = Duration::from_secs(30);
 
 impl SdkKms {
     pub(crate) fn new(shared: Arc<Shared>, limits: &RateLimits) -> Self {
@@ -44,7 +51,16 @@ impl SdkKms {
             clients: PerRegion::new(shared, build_client),
             pacing: limiters.clone(),
             put_policy_per_key: limiters.put_key_policy_per_key.clone(),
+            reserved: Mutex::default(),
         }
+    }
+
+    /// Uses the permit taken ahead for `key_arn`, if a fresh one is there.
+    fn take_reserved(&self, key_arn: &str) -> Option<Paced> {
+        let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(key_arn)
+            .filter(|(at, _)| at.elapsed() < RESERVATION_TTL)
+            .map(|(_, paced)| paced)
     }
 }
 
@@ -138,8 +154,14 @@ impl KmsApi for SdkKms {
     ) -> Result<(), AwsError> {
         const OP: &str = "PutKeyPolicy";
         let region = region_of(region, key_arn);
-        let paced = self.pacing.pace(region, OP).await;
-        self.put_policy_per_key.wait(key_arn).await;
+        let paced = match self.take_reserved(key_arn) {
+            Some(paced) => paced,
+            None => {
+                let paced = self.pacing.pace(region, OP).await;
+                self.put_policy_per_key.wait(key_arn).await;
+                paced
+            }
+        };
         let client = self.clients.get(region);
         self.pacing
             .send(region, OP, self.attempts, Some(paced), |paced| {
@@ -154,6 +176,23 @@ impl KmsApi for SdkKms {
             .await
             .map_err(|e| classify(OP, e))?;
         Ok(())
+    }
+
+    async fn reserve_put_key_policy(&self, region: &str, key_arn: &str) {
+        let region = region_of(region, key_arn);
+        {
+            let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, (at, _)| at.elapsed() < RESERVATION_TTL);
+            if map.contains_key(key_arn) {
+                return;
+            }
+        }
+        let paced = self.pacing.pace(region, "PutKeyPolicy").await;
+        self.put_policy_per_key.wait(key_arn).await;
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key_arn.to_string(), (Instant::now(), paced));
     }
 
     fn pacing(&self) -> Option<AccountLimiters> {
