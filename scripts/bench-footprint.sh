@@ -150,7 +150,11 @@ start=$(date +%s.%N)
 start_controller "$WORK/controller.log"
 cstart=0
 deadline=$((SECONDS + CONVERGE_TIMEOUT_SECS))
-while [ "$(ready_count)" -lt "$N" ]; do
+while :; do
+  ready=$(ready_count)
+  # Progress on stderr, so that an interrupted run still tells how far it got.
+  echo "  t=$(py "f'{$(date +%s.%N)-$start:.0f}'")s Ready $ready/$N RSS $(rss_mib) MiB peak $(hwm_mib) MiB" >&2
+  [ "$ready" -lt "$N" ] || break
   [ $SECONDS -lt $deadline ] || { echo "not converged after ${CONVERGE_TIMEOUT_SECS}s: $(ready_count)/$N Ready" >&2; tail -20 "$WORK/controller.log" >&2; exit 1; }
   kill -0 "$CTRL" || { tail -20 "$WORK/controller.log" >&2; exit 1; }
   sleep "$POLL_SECS"
