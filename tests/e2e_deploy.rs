@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use serde::Deserialize;
-use yaml_serde::Value;
 use support::cluster::{TestCluster, repo_path};
+use yaml_serde::Value;
 
 const CHART: &str = "deploy/helm/msf-cmk-controller";
 const RELEASE: &str = "msf-cmk-controller";
@@ -1268,7 +1268,8 @@ fn metrics_can_be_kept_off_the_network() {
             .find(|e| e["name"] == name)
             .map(|e| e["value"].as_str().unwrap_or("").to_string())
     };
-    let deployment = format!("{RELEASE}-msf-cmk-controller");
+    // The chart's fullname is the release name when it contains the chart's name.
+    let deployment = RELEASE.to_string();
 
     // Default: everything on one open port, as before.
     let docs = documents(&helm_template(&[]));
