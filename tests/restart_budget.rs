@@ -317,3 +317,50 @@ async fn no_budget_restarts_everything_at_once() {
     // The default is 10.
     assert_eq!(Settings::default().max_concurrent_restarts, 10);
 }
+
+/// `run` after a restart: before its first reconcile it reads every status in its cache, and an
+/// update of ours recorded in progress on an application last seen UPDATING holds a slot.
+#[tokio::test]
+async fn run_seeds_the_budget_from_the_statuses_once() {
+    use msf_cmk_controller::api::{
+        ApplicationEncryption, ApplicationObservation, LastUpdate, UpdateOutcome,
+    };
+    use msf_cmk_controller::controller::lifecycle;
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    let core = core(&emu, 1).await;
+    let object = |app: &str, outcome: UpdateOutcome, seen: &str| {
+        let mut o = ApplicationEncryption::new(app, spec(app, &key));
+        o.metadata.namespace = Some("ns".into());
+        o.status = Some(ApplicationEncryptionStatus {
+            application: Some(ApplicationObservation {
+                status: Some(seen.into()),
+                ..ApplicationObservation::default()
+            }),
+            last_update: Some(LastUpdate {
+                generation: Some(1),
+                key_type: KeyType::CustomerManagedKey,
+                key_arn: Some(key.clone()),
+                operation_id: None,
+                version_id: Some(2),
+                time: "2026-01-01T00:00:00Z".into(),
+                outcome,
+                message: None,
+                retry: None,
+            }),
+            ..ApplicationEncryptionStatus::default()
+        });
+        std::sync::Arc::new(o)
+    };
+    let objects = vec![
+        object("restarting", UpdateOutcome::InProgress, "UPDATING"),
+        object("done", UpdateOutcome::Successful, "RUNNING"),
+        object("theirs", UpdateOutcome::Successful, "UPDATING"),
+    ];
+    lifecycle::seed_restart_budget(&core, &objects);
+    assert_eq!(core.restart_budget.in_use(REGION), 1);
+    // Once per process: a later call (another reconcile) adds nothing.
+    core.restart_budget.release(REGION, "restarting");
+    lifecycle::seed_restart_budget(&core, &objects);
+    assert_eq!(core.restart_budget.in_use(REGION), 0);
+}

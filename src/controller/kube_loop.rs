@@ -28,6 +28,7 @@ use crate::controller::arrivals::Arrivals;
 use crate::controller::claims;
 use crate::controller::context::Core;
 use crate::controller::finalizer as cleanup;
+use crate::controller::lifecycle;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
 use crate::domain::ErrorCategory;
@@ -199,6 +200,9 @@ async fn apply(
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let all = ctx.all_objects();
+    // Once, with the whole cache: the updates a previous process left running hold their
+    // restart slots before this process starts any (the rollout budget).
+    lifecycle::seed_restart_budget(&ctx.core, &all);
     let peers = peers_of(&relevant(&all, &obj));
     let conflict = claims::conflict_of(&ctx.core, &peers, &ns, &name);
     let subject = Subject {

@@ -14,13 +14,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::{ApplicationEncryptionStatus, KeyPolicyWrite, LastUpdate, UpdateOutcome};
+use crate::api::{
+    ApplicationEncryption, ApplicationEncryptionStatus, KeyPolicyWrite, LastUpdate, UpdateOutcome,
+};
 use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::controller::restart_budget::{self, Admission};
 use crate::domain::{
-    ApplicationLifecycle, ApplicationOperation, EncryptionUpdate, ErrorCategory, Observed,
-    ObservedApplication, OperationStatus,
+    ApplicationLifecycle, ApplicationOperation, ApplicationStatus, EncryptionUpdate, ErrorCategory,
+    Observed, ObservedApplication, OperationStatus,
 };
 use crate::planner::lifecycle::{self as rules, GateInput, History};
 use crate::planner::{Plan, Step};
@@ -252,6 +254,41 @@ pub fn take_restart_slot(
     match admission {
         Admission::Full { in_use, limit } => Some((in_use, limit)),
         Admission::Granted | Admission::NoRestart => None,
+    }
+}
+
+/// Once per process (`run`, before its first reconcile, with every status of its cache): the
+/// updates of ours a previous process left in progress hold their restart slots, in the
+/// account each namespace acts in. See [`restart_budget`].
+pub fn seed_restart_budget(core: &Core, objects: &[std::sync::Arc<ApplicationEncryption>]) {
+    if !core.restart_budget.first_seeding() {
+        return;
+    }
+    for o in objects {
+        let Some(status) = &o.status else { continue };
+        let ours = status
+            .last_update
+            .as_ref()
+            .is_some_and(|u| u.outcome == UpdateOutcome::InProgress);
+        let updating = status
+            .application
+            .as_ref()
+            .and_then(|a| a.status.as_deref())
+            .is_some_and(|s| restart_budget::in_progress(&ApplicationStatus::from_wire(s)));
+        if !(ours && updating) {
+            continue;
+        }
+        let namespace = o.metadata.namespace.as_deref().unwrap_or_default();
+        let core = core.for_namespace(namespace);
+        let region = o
+            .spec
+            .region
+            .clone()
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| core.defaults.region.clone());
+        core.restart_budget
+            .observe(&region, &o.spec.application_name, true, true);
+        report_slots(core, &region);
     }
 }
 

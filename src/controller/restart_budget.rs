@@ -11,17 +11,21 @@
 //!   keeps the slot until the application is observed.
 //! - A resource that finds the budget full waits (requeue, reason `WaitingForRestartBudget`)
 //!   without calling UpdateApplication, so waiting never costs an extra update.
-//! - After a restart of the controller, the new process counts an update of ours it observes in
-//!   progress (`status.lastUpdate` InProgress and the application UPDATING) as holding a slot,
-//!   even above the budget; it cannot tell whether the application was RUNNING or READY before,
-//!   so it counts both (conservative). Until each such resource has been reconciled once, the
-//!   new process does not know about it: `run` reconciles every resource at start, and a pass
-//!   over resources that wait is cheap, but the budget may be exceeded for that first pass.
+//! - After a restart of the controller, the new process counts an update of ours in progress
+//!   (`status.lastUpdate` InProgress and the application last seen UPDATING or ROLLING_BACK) as
+//!   holding a slot, even above the budget: `run` reads every status from its cache before its
+//!   first reconcile ([`crate::controller::lifecycle::seed_restart_budget`]), and every
+//!   reconcile that observes such an update counts it too (`apply`). It cannot tell whether the
+//!   application was RUNNING or READY before, so it counts both (conservative); the resource's
+//!   next reconcile frees the slot once the application is out of UPDATING.
+//! - An UpdateApplication answered with the application already out of UPDATING frees its slot
+//!   at once (nothing left to wait for).
 //!
 //! No I/O, no clock: a map behind a mutex, shared by every client set of one account.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::domain::ApplicationStatus;
 use crate::planner::{ConditionReport, ConditionStatus, Plan, Step};
@@ -58,6 +62,7 @@ pub struct RestartBudget {
     /// 0 = no budget (slots are still counted, for the metric).
     limit: u32,
     regions: Mutex<HashMap<String, Region>>,
+    seeded: AtomicBool,
 }
 
 impl RestartBudget {
@@ -65,7 +70,13 @@ impl RestartBudget {
         Self {
             limit,
             regions: Mutex::default(),
+            seeded: AtomicBool::new(false),
         }
+    }
+
+    /// True the first time only: `run` seeds the budget from the statuses once per process.
+    pub fn first_seeding(&self) -> bool {
+        !self.seeded.swap(true, Ordering::SeqCst)
     }
 
     pub fn limit(&self) -> u32 {
