@@ -24,10 +24,12 @@
 //! throttled PutKeyPolicy (15/s) would slow DescribeKey (2,000/s) and another account's calls.
 //! It stays off until the first throttle (no start rate), has no ceiling, and exposes no rate
 //! to report as a metric. So the pacing is ours, and the SDK keeps what it does well: the
-//! standard retry mode (jittered backoff, retry quota) for throttled and transient attempts.
-//! The two do not compound: the SDK does not pace first attempts in standard mode. Our lanes
-//! see every throttled *attempt*, retries included, through a per-call interceptor
-//! ([`Paced::observer`]), not only the calls that fail after the SDK's retries.
+//! standard retry mode (jittered backoff, retry quota) for transient errors (5xx, timeouts).
+//! Throttled attempts of a paced call are retried by [`AccountLimiters::send`] instead, each
+//! through the lane again, so a retry goes at the halved rate; the SDK is told not to retry
+//! them (a per-call retry classifier, `classify::NoRetryOnThrottle`). The lanes see every
+//! attempt's answer through a per-call interceptor ([`Paced::observer`]). Calls queued in a
+//! lane when it is halved queue again at the new rate ([`AccountLimiters::pace`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;
