@@ -43,12 +43,24 @@ impl AwsConfigError {
     }
 
     fn no_credentials() -> Self {
-        Self(
-            "no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
-             (in EKS: IRSA or Pod Identity); for the emulator, eval the export lines \
-             `msf-cmk-controller emulator` prints"
-                .into(),
-        )
+        Self::no_credentials_for(std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty()))
+    }
+
+    /// With a profile named, the profile is what to fix; else, what to set.
+    fn no_credentials_for(profile: Option<String>) -> Self {
+        let what = match profile {
+            Some(p) => format!(
+                "no AWS credentials for profile {p:?} (AWS_PROFILE): add it to ~/.aws/config or \
+                 ~/.aws/credentials (aws configure --profile {p}), or unset AWS_PROFILE and set \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            ),
+            None => "no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY (in EKS: IRSA or Pod Identity)"
+                .to_string(),
+        };
+        Self(format!(
+            "{what}; for the emulator, eval the export lines `msf-cmk-controller emulator` prints"
+        ))
     }
 }
 
@@ -232,6 +244,20 @@ mod tests {
         assert!(
             verdict(&e, None).is_some(),
             "the start-up check stops on it"
+        );
+    }
+
+    #[test]
+    fn a_named_profile_without_credentials_is_named() {
+        let line = AwsConfigError::no_credentials_for(Some("dev".into())).0;
+        assert!(
+            line.starts_with("no AWS credentials for profile \"dev\" (AWS_PROFILE)"),
+            "{line}"
+        );
+        let line = AwsConfigError::no_credentials_for(None).0;
+        assert!(
+            line.starts_with("no AWS credentials: set AWS_PROFILE"),
+            "{line}"
         );
     }
 
