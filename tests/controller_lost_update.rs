@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use msf_cmk_controller::api::{ApplicationEncryptionSpec, DeletionPolicy, KeyPolicySpec, KeyType};
-use msf_cmk_controller::aws::{ConnectOptions, connect};
+use msf_cmk_controller::aws::{AwsError, ConnectOptions, KmsApi, connect};
 use msf_cmk_controller::controller::context::{Core, Settings};
 use msf_cmk_controller::controller::metrics::Metrics;
 use msf_cmk_controller::controller::reconcile::{self, Mode, Next, Outcome, Subject};
 use msf_cmk_controller::controller::tenancy::Tenancy;
 use msf_cmk_controller::domain::ApplicationStatus;
+use msf_cmk_controller::domain::ObservedKey;
 use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 use msf_cmk_controller::planner::Defaults;
 use serde_json::{Value, json};
@@ -28,6 +29,11 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(|kms| kms).await
+}
+
+/// The environment with the KMS client wrapped (e.g. to record the order of calls).
+async fn env_with(wrap: impl FnOnce(Arc<dyn KmsApi>) -> Arc<dyn KmsApi>) -> Env {
     let emu = Emulator::start(EmulatorConfig {
         update_delay: Duration::from_millis(40),
         ..EmulatorConfig::default()
@@ -39,7 +45,7 @@ async fn env() -> Env {
     let aws = connect(&opts).await.unwrap();
     let core = Core::new(
         aws.msf,
-        aws.kms,
+        wrap(aws.kms),
         Defaults {
             region: REGION.into(),
             operator_role_arn: Some(format!("arn:aws:iam::{}:role/operator", emu.account_id())),
@@ -256,5 +262,60 @@ async fn no_edit_no_warning_and_one_read_more_than_the_write() {
     // Read (plan), re-read after the permit, PutKeyPolicy, re-read (verified).
     assert_eq!(e.count("PutKeyPolicy"), 1);
     assert_eq!(e.count("GetKeyPolicy"), 3);
+    e.emu.shutdown().await;
+}
+
+/// Records the order of the KMS policy calls and of the permit.
+struct Recording {
+    inner: Arc<dyn KmsApi>,
+    log: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+#[async_trait::async_trait]
+impl KmsApi for Recording {
+    async fn describe_key(&self, region: &str, key_id: &str) -> Result<ObservedKey, AwsError> {
+        self.inner.describe_key(region, key_id).await
+    }
+
+    async fn get_key_policy(&self, region: &str, key_arn: &str) -> Result<String, AwsError> {
+        self.log.lock().unwrap().push("GetKeyPolicy");
+        self.inner.get_key_policy(region, key_arn).await
+    }
+
+    async fn put_key_policy(
+        &self,
+        region: &str,
+        key_arn: &str,
+        policy: &str,
+    ) -> Result<(), AwsError> {
+        self.log.lock().unwrap().push("PutKeyPolicy");
+        self.inner.put_key_policy(region, key_arn, policy).await
+    }
+
+    async fn reserve_put_key_policy(&self, region: &str, key_arn: &str) {
+        self.log.lock().unwrap().push("permit");
+        self.inner.reserve_put_key_policy(region, key_arn).await
+    }
+}
+
+#[tokio::test]
+async fn the_permit_is_taken_before_the_read_the_write_is_computed_from() {
+    let log: Arc<std::sync::Mutex<Vec<&'static str>>> = Arc::default();
+    let l = log.clone();
+    let e = env_with(move |inner| Arc::new(Recording { inner, log: l })).await;
+    let (key, _) = e.setup(&[]);
+    let o = e.once(&cmk("orders", &key)).await;
+    assert!(matches!(o.next, Next::Waiting(_)), "{:#?}", o.status);
+    // Plan's read; permit; the read the write is made from; the write; its verification.
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "GetKeyPolicy",
+            "permit",
+            "GetKeyPolicy",
+            "PutKeyPolicy",
+            "GetKeyPolicy"
+        ]
+    );
     e.emu.shutdown().await;
 }
