@@ -408,10 +408,19 @@ async fn drift_made_in_aws_is_corrected_at_the_next_resync() {
             }
         },
     );
-    assert_eq!(emu.call_count("PutKeyPolicy"), before + 1);
-    let (_, metrics) = ctl.get("/metrics").expect("metrics");
-    assert!(
-        metrics.contains(r#"msf_cmk_drift_corrections_total{kind="key_policy"} 1"#),
-        "{metrics}"
+    // The reconcile that wrote counts the correction when it ends (after the verifying re-read).
+    wait_until(
+        "the correction to be counted",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let (_, metrics) = ctl.get("/metrics").unwrap_or_default();
+            if metrics.contains(r#"msf_cmk_drift_corrections_total{kind="key_policy"} 1"#) {
+                Ok(())
+            } else {
+                Err(metrics)
+            }
+        },
     );
+    assert_eq!(emu.call_count("PutKeyPolicy"), before + 1);
 }
