@@ -17,5 +17,7 @@ command=$(python3 scripts/docker-context.py "$stage")
 echo "docker build context staged in $stage ($(find "$stage" -type f | wc -l) files): $command" >&2
 # The shared target directory keeps dependencies built once; the crate itself is built from
 # the staged copy.
-(cd "$stage" && CARGO_TARGET_DIR="$repo/target" $command)
+# The staged copy has no .git: pass the revision as the image build does (--build-arg).
+revision=${MSF_CMK_GIT_REVISION:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+(cd "$stage" && MSF_CMK_GIT_REVISION="$revision" CARGO_TARGET_DIR="$repo/target" $command)
 echo "built target/release/msf-cmk-controller (emulator feature off)" >&2
