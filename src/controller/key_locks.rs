@@ -32,6 +32,9 @@ pub struct KeyGuard {
     _guard: OwnedMutexGuard<()>,
 }
 
+/// One async lock, shared by whoever asks for it by the same name.
+type AsyncLock = Arc<tokio::sync::Mutex<()>>;
+
 /// Values remembered for one window, swept on insert.
 #[derive(Debug)]
 struct Windowed<K, V> {
@@ -72,10 +75,10 @@ impl<K: Eq + Hash, V: Clone> Windowed<K, V> {
 
 #[derive(Debug)]
 pub struct KeyLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<String, AsyncLock>>,
     /// One DescribeKey in flight per `(region, keyId as written)`: the reconciles of one key
     /// start together (a resync wave) and would otherwise all miss the shared answer.
-    describing: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    describing: Mutex<HashMap<(String, String), AsyncLock>>,
     /// Key ARN -> policy text.
     policies: Windowed<String, Arc<str>>,
     /// `(region, keyId as written)` and `(region, key ARN)` -> DescribeKey's answer.
