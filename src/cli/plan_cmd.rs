@@ -173,12 +173,12 @@ async fn prepare(c: &CommonArgs, policy_settle: Duration) -> anyhow::Result<(Cor
         tenancy,
         policy_settle,
     );
+    core.set_max_concurrent_restarts(c.pacing.max_concurrent_restarts);
     // Who we are, once: a resource whose operator role is not us reports OperatorMismatch.
     if let Some(me) = me {
         core.caller.set(me);
     }
     core.instance = c.instance_name.clone();
-    core.set_max_concurrent_restarts(c.pacing.max_concurrent_restarts);
     accounts_arg::attach(&mut core, accounts, &opts, |_| {}).await?;
     Ok((core, loaded.manifests))
 }

@@ -65,14 +65,14 @@ pub struct Peer {
     pub namespace: String,
     pub name: String,
     pub spec: ApplicationEncryptionSpec,
-}
-
     /// Already acts on its application (a status that is not a Conflict or a refusal); wins
     /// a conflict over a new claim. Always false in `plan`/`apply` (files have no status).
     pub incumbent: bool,
     /// Being deleted: still holds its application (cleanup may revert it) but is nobody's
     /// co-tenant any more.
     pub deleting: bool,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Make the planned changes.
@@ -194,10 +194,6 @@ pub async fn reconcile(
     {
         return refused(subject, "NotPermitted", &msg, now);
     }
-    if let Some(msg) = &subject.conflict {
-        return refused(subject, "Conflict", msg, now);
-    }
-    let mut desired_key = None;
     if let Some(role) = spec.key_policy.operator_role_arn.as_deref()
         && let Err(msg) = core.tenancy.check_operator_role(
             subject.namespace,
@@ -207,6 +203,10 @@ pub async fn reconcile(
     {
         return refused(subject, "NotPermitted", &msg, now);
     }
+    if let Some(msg) = &subject.conflict {
+        return refused(subject, "Conflict", msg, now);
+    }
+    let mut desired_key = None;
     if let (KeyType::CustomerManagedKey, Some(key_id)) = (spec.key_type, spec.key_id.as_deref()) {
         match core.tenancy.check_key(subject.namespace, key_id, None) {
             KeyVerdict::Permitted => {}
@@ -647,6 +647,23 @@ fn was_converged(subject: &Subject<'_>) -> bool {
 }
 
 fn refused(subject: &Subject<'_>, reason: &str, message: &str, now: DateTime<Utc>) -> Outcome {
+    not_admitted(subject, reason, message, Next::Refused, now)
+}
+
+/// Admission could not be decided because AWS did not answer (e.g. resolving an alias for the
+/// tenancy guard): a transient failure retried with backoff, never a refusal.
+fn undecided(subject: &Subject<'_>, message: &str, now: DateTime<Utc>) -> Outcome {
+    let next = Next::Failed(ErrorCategory::Transient);
+    not_admitted(subject, "AwsUnavailable", message, next, now)
+}
+
+fn not_admitted(
+    subject: &Subject<'_>,
+    reason: &str,
+    message: &str,
+    next: Next,
+    now: DateTime<Utc>,
+) -> Outcome {
     let conditions = status::refused(reason, message);
     let status = status::build(&StatusInput {
         previous: subject.previous,
@@ -739,6 +756,15 @@ async fn co_tenants(
         else {
             continue;
         };
+        // A peer's own role is granted only if the guard admits it (its reconcile refuses it).
+        if let Some(role) = s.key_policy.operator_role_arn.as_deref()
+            && core
+                .tenancy
+                .check_operator_role(&p.namespace, role, application_account(core).as_deref())
+                .is_err()
+        {
+            continue;
+        }
         let Some(operator_role_arn) = s
             .key_policy
             .operator_role_arn
@@ -759,22 +785,6 @@ async fn co_tenants(
     out
 }
 
-fn list(items: &[String]) -> String {
-    if items.is_empty() {
-        "-".to_string()
-    } else {
-        items.join(", ")
-    }
-}
-        // A peer's own role is granted only if the guard admits it (its reconcile refuses it).
-        if let Some(role) = s.key_policy.operator_role_arn.as_deref()
-            && core
-                .tenancy
-                .check_operator_role(&p.namespace, role, application_account(core).as_deref())
-                .is_err()
-        {
-            continue;
-        }
 /// The account the applications of this Core are in: the accounts file's, else the caller's
 /// (None until `sts:GetCallerIdentity` has answered).
 fn application_account(core: &Core) -> Option<String> {
@@ -784,3 +794,10 @@ fn application_account(core: &Core) -> Option<String> {
     }
 }
 
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_string()
+    } else {
+        items.join(", ")
+    }
+}
