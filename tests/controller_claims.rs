@@ -261,13 +261,17 @@ namespaces:
         deleting: false,
     };
     let spec = with_role(cmk("orders", &key), &allowed);
-    let mut outcome = e.once_with_peers("team-a", &spec, &[peer.clone()]).await;
+    let mut outcome = e
+        .once_with_peers("team-a", &spec, std::slice::from_ref(&peer))
+        .await;
     for _ in 0..100 {
         if !matches!(outcome.next, Next::Waiting(_) | Next::Failed(_)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
-        outcome = e.once_with_peers("team-a", &spec, &[peer.clone()]).await;
+        outcome = e
+            .once_with_peers("team-a", &spec, std::slice::from_ref(&peer))
+            .await;
     }
     assert_eq!(outcome.ready(), "True", "{:?}", ready(&outcome));
     let policy = e.emu.key_policy(&key).unwrap();
