@@ -35,7 +35,7 @@ async fn apply_core(emu: &EmulatorHandle) -> Core {
     let mut opts = ConnectOptions::local(emu.endpoint());
     opts.max_attempts = 1;
     let aws = connect(&opts).await.unwrap();
-    let core = batch_core(
+    batch_core(
         aws.msf,
         aws.kms,
         Defaults {
@@ -47,8 +47,7 @@ async fn apply_core(emu: &EmulatorHandle) -> Core {
         },
         Tenancy(None),
         Duration::ZERO,
-    );
-    core
+    )
 }
 
 fn spec(app: &str, key: &str) -> ApplicationEncryptionSpec {
