@@ -420,14 +420,7 @@ async fn client_side_rate_limit_paces_calls() {
         "{:?}",
         t.elapsed()
     );
-    // Another region has its own quota.
-    emu.create_application("eu-west-1", "app", "FLINK-1_20", ApplicationStatus::Ready)
-        .unwrap();
-    let t = std::time::Instant::now();
-    aws.msf
-        .describe_application("eu-west-1", "app")
-        .await
-        .unwrap();
-    assert!(t.elapsed() < Duration::from_millis(150));
+    // That another region has its own lane is a unit test of src/aws/ratelimit.rs: an upper
+    // bound on a wall-clock time here would only measure how loaded the machine is.
     emu.shutdown().await;
 }
