@@ -605,9 +605,24 @@ fn sample_footprint(s: &mut Scenario, reps: &Replicas, t: &mut Tally) {
 fn settle(s: &Scenario, w: &World) {
     let bound = Duration::from_secs(120 + w.res.len() as u64 / 2);
     s.wait("every resource to settle after the chaos", bound, |s| {
+        // One list per probe: a get per resource takes minutes at 1,000.
+        let out = s
+            .cluster()
+            .kubectl(&["get", "appenc", "-n", &w.ns, "-o", "json"]);
+        if !out.success {
+            return Err(format!("kubectl get appenc: {}", out.stderr));
+        }
+        let list: serde_json::Value =
+            serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
+        let by_name: BTreeMap<&str, &serde_json::Value> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| Some((o["metadata"]["name"].as_str()?, o)))
+            .collect();
         let mut waiting = Vec::new();
         for (name, r) in &w.res {
-            if let Err(e) = settled(s, w, name, r) {
+            if let Err(e) = settled(s, w, by_name.get(name.as_str()).copied(), r) {
                 waiting.push(format!("{name}: {e}"));
             }
         }
@@ -623,8 +638,7 @@ fn settle(s: &Scenario, w: &World) {
     });
 }
 
-fn settled(s: &Scenario, w: &World, name: &str, r: &Res) -> Result<(), String> {
-    let o = s.get(&w.ns, name);
+fn settled(s: &Scenario, w: &World, o: Option<&serde_json::Value>, r: &Res) -> Result<(), String> {
     if r.deleted {
         return match o {
             None => Ok(()),
@@ -633,7 +647,7 @@ fn settled(s: &Scenario, w: &World, name: &str, r: &Res) -> Result<(), String> {
     }
     let o = o.ok_or("gone")?;
     let current = o["metadata"]["generation"] == o["status"]["observedGeneration"];
-    let ready = condition(&o, "Ready").ok_or("no Ready")?;
+    let ready = condition(o, "Ready").ok_or("no Ready")?;
     let (key_type, key_id) = s.encryption(&r.app);
     if r.rollback {
         return (current
