@@ -193,7 +193,8 @@ async fn blocked_resources_and_bad_input() {
 #[test]
 fn demo_runs_on_a_fresh_machine() {
     let dir = tempfile::tempdir().unwrap();
-XX, dir.path().to_str().unwrap()])
+    let o = Command::new(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        .args(["demo", "--dir", dir.path().to_str().unwrap()])
         .env_remove("AWS_ACCESS_KEY_ID")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()

@@ -380,7 +380,13 @@ mod tests {
             category_of("UnrecognizedClientException", Some(400)),
             Configuration
         );
-        assert_eq!(category_of("InvalidClientTokenId", Some(403)), Configuration);
-        assert_eq!(category_of("SignatureDoesNotMatch", Some(403)), Configuration);
+        assert_eq!(
+            category_of("InvalidClientTokenId", Some(403)),
+            Configuration
+        );
+        assert_eq!(
+            category_of("SignatureDoesNotMatch", Some(403)),
+            Configuration
+        );
     }
 }

@@ -317,8 +317,8 @@ fn default_key_arn(application_arn: &str) -> anyhow::Result<String> {
 fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
     let doc = read_policy(&a.policy)?;
     // Without changes, a merge still rewrites the Sids of an older release (docs/policy.md).
-    let legacy = a.instance_name.is_default()
-        && doc.statements().iter().any(|s| s.has_legacy_sid());
+    let legacy =
+        a.instance_name.is_default() && doc.statements().iter().any(|s| s.has_legacy_sid());
     if a.application_arns.is_empty() && a.remove_application_arns.is_empty() && !legacy {
         return Err(bad(
             "nothing to do: give --application-arn or --remove-application-arn",
@@ -336,16 +336,12 @@ fn run_merge(a: MergeArgs) -> anyhow::Result<ExitCode> {
             .collect(),
         (None, false) => return Err(bad("--application-arn needs --operator-role-arn")),
     };
-    let merged = merge_for(
-        &doc,
-        &a.instance_name,
-        &grants,
-        &a.remove_application_arns,
-    )
-    .map_err(|e| match e {
-        policy::merge::MergeError::Internal(_) => anyhow::Error::new(e),
-        other => bad(other.to_string()),
-    })?;
+    let merged = merge_for(&doc, &a.instance_name, &grants, &a.remove_application_arns).map_err(
+        |e| match e {
+            policy::merge::MergeError::Internal(_) => anyhow::Error::new(e),
+            other => bad(other.to_string()),
+        },
+    )?;
     // merge refuses a result over the limit, measured on the compact form that is sent.
     let out = match a.output {
         Output::Text if a.pretty => merged.to_pretty_json(),

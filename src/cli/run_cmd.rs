@@ -146,10 +146,9 @@ const QUIET_SDK_PROBES: &str = "aws_config::imds=off,aws_config::meta::credentia
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level.
 pub fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("{default_level},{QUIET_SDK_PROBES}"))
-        });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},{QUIET_SDK_PROBES}"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -150,13 +150,9 @@ async fn remove_statements(
         why,
     };
     let doc = PolicyDocument::parse(&text).map_err(|e| policy_err(e.to_string()))?;
-    let merged = crate::policy::merge::merge_for(
-        &doc,
-        &core.instance,
-        &[],
-        std::slice::from_ref(&app_arn),
-    )
-    .map_err(|e| policy_err(e.to_string()))?;
+    let merged =
+        crate::policy::merge::merge_for(&doc, &core.instance, &[], std::slice::from_ref(&app_arn))
+            .map_err(|e| policy_err(e.to_string()))?;
     if merged.to_value() == doc.to_value() {
         return Ok(None);
     }
