@@ -231,87 +231,67 @@ pub(super) fn chain(err: &dyn StdError) -> String {
     out
 }
 
-/// Forbids SDK retries of a quota error (`LimitExceededException`) of the operation whose
-/// error type is `E`. Registered on the client; other operations' errors do not downcast to
-/// `E` and are left to the SDK's classifiers.
-pub struct NoRetryOnQuota<E>(PhantomData<fn() -> E>);
+/// Which failed attempts a [`NoRetry`] classifier keeps the SDK from retrying.
+pub trait RetryVeto: 'static {
+    const NAME: &'static str;
+    /// `code`: the operation error's AWS code; `status`: the HTTP status of the response.
+    fn forbids(code: Option<&str>, status: Option<u16>) -> bool;
+}
 
-impl<E> NoRetryOnQuota<E> {
+/// A quota error (`LimitExceededException`): retrying cannot help (an oversized policy, a
+/// resource count), it only spends the account's quota.
+pub struct Quota;
+
+impl RetryVeto for Quota {
+    const NAME: &'static str = "NoRetryOnQuota";
+    fn forbids(code: Option<&str>, _status: Option<u16>) -> bool {
+        code == Some("LimitExceededException")
+    }
+}
+
+/// A throttled attempt: a paced call retries it itself, through its lane (`ratelimit.rs`), so
+/// that the retry is paced at the lowered rate instead of the SDK's backoff alone. Set per call,
+/// only on paced calls; other transient errors keep the SDK's retries.
+pub struct Throttle;
+
+impl RetryVeto for Throttle {
+    const NAME: &'static str = "NoRetryOnThrottle";
+    fn forbids(code: Option<&str>, status: Option<u16>) -> bool {
+        code.is_some_and(is_throttling) || status == Some(429)
+    }
+}
+
+/// Forbids SDK retries of the failed attempts `V` names, for the operation whose error type is
+/// `E`. Other operations' errors do not downcast to `E` and are left to the SDK's classifiers.
+pub struct NoRetry<E, V>(PhantomData<fn() -> (E, V)>);
+
+/// Registered on the KMS client for PutKeyPolicy.
+pub type NoRetryOnQuota<E> = NoRetry<E, Quota>;
+/// Set per paced call.
+pub type NoRetryOnThrottle<E> = NoRetry<E, Throttle>;
+
+impl<E, V> NoRetry<E, V> {
     pub fn new() -> Self {
         Self(PhantomData)
     }
 }
 
-impl<E> Default for NoRetryOnQuota<E> {
+impl<E, V> Default for NoRetry<E, V> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<E> fmt::Debug for NoRetryOnQuota<E> {
+impl<E, V: RetryVeto> fmt::Debug for NoRetry<E, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NoRetryOnQuota")
+        f.write_str(V::NAME)
     }
 }
 
-impl<E> ClassifyRetry for NoRetryOnQuota<E>
+impl<E, V> ClassifyRetry for NoRetry<E, V>
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-{
-    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
-        let Some(Err(err)) = ctx.output_or_error() else {
-            return RetryAction::NoActionIndicated;
-        };
-        let code = err
-            .as_operation_error()
-            .and_then(|e| e.downcast_ref::<E>())
-            .and_then(|e| e.code());
-        if code == Some("LimitExceededException") {
-            // RetryForbidden wins over every other classifier's verdict.
-            RetryAction::RetryForbidden
-        } else {
-            RetryAction::NoActionIndicated
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        "NoRetryOnQuota"
-    }
-
-    fn priority(&self) -> RetryClassifierPriority {
-        RetryClassifierPriority::run_after(
-            RetryClassifierPriority::modeled_as_retryable_classifier(),
-        )
-    }
-}
-
-/// Forbids SDK retries of a throttled attempt of the operation whose error type is `E`: a
-/// paced call retries throttled attempts itself, each through its lane (`ratelimit.rs`), so that
-/// retries are paced at the lowered rate instead of the SDK's backoff alone. Set per call, only
-/// on paced calls; other transient errors keep the SDK's retries.
-pub struct NoRetryOnThrottle<E>(PhantomData<fn() -> E>);
-
-impl<E> NoRetryOnThrottle<E> {
-    pub fn new() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<E> Default for NoRetryOnThrottle<E> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<E> fmt::Debug for NoRetryOnThrottle<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NoRetryOnThrottle")
-    }
-}
-
-impl<E> ClassifyRetry for NoRetryOnThrottle<E>
-where
-    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+    V: RetryVeto,
 {
     fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
         let Some(Err(err)) = ctx.output_or_error() else {
@@ -322,7 +302,8 @@ where
             .and_then(|e| e.downcast_ref::<E>())
             .and_then(|e| e.code());
         let status = ctx.response().map(|r| r.status().as_u16());
-        if code.is_some_and(is_throttling) || status == Some(429) {
+        if V::forbids(code, status) {
+            // RetryForbidden wins over every other classifier's verdict.
             RetryAction::RetryForbidden
         } else {
             RetryAction::NoActionIndicated
@@ -330,7 +311,7 @@ where
     }
 
     fn name(&self) -> &'static str {
-        "NoRetryOnThrottle"
+        V::NAME
     }
 
     fn priority(&self) -> RetryClassifierPriority {

@@ -106,10 +106,14 @@ pub async fn run(a: EmulatorArgs) -> anyhow::Result<ExitCode> {
     // client at the emulator (`eval "$(grep '^export ' FILE)"`). Flushed so a pipe sees it.
     let mut out = std::io::stdout();
     writeln!(out, "endpoint: {}", emu.endpoint())?;
-    for line in export_lines(&emu.endpoint()) {
-        writeln!(out, "{line}")?;
-    }
     out.flush()?;
+    // Best effort: a script that reads only the first line and closes the pipe must not stop
+    // the emulator (a write to a closed pipe fails with EPIPE).
+    for line in export_lines(&emu.endpoint()) {
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
     eprintln!(
         "MSF + KMS + STS emulator; admin API at {0}/_emulator/{{counts,faults,state,calls,config,principals}} (docs/emulator.md). Ctrl-C stops it.",
         emu.endpoint()
