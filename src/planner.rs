@@ -189,8 +189,10 @@ fn region_of(input: &PlanInput<'_>) -> String {
         .unwrap_or_else(|| input.defaults.region.clone())
 }
 
-/// The controller checks again what the API server's schema and CEL rule check, because
-/// `plan`/`apply` read manifests that never went through an API server.
+/// The controller checks again what the API server's schema and CEL rules check: `plan`/`apply`
+/// judge manifests with the CRD's own schema first (`controller::manifests`), but a resource
+/// may come from a cluster whose CRD is older than this binary, and a malformed `keyId` passes
+/// the schema (it is only a string there) and is refused here as `InvalidSpec`.
 pub fn validate_spec(spec: &ApplicationEncryptionSpec) -> Result<(), String> {
     if !arn::is_valid_application_name(&spec.application_name) {
         return Err(format!(
