@@ -1309,8 +1309,7 @@ fn metrics_can_be_kept_off_the_network() {
     // kubeRbacProxy: a sidecar on 8443 in front of 127.0.0.1:8080, the Service and the
     // ServiceMonitor point at it, and the RBAC it needs exists.
     let args = ["--set", "metrics.protection=kubeRbacProxy"];
-    let rendered = helm_template(&args);
-    let docs = documents(&rendered);
+    let docs = documents(&helm_template(&args));
     let d = find(&docs, "Deployment", &deployment);
     assert_eq!(
         env_of(d, "MSF_CMK_METRICS_ADDR").as_deref(),
@@ -1353,9 +1352,17 @@ fn metrics_can_be_kept_off_the_network() {
     assert_eq!(sm["spec"]["endpoints"][0]["scheme"], "https");
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "https-metrics");
 
-    // The real API server accepts what is rendered (server-side dry run).
+    // The real API server accepts what is rendered (server-side dry run), in a namespace of
+    // its own: a client-side apply over another test's Deployment would merge the two port
+    // lists (both name a port `http`).
     let c = TestCluster::shared();
-    c.kubectl(&["create", "namespace", NAMESPACE]); // may already exist
+    let ns = c.create_namespace("metrics-protection");
+    let rendered = helm_template(&[
+        "--namespace",
+        &ns,
+        "--set",
+        "metrics.protection=kubeRbacProxy",
+    ]);
     c.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &rendered)
         .ok();
 }
