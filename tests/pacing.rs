@@ -18,7 +18,9 @@ use msf_cmk_controller::controller::manifests::Manifest;
 use msf_cmk_controller::controller::metrics::Metrics;
 use msf_cmk_controller::controller::tenancy::Tenancy;
 use msf_cmk_controller::domain::ApplicationStatus;
-use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, Quotas};
+use msf_cmk_controller::emulator::{
+    DEFAULT_MSF_PER_SECOND, Emulator, EmulatorConfig, EmulatorHandle, Fault, Quotas,
+};
 use msf_cmk_controller::planner::Defaults;
 
 const REGION: &str = "us-east-1";
@@ -104,7 +106,7 @@ async fn a_lane_halves_once_per_throttled_wave_and_grows_back() {
 
 #[tokio::test]
 async fn a_lane_never_passes_its_ceiling() {
-    // The emulator allows 20/s. The default start (25/s) would be throttled at once; a ceiling
+    // The emulator allows 20/s. The default start (400/s) would be throttled at once; a ceiling
     // of 16/s, as the flag gives it, keeps every call within the quota.
     let emu = emulator(20).await;
     let ceiling: RateSetting = "DescribeApplication=16".parse().unwrap();
@@ -214,15 +216,15 @@ async fn apply_under_quota(msf_per_second: u32, n: usize) -> (EmulatorHandle, Aw
 
 #[tokio::test]
 async fn apply_with_the_default_pacing_is_never_throttled_under_the_default_quotas() {
-    // KMS at its documented quotas, MSF at the emulator's default 50/s; the lanes start below.
-    let (emu, _aws) = apply_under_quota(50, 80).await;
+    // KMS at its documented quotas, MSF at the emulator's default; the lanes start below.
+    let (emu, _aws) = apply_under_quota(DEFAULT_MSF_PER_SECOND, 80).await;
     assert_eq!(throttled(&emu), 0, "{:?}", emu.outcome_counts());
     emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn apply_converges_when_the_quota_is_far_below_the_start() {
-    // MSF allows 4/s per operation, the default lanes start at 25/s: the first wave is
+    // MSF allows 4/s per operation, the default lanes start at 400/s: the first wave is
     // throttled, the lanes halve and the run still converges.
     let (emu, aws) = apply_under_quota(4, 40).await;
     let calls: u64 = emu.call_counts().values().sum();

@@ -19,8 +19,10 @@ pub struct Quotas {
     pub msf_per_second: u32,
 }
 
-/// MSF's rate when none is given.
-pub const DEFAULT_MSF_PER_SECOND: u32 = 50;
+/// MSF's rate when none is given. MSF documents none, so this is an invented figure: above the
+/// controller's default start (400/s) so that a test sees MSF throttling only when it sets a
+/// lower quota or injects throttles as a fault (`PUT /_emulator/faults/...`).
+pub const DEFAULT_MSF_PER_SECOND: u32 = 1_000;
 
 impl Default for Quotas {
     fn default() -> Self {
