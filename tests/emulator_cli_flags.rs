@@ -69,7 +69,7 @@ fn flags_reach_the_config_and_quotas_are_on_by_default() {
     let (mut child, ep) = start(&[]);
     let c = config(&ep);
     assert_eq!(c["quotas"], true, "on by default in the command");
-    assert_eq!(c["msf_quota"], 50);
+    assert_eq!(c["msf_quota"], 1000);
     assert_eq!(
         c["caller_arn"],
         "arn:aws:iam::123456789012:role/msf-cmk-operator"
