@@ -23,7 +23,7 @@
 //! - `BENCH_SIDES` (default `default,raced,wide,script,cli`): which sides to run.
 //! - `BENCH_CLI_SAMPLE` (default 10): the CLI converts this many applications per N.
 //! - `BENCH_LATENCY_MS` (20), `BENCH_UPDATE_DELAY_MS` (200), `BENCH_KEYS` (20),
-//!   `BENCH_MSF_QUOTA` (the emulator's default, 50 per second per operation),
+//!   `BENCH_MSF_QUOTA` (the emulator's default, 1,000 per second per operation: MSF documents none),
 //!   `BENCH_CONCURRENCY` (unset: apply's default), `BENCH_NAME_PREFIX` (`app-`).
 //! - `AWS_CLI_BIN`: the CLI; unset = the pinned one `scripts/setup-awscli.sh` installs.
 //!
