@@ -242,6 +242,8 @@ async fn without_a_status_the_rollback_is_read_from_aws() {
         })
         .await;
     assert_eq!(ready(&lost), ("False".into(), "UpdateRolledBack".into()));
+    // The rollback marker (ApplicationVersionRolledBackFrom) is why the history is read.
+    assert!(e.emu.call_count("ListApplicationOperations") >= 1);
     assert!(
         condition(&lost, "EncryptionApplied")
             .message
@@ -340,6 +342,44 @@ async fn converged_only_once_msf_has_finished_the_update() {
         UpdateOutcome::Successful
     );
     assert!(e.emu.call_count("DescribeApplicationOperation") >= 1);
+    assert_eq!(e.updates(), 1);
+}
+
+#[tokio::test]
+async fn a_first_switch_reads_no_history_and_ends_by_the_version() {
+    let e = env().await;
+    e.app("orders", ApplicationStatus::Ready);
+    let key = e.emu.create_key(REGION, None).unwrap();
+    let spec = cmk("orders", &key);
+    let first = e
+        .pass(Pass {
+            spec: &spec,
+            generation: 1,
+            previous: None,
+            retry: None,
+        })
+        .await;
+    assert_eq!(first.application_updates, 1);
+    // No rollback marker, no update of ours that failed, a settled status: nothing in MSF's
+    // history could have stopped the update, so it was not read.
+    assert_eq!(e.emu.call_count("ListApplicationOperations"), 0);
+    // Once MSF is done, the application at the version the update made says it succeeded.
+    tokio::time::sleep(UPDATE_DELAY * 2).await;
+    let done = e
+        .pass(Pass {
+            spec: &spec,
+            generation: 1,
+            previous: Some(&first.status),
+            retry: None,
+        })
+        .await;
+    assert_eq!(ready(&done).0, "True", "{:#?}", done.status);
+    assert_eq!(
+        done.status.last_update.as_ref().unwrap().outcome,
+        UpdateOutcome::Successful
+    );
+    assert_eq!(e.emu.call_count("DescribeApplicationOperation"), 0);
+    assert_eq!(e.emu.call_count("ListApplicationOperations"), 0);
     assert_eq!(e.updates(), 1);
 }
 

@@ -3,10 +3,13 @@
 //! [`crate::planner::lifecycle`]; this module only fetches what they look at.
 //!
 //! Reads are lazy, so a converged resource costs no extra call:
-//! - DescribeApplicationOperation of the recorded update while it is in progress (follow it);
+//! - DescribeApplicationOperation of the recorded update while it is in progress (follow it),
+//!   unless the application already shows it ended: settled at its version, not rolled back;
 //! - ListApplicationOperations (and DescribeApplicationOperation of the latest one when it
-//!   failed) only when a plan wants to call UpdateApplication: the decision not to repeat a
-//!   rolled back update must hold without any status (`apply`, a lost status).
+//!   failed) only when a plan wants to call UpdateApplication and a marker says the history
+//!   may stop it (a rollback, an update of ours that did not succeed, a status that allows no
+//!   update): the decision not to repeat a rolled back update must hold without any status
+//!   (`apply`, a lost status), and the rollback marker carries it there.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -103,6 +106,12 @@ impl Tracker {
     ) -> Self {
         let mut recorded = previous.cloned();
         if let (Some(r), Some(app)) = (recorded.as_mut(), application.found())
+            && rules::ended_at_its_version(r, app, &lifecycle)
+        {
+            // Settled at the version our update made, not rolled back: it succeeded, no
+            // DescribeApplicationOperation needed.
+            *r = rules::follow(r, None, app, &lifecycle);
+        } else if let (Some(r), Some(app)) = (recorded.as_mut(), application.found())
             && r.outcome == UpdateOutcome::InProgress
         {
             let op = match &r.operation_id {
@@ -336,8 +345,14 @@ pub async fn gate(
         .iter()
         .any(|s| matches!(s, Step::UpdateApplication(_)));
     // While a written policy settles no update is made: the history can wait for the pass
-    // that would make one.
-    if wants_update && !settling(ctx) {
+    // that would make one. And it is read only when something says it may stop the update: a
+    // failed update on MSF is rolled back and marks the version (ApplicationVersionRolledBackFrom),
+    // one in progress shows UPDATING; with neither marker (and no update of ours that did not
+    // succeed) the history holds no failure that could block it (`rules::needs_history`).
+    if wants_update
+        && !settling(ctx)
+        && rules::needs_history(tracker.recorded.as_ref(), app, &tracker.lifecycle)
+    {
         tracker.read_history(core, ctx.region, &app.name).await;
     }
     rules::gate(
@@ -423,7 +438,11 @@ pub async fn revert_allowed(
         history_read: false,
         history_error: None,
     };
-    tracker.read_history(core, region, &app.name).await;
+    // The same rule as `gate`: without a rollback marker or a status that allows no update,
+    // the history has nothing that could stop the revert.
+    if rules::needs_history(None, app, &tracker.lifecycle) {
+        tracker.read_history(core, region, &app.name).await;
+    }
     if let Some(e) = tracker.history_error.take() {
         return Err(("AwsUnavailable".into(), e.to_string()));
     }

@@ -389,6 +389,40 @@ pub fn follow(
     r
 }
 
+/// Whether MSF's operation history may hold anything that stops the update a plan wants, so
+/// that it is worth a ListApplicationOperations call (issue 10: the call floor). A failed
+/// update on MSF is rolled back, and the rollback marks the application's version
+/// (`ApplicationVersionRolledBackFrom`); an update in progress shows UPDATING (or another
+/// status that allows no update). With neither marker, and no update of ours recorded as
+/// anything but a success, the latest UpdateApplication operation is SUCCESSFUL or there is
+/// none: [`gate`] decides the same with or without it, and the rollback protection (item 1)
+/// holds for `apply` and a lost status alike, from the marker.
+pub fn needs_history(
+    recorded: Option<&LastUpdate>,
+    application: &ObservedApplication,
+    lifecycle: &ApplicationLifecycle,
+) -> bool {
+    lifecycle.rolled_back_from.is_some()
+        || recorded.is_some_and(|r| r.outcome != UpdateOutcome::Successful)
+        || !application.status.is_updatable()
+}
+
+/// Whether a recorded update still in progress has ended, as the application alone shows it:
+/// settled (READY or RUNNING) at the very version our UpdateApplication created, and not
+/// rolled back. A rollback makes a new version and marks the application, so neither can be
+/// missed; then no DescribeApplicationOperation is needed to know the update SUCCEEDED
+/// (`follow(recorded, None, ..)` concludes it).
+pub fn ended_at_its_version(
+    recorded: &LastUpdate,
+    application: &ObservedApplication,
+    lifecycle: &ApplicationLifecycle,
+) -> bool {
+    recorded.outcome == UpdateOutcome::InProgress
+        && application.status.is_updatable()
+        && recorded.version_id == Some(application.version_id)
+        && lifecycle.rolled_back_from.is_none()
+}
+
 /// The record of an update just accepted by MSF.
 pub fn record(
     update: &EncryptionUpdate,
@@ -426,5 +460,115 @@ pub fn is_key_permission_refusal(code: &str, message: &str) -> bool {
         "AccessDeniedException" | "AccessDenied" => true,
         "InvalidArgumentException" | "InvalidRequestException" => names_key,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(status: ApplicationStatus, version_id: i64) -> ObservedApplication {
+        ObservedApplication {
+            name: "orders".into(),
+            arn: "arn:aws:kinesisanalytics:us-east-1:111122223333:application/orders".into(),
+            version_id,
+            conditional_token: None,
+            status,
+            runtime_environment: "FLINK-1_20".into(),
+            encryption: Default::default(),
+        }
+    }
+
+    fn ours(outcome: UpdateOutcome, version_id: i64) -> LastUpdate {
+        LastUpdate {
+            generation: Some(1),
+            key_type: crate::api::KeyType::CustomerManagedKey,
+            key_arn: Some("arn:aws:kms:us-east-1:111122223333:key/k".into()),
+            operation_id: Some("op-1".into()),
+            version_id: Some(version_id),
+            time: "2026-11-23T11:00:00Z".into(),
+            outcome,
+            message: None,
+            retry: None,
+        }
+    }
+
+    fn rolled_back_from(v: i64) -> ApplicationLifecycle {
+        ApplicationLifecycle {
+            rolled_back_from: Some(v),
+            ..ApplicationLifecycle::default()
+        }
+    }
+
+    #[test]
+    fn the_history_is_read_only_when_a_marker_says_it_may_block() {
+        let none = ApplicationLifecycle::default();
+        let running = app(ApplicationStatus::Running, 3);
+        // Nothing recorded, settled, no rollback marker: nothing to find.
+        assert!(!needs_history(None, &running, &none));
+        let done = ours(UpdateOutcome::Successful, 3);
+        assert!(!needs_history(Some(&done), &running, &none));
+        // A rollback happened (whoever made the update).
+        assert!(needs_history(None, &running, &rolled_back_from(2)));
+        // An update of ours that failed, was cancelled or has not ended.
+        for outcome in [
+            UpdateOutcome::RolledBack,
+            UpdateOutcome::Cancelled,
+            UpdateOutcome::InProgress,
+        ] {
+            assert!(needs_history(Some(&ours(outcome, 3)), &running, &none));
+        }
+        // MSF is applying someone's update, or the status allows none.
+        for status in [
+            ApplicationStatus::Updating,
+            ApplicationStatus::RollingBack,
+            ApplicationStatus::RolledBack,
+            ApplicationStatus::Starting,
+        ] {
+            assert!(needs_history(None, &app(status, 3), &none));
+        }
+    }
+
+    #[test]
+    fn an_update_ends_by_its_version_only_settled_and_not_rolled_back() {
+        let none = ApplicationLifecycle::default();
+        let r = ours(UpdateOutcome::InProgress, 4);
+        assert!(ended_at_its_version(
+            &r,
+            &app(ApplicationStatus::Running, 4),
+            &none
+        ));
+        assert!(ended_at_its_version(
+            &r,
+            &app(ApplicationStatus::Ready, 4),
+            &none
+        ));
+        // Still applying it.
+        assert!(!ended_at_its_version(
+            &r,
+            &app(ApplicationStatus::Updating, 4),
+            &none
+        ));
+        // A rollback makes a new version: the operation tells why.
+        assert!(!ended_at_its_version(
+            &r,
+            &app(ApplicationStatus::Running, 5),
+            &none
+        ));
+        assert!(!ended_at_its_version(
+            &r,
+            &app(ApplicationStatus::Running, 4),
+            &rolled_back_from(4)
+        ));
+        // Already concluded.
+        let done = ours(UpdateOutcome::Successful, 4);
+        assert!(!ended_at_its_version(
+            &done,
+            &app(ApplicationStatus::Running, 4),
+            &none
+        ));
+        // What follow() then concludes from the version alone.
+        let followed = follow(&r, None, &app(ApplicationStatus::Running, 4), &none);
+        assert_eq!(followed.outcome, UpdateOutcome::Successful);
     }
 }
