@@ -321,6 +321,18 @@ pub struct UpdateAccepted {
     pub application: ObservedApplication,
     /// `OperationId`: follow it with DescribeApplicationOperation.
     pub operation_id: Option<String>,
+    /// The response's lifecycle markers and snapshot setting (of the new version).
+    #[serde(default)]
+    pub lifecycle: ApplicationLifecycle,
+}
+
+/// One entry of ListApplications: enough to see an update end without describing the
+/// application (`apply` waits for many at once with one list per region).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationSummary {
+    pub name: String,
+    pub status: ApplicationStatus,
+    pub version_id: i64,
 }
 
 /// `OperationStatus` of an MSF application operation.

@@ -12,30 +12,33 @@ use msf_cmk_controller::cli::plan_cmd::batch_core;
 use msf_cmk_controller::controller::batch::{self, ApplyOptions};
 use msf_cmk_controller::controller::context::Core;
 use msf_cmk_controller::controller::manifests::Manifest;
+use msf_cmk_controller::controller::status;
 use msf_cmk_controller::controller::tenancy::Tenancy;
 use msf_cmk_controller::domain::ApplicationStatus;
-use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 use msf_cmk_controller::planner::Defaults;
 
 const REGION: &str = "us-east-1";
 
 async fn emulator() -> EmulatorHandle {
     Emulator::start(EmulatorConfig {
-        // Updates finish at once: the passes that follow an update are then exactly one.
-        update_delay: Duration::ZERO,
+        // Updates take a while, as on MSF (UPDATING in UpdateApplication's answer): the
+        // resources wait for them in `apply`'s watch (ListApplications), not in a reconcile.
+        update_delay: Duration::from_millis(100),
         ..EmulatorConfig::default()
     })
     .await
     .unwrap()
 }
 
-/// A Core as `apply` builds it (shared reads for the run), switching in the pass that writes
-/// the policy (`--policy-settle 0s`: the settle time only adds passes of the same reads).
+/// A Core as `apply --policy-settle 0s --max-concurrent-restarts 0` builds it (shared reads for
+/// the run), switching in the pass that writes the policy (the settle time only adds passes of
+/// the same reads).
 async fn apply_core(emu: &EmulatorHandle) -> Core {
     let mut opts = ConnectOptions::local(emu.endpoint());
     opts.max_attempts = 1;
     let aws = connect(&opts).await.unwrap();
-    batch_core(
+    let mut core = batch_core(
         aws.msf,
         aws.kms,
         Defaults {
@@ -47,7 +50,11 @@ async fn apply_core(emu: &EmulatorHandle) -> Core {
         },
         Tenancy(None),
         Duration::ZERO,
-    )
+    );
+    // `--max-concurrent-restarts 0`: no rollout budget, so no resource waits for a slot (a
+    // wait that re-reads its application).
+    core.set_max_concurrent_restarts(0);
+    core
 }
 
 fn spec(app: &str, key: &str) -> ApplicationEncryptionSpec {
@@ -123,6 +130,13 @@ fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// Takes the ListApplications calls out of `made`: how many polls the wait took depends on
+/// how fast the updates were made, not on the number of resources (one page per 50
+/// applications and poll; the fleets here fit in one page).
+fn list_pages(made: &mut BTreeMap<String, u64>) -> u64 {
+    made.remove("ListApplications").unwrap_or(0)
+}
+
 async fn apply(core: &Core, manifests: &[Manifest]) {
     let done = batch::apply_all(core, manifests, opts(), |_| {}).await;
     for d in &done {
@@ -140,19 +154,27 @@ async fn apply_costs_the_floor_and_a_second_apply_reads_once_per_application_and
     apply(&apply_core(&emu).await, &manifests).await;
     // Per key: one DescribeKey; the read, the re-read right before the write (lost-update
     // protection, `key_write`), the write, the re-read that verifies it. Per application:
-    // DescribeApplication before the update and once after (it shows the update ended), the
-    // update. No history read (no rollback marker, nothing of ours that failed) and no
-    // operation followed (the application is settled at the version the update made).
+    // DescribeApplication and the update, nothing more: no history read (no rollback marker,
+    // nothing of ours that failed), and the wait for MSF is ListApplications for all of them,
+    // after which the update's own answer is the observation (same version), so neither a
+    // second DescribeApplication nor the operation is read.
+    let mut made = calls(&emu);
+    let lists = list_pages(&mut made);
     assert_eq!(
-        calls(&emu),
+        made,
         expect(&[
             ("DescribeKey", keys),
             ("GetKeyPolicy", 3 * keys),
             ("PutKeyPolicy", keys),
-            ("DescribeApplication", 2 * n),
+            ("DescribeApplication", n),
             ("UpdateApplication", n),
         ])
     );
+    assert!(
+        lists >= 1,
+        "the updates were waited for with ListApplications"
+    );
+    println!("ListApplications calls (one page each): {lists}");
 
     // Steady state: a new run (nothing shared from the first) reads each application once
     // and each key twice, and writes nothing.
@@ -186,4 +208,93 @@ async fn keys_named_by_alias_are_described_once_per_key_too() {
             ("DescribeApplication", n),
         ])
     );
+}
+
+#[tokio::test]
+async fn a_rolled_back_update_is_followed_reported_and_not_repeated_by_a_second_apply() {
+    let emu = emulator().await;
+    let (n, keys) = (40, 4);
+    let manifests = fleet(&emu, n, keys, false);
+    let failing = "floor-007";
+    emu.set_fault(
+        "UpdateApplication",
+        Fault::rollback().for_application(failing),
+    );
+    emu.reset_counts();
+
+    let done = batch::apply_all(&apply_core(&emu).await, &manifests, opts(), |_| {}).await;
+    for d in &done {
+        let expected = match manifests[d.index].name.as_str() {
+            name if name == failing => "UpdateRolledBack",
+            _ => "Converged",
+        };
+        assert_eq!(
+            status::ready(&d.outcome.status).map(|c| c.reason.as_str()),
+            Some(expected),
+            "{:#?}",
+            d.outcome.status
+        );
+    }
+    // As the floor, plus for the rolled back application: the listed version is not the
+    // update's (the rollback made a new one), so it is described again, its operation is
+    // followed (FAILED), and the history is read before the update the plan still wants
+    // (the rollback marker): blocked, not updated twice.
+    let mut made = calls(&emu);
+    assert!(list_pages(&mut made) >= 1);
+    assert_eq!(
+        made,
+        expect(&[
+            ("DescribeKey", keys),
+            ("GetKeyPolicy", 3 * keys),
+            ("PutKeyPolicy", keys),
+            ("DescribeApplication", n + 1),
+            ("UpdateApplication", n),
+            ("DescribeApplicationOperation", 1),
+            ("ListApplicationOperations", 1),
+        ])
+    );
+
+    // A second run keeps no status: the rollback marker makes it read the history of that
+    // application only, and the repeat is blocked again (the cause is gone: no fault).
+    emu.clear_faults();
+    emu.reset_counts();
+    let done = batch::apply_all(&apply_core(&emu).await, &manifests, opts(), |_| {}).await;
+    let failed = done
+        .iter()
+        .find(|d| manifests[d.index].name == failing)
+        .unwrap();
+    assert_eq!(
+        status::ready(&failed.outcome.status).map(|c| c.reason.as_str()),
+        Some("UpdateRolledBack")
+    );
+    assert_eq!(
+        calls(&emu),
+        expect(&[
+            ("DescribeKey", keys),
+            ("GetKeyPolicy", keys),
+            ("DescribeApplication", n),
+            ("ListApplicationOperations", 1),
+            ("DescribeApplicationOperation", 1),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn list_applications_reads_every_page_of_fifty() {
+    let emu = emulator().await;
+    for i in 0..120 {
+        emu.create_application(
+            REGION,
+            &format!("listed-{i:03}"),
+            "FLINK-1_20",
+            ApplicationStatus::Ready,
+        )
+        .unwrap();
+    }
+    emu.reset_counts();
+    let core = apply_core(&emu).await;
+    let listed = core.msf.list_applications(REGION).await.unwrap();
+    assert_eq!(listed.len(), 120);
+    assert!(listed.iter().all(|a| a.status == ApplicationStatus::Ready));
+    assert_eq!(calls(&emu), expect(&[("ListApplications", 3)]));
 }

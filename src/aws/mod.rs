@@ -41,8 +41,8 @@ pub use sdk_msf::SdkMsf;
 pub use sts::{SdkSts, StsApi};
 
 use crate::domain::{
-    ApplicationDescription, ApplicationOperation, EncryptionUpdate, ErrorCategory,
-    ObservedApplication, ObservedKey, UpdateAccepted,
+    ApplicationDescription, ApplicationOperation, ApplicationSummary, EncryptionUpdate,
+    ErrorCategory, ObservedApplication, ObservedKey, UpdateAccepted,
 };
 
 /// An AWS call that failed, classified once.
@@ -76,7 +76,7 @@ impl AwsError {
 
 /// Managed Service for Apache Flink (`kinesisanalyticsv2`).
 ///
-/// Implementations provide the four calls that carry everything; `describe_application` and
+/// Implementations provide the five calls that carry everything; `describe_application` and
 /// `update_application_encryption` are the short forms most callers need.
 #[async_trait]
 pub trait MsfApi: Send + Sync {
@@ -110,6 +110,10 @@ pub trait MsfApi: Send + Sync {
         application_name: &str,
         operation_id: &str,
     ) -> Result<ApplicationOperation, AwsError>;
+
+    /// `ListApplications`, every page (50 applications a page): name, status and version of
+    /// each application in the region. `apply` watches the updates it waits for with it.
+    async fn list_applications(&self, region: &str) -> Result<Vec<ApplicationSummary>, AwsError>;
 
     async fn describe_application(
         &self,

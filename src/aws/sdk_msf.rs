@@ -1,5 +1,5 @@
 //! `MsfApi` on `aws-sdk-kinesisanalyticsv2`: DescribeApplication, UpdateApplication (encryption
-//! only), and the operation history (ListApplicationOperations, DescribeApplicationOperation)
+//! only), ListApplications (`apply`'s wait for many updates), and the operation history (ListApplicationOperations, DescribeApplicationOperation)
 //! that the update lifecycle follows.
 
 use std::error::Error as StdError;
@@ -14,6 +14,7 @@ use msf::client::customize::CustomizableOperation;
 use msf::operation::describe_application::DescribeApplicationError;
 use msf::operation::describe_application_operation::DescribeApplicationOperationError;
 use msf::operation::list_application_operations::ListApplicationOperationsError;
+use msf::operation::list_applications::ListApplicationsError;
 use msf::operation::update_application::UpdateApplicationError;
 use msf::types::{
     ApplicationConfigurationUpdate, ApplicationDetail, ApplicationEncryptionConfigurationUpdate,
@@ -26,8 +27,8 @@ use super::ratelimit::{AccountLimiters, Paced, RateLimits};
 use super::{AwsError, MsfApi};
 use crate::domain::{
     ApplicationDescription, ApplicationLifecycle, ApplicationOperation, ApplicationStatus,
-    AppliedEncryption, AppliedKeyType, EncryptionUpdate, ErrorCategory, ObservedApplication,
-    OperationStatus, UpdateAccepted,
+    ApplicationSummary, AppliedEncryption, AppliedKeyType, EncryptionUpdate, ErrorCategory,
+    ObservedApplication, OperationStatus, UpdateAccepted,
 };
 
 pub struct SdkMsf {
@@ -145,10 +146,48 @@ impl MsfApi for SdkMsf {
             })
             .await
             .map_err(|e| classify(OP, e))?;
+        let detail = out.application_detail();
         Ok(UpdateAccepted {
-            application: observed(OP, out.application_detail())?,
+            application: observed(OP, detail)?,
             operation_id: out.operation_id().map(str::to_string),
+            lifecycle: detail.map(lifecycle).unwrap_or_default(),
         })
+    }
+
+    async fn list_applications(&self, region: &str) -> Result<Vec<ApplicationSummary>, AwsError> {
+        const OP: &str = "ListApplications";
+        let client = self.clients.get(region);
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        // Bounded: a token that never ends the list would otherwise loop forever.
+        for _ in 0..MAX_LIST_PAGES {
+            let page = self
+                .pacing
+                .send(region, OP, self.attempts, None, |paced| {
+                    let call = client
+                        .list_applications()
+                        .limit(APPLICATIONS_PER_PAGE)
+                        .set_next_token(token.clone())
+                        .customize();
+                    paced_call::<_, ListApplicationsError, _>(call, &paced).send()
+                })
+                .await
+                .map_err(|e| classify(OP, e))?;
+            out.extend(
+                page.application_summaries()
+                    .iter()
+                    .map(|a| ApplicationSummary {
+                        name: a.application_name().to_string(),
+                        status: ApplicationStatus::from_wire(a.application_status().as_str()),
+                        version_id: a.application_version_id(),
+                    }),
+            );
+            token = page.next_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+        Err(incomplete(OP, "the list did not end within the page limit"))
     }
 
     async fn list_application_operations(
@@ -237,6 +276,12 @@ impl MsfApi for SdkMsf {
 
 /// Operations read per ListApplicationOperations call.
 const LIST_LIMIT: i32 = 10;
+
+/// ListApplications' largest page.
+const APPLICATIONS_PER_PAGE: i32 = 50;
+
+/// 50,000 applications: far beyond MSF's per-region application quota.
+const MAX_LIST_PAGES: usize = 1_000;
 
 fn incomplete(operation: &'static str, message: &str) -> AwsError {
     AwsError {

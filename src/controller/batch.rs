@@ -12,27 +12,40 @@ use crate::controller::claims;
 use crate::controller::context::Core;
 use crate::controller::manifests::Manifest;
 use crate::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
-use crate::domain::ErrorCategory;
+use crate::controller::update_watch::{Seen, UpdateWatch};
+use crate::controller::{restart_budget, status};
+use crate::domain::{ApplicationDescription, ApplicationStatus, ErrorCategory};
+use tokio::sync::Semaphore;
 
 /// How `apply` waits for resources in transient states.
 #[derive(Clone, Copy, Debug)]
 pub struct ApplyOptions {
+    /// Reconcile passes in flight (not resources: a waiting resource holds none).
     pub concurrency: usize,
     /// Give up on one resource after this long (it is reported as not converged).
     pub timeout: Duration,
-    /// Poll at most this far apart while an application is UPDATING.
+    /// How often the applications of a region are listed while any is UPDATING (and a
+    /// transient wait is looked at again).
     pub poll: Duration,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: DEFAULT_CONCURRENCY,
             timeout: Duration::from_secs(900),
-            poll: Duration::from_secs(5),
+            poll: DEFAULT_POLL,
         }
     }
 }
+
+/// Reconcile passes in flight: enough to keep the pacing lanes busy (a pass is a few calls of
+/// tens of milliseconds), few enough that a run of thousands does not burst at once.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
+/// A poll is one ListApplications page per 50 applications of the region, whatever the number
+/// of resources waiting, so it can be frequent.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 
 /// One resource's result.
 #[derive(Clone, Debug)]
@@ -96,6 +109,11 @@ pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -
 
 /// Converges every manifest once: each is reconciled until converged, blocked or out of time.
 /// `on_done` is called as each finishes (progress output). Results in input order.
+///
+/// Every resource's loop runs at once (a waiting future costs nothing); `opts.concurrency`
+/// bounds the reconcile passes in flight, and the AWS pacing lanes and the restart budget
+/// are the real limits. A resource waiting for MSF holds no pass: it waits in the
+/// [`UpdateWatch`], which lists the applications of a region once per poll for all of them.
 pub async fn apply_all(
     core: &Core,
     manifests: &[Manifest],
@@ -104,35 +122,111 @@ pub async fn apply_all(
 ) -> Vec<Done> {
     let peers = peers(manifests);
     let conflicts = conflicts(&peers, core);
+    let watch = UpdateWatch::new(opts.poll);
+    let run = Run {
+        core,
+        peers: &peers,
+        opts,
+        watch: &watch,
+        passes: Semaphore::new(opts.concurrency.max(1)),
+    };
     let on_done = &on_done;
-    let mut out: Vec<Done> = futures::stream::iter(manifests.iter().enumerate())
-        .map(|(i, m)| {
-            let peers = &peers;
-            let conflict = conflicts[i].clone();
-            async move {
-                let done = converge(core, i, m, peers, conflict, opts).await;
-                on_done(&done);
-                done
-            }
-        })
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let run = &run;
+    let all = futures::future::join_all(manifests.iter().enumerate().map(|(i, m)| {
+        let conflict = conflicts[i].clone();
+        async move {
+            let done = converge(run, i, m, conflict).await;
+            on_done(&done);
+            done
+        }
+    }));
+    let mut out = tokio::select! {
+        out = all => out,
+        () = watch.run() => unreachable!("the watch polls until apply drops it"),
+    };
     out.sort_by_key(|d| d.index);
     out
 }
 
-async fn converge(
-    core: &Core,
-    index: usize,
-    m: &Manifest,
-    peers: &[Peer],
-    conflict: Option<String>,
+/// What every resource's loop of one `apply` shares.
+struct Run<'a> {
+    core: &'a Core,
+    peers: &'a [Peer],
     opts: ApplyOptions,
-) -> Done {
+    watch: &'a UpdateWatch<'a>,
+    /// Reconcile passes in flight (`--concurrency`).
+    passes: Semaphore,
+}
+
+/// How a resource waits before its next pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Its application is UPDATING: until the watch sees it out of it.
+    Updating,
+    /// For a restart slot: until the watch sees one free.
+    Slot,
+    /// A known time (the settle time, a backoff, a poll).
+    For(Duration),
+}
+
+/// A slot waiter looks by itself at least this often: a slot may be held by an update this
+/// run does not watch (a previous run's).
+const SLOT_FALLBACK: Duration = Duration::from_secs(60);
+
+fn wait_of(core: &Core, key: &str, outcome: &Outcome, opts: ApplyOptions) -> Option<Wait> {
+    let reason = status::ready(&outcome.status).map(|c| c.reason.as_str());
+    let updating = outcome
+        .status
+        .application
+        .as_ref()
+        .and_then(|a| a.status.as_deref())
+        .is_some_and(|s| restart_budget::in_progress(&ApplicationStatus::from_wire(s)));
+    match outcome.next {
+        Next::Waiting(_) if reason == Some(restart_budget::WAITING_FOR_RESTART_BUDGET) => {
+            Some(Wait::Slot)
+        }
+        Next::Waiting(_) if updating => Some(Wait::Updating),
+        // The settle time is a known deadline: nothing to poll for before it.
+        Next::Waiting(d) if reason == Some("WaitingForKeyPolicyPropagation") => Some(Wait::For(d)),
+        Next::Waiting(d) => Some(Wait::For(d.min(opts.poll))),
+        Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => Some(Wait::For(
+            core.backoff
+                .failed(key)
+                .min(opts.poll.max(Duration::from_millis(100)) * 4),
+        )),
+        _ => None,
+    }
+}
+
+/// The observation the watch makes exact: our UpdateApplication's answer described the new
+/// version, and ListApplications shows the application settled at that very version. A
+/// version's configuration is immutable (any change, a rollback included, makes a new
+/// version), so that answer with the listed status is what DescribeApplication would say.
+fn hint(accepted: Option<&ApplicationDescription>, seen: &Seen) -> Option<ApplicationDescription> {
+    let Seen::Settled(summary) = seen else {
+        return None;
+    };
+    let a = accepted.filter(|a| a.application.version_id == summary.version_id)?;
+    let mut d = a.clone();
+    d.application.status = summary.status.clone();
+    Some(d)
+}
+
+async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<String>) -> Done {
+    let (core, opts) = (run.core, run.opts);
     let start = Instant::now();
     let key = format!("{}/{}", m.namespace, m.name);
+    // The account and region the resource acts in (as reconcile resolves them).
+    let account = core.for_namespace(&m.namespace);
+    let region = m
+        .spec
+        .region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| account.defaults.region.clone());
     let mut previous: Option<ApplicationEncryptionStatus> = None;
+    let mut hint_next: Option<ApplicationDescription> = None;
+    let mut accepted: Option<ApplicationDescription> = None;
     let mut passes = 0u32;
     // A change takes several passes (write the policy, let it settle, update, wait for MSF):
     // the result counts the writes of all of them.
@@ -148,34 +242,65 @@ async fn converge(
             conflict: conflict.clone(),
             retry_update: m.retry_update.as_deref(),
         };
-        let mut outcome =
-            reconcile::reconcile(core, &subject, peers, Mode::Execute, Utc::now()).await;
+        let mut outcome = {
+            // Closed only if dropped, which this function never does.
+            let _pass = run.passes.acquire().await.ok();
+            let hint = hint_next.take();
+            reconcile::reconcile_observed(
+                core,
+                &subject,
+                run.peers,
+                Mode::Execute,
+                Utc::now(),
+                hint,
+            )
+            .await
+        };
         puts += outcome.key_policy_writes;
         updates += outcome.application_updates;
         outcome.key_policy_writes = puts;
         outcome.application_updates = updates;
-        let wait = match outcome.next {
-            Next::Waiting(d) => d.min(opts.poll),
-            Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => core
-                .backoff
-                .failed(&key)
-                .min(opts.poll.max(Duration::from_millis(100)) * 4),
-            _ => {
-                return Done {
-                    index,
-                    outcome,
-                    passes,
-                };
-            }
+        if let Some(a) = outcome.accepted.take() {
+            accepted = Some(a);
+        }
+        let Some(wait) = wait_of(core, &key, &outcome, opts) else {
+            return Done {
+                index,
+                outcome,
+                passes,
+            };
         };
-        if start.elapsed() + wait > opts.timeout {
+        let bound = match wait {
+            Wait::For(d) => d,
+            Wait::Updating | Wait::Slot => opts.poll,
+        };
+        let left = opts.timeout.saturating_sub(start.elapsed());
+        if bound > left {
             return Done {
                 index,
                 outcome,
                 passes,
             };
         }
-        previous = Some(outcome.status.clone());
-        tokio::time::sleep(wait).await;
+        previous = Some(outcome.status);
+        match wait {
+            Wait::For(d) => tokio::time::sleep(d).await,
+            Wait::Slot => {
+                run.watch
+                    .until_slot(account, &region, SLOT_FALLBACK.min(left))
+                    .await
+            }
+            Wait::Updating => {
+                let settled = run
+                    .watch
+                    .until_settled(account, &region, &m.spec.application_name);
+                match tokio::time::timeout(left, settled).await {
+                    Ok(Some(seen)) => hint_next = hint(accepted.as_ref(), &seen),
+                    // The watch cannot list here: poll by describing, as any wait.
+                    Ok(None) => tokio::time::sleep(opts.poll).await,
+                    Err(_) => {}
+                }
+            }
+        }
     }
 }

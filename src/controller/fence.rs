@@ -31,8 +31,8 @@ use tokio::time::Instant;
 
 use crate::aws::{AwsError, KmsApi, MsfApi};
 use crate::domain::{
-    ApplicationDescription, ApplicationOperation, EncryptionUpdate, ErrorCategory, ObservedKey,
-    UpdateAccepted,
+    ApplicationDescription, ApplicationOperation, ApplicationSummary, EncryptionUpdate,
+    ErrorCategory, ObservedKey, UpdateAccepted,
 };
 
 /// The error code of a write refused by the fence (not an AWS code: nothing was sent).
@@ -311,6 +311,10 @@ impl MsfApi for FencedMsf {
             .await
     }
 
+    async fn list_applications(&self, region: &str) -> Result<Vec<ApplicationSummary>, AwsError> {
+        self.inner.list_applications(region).await
+    }
+
     async fn describe_application_operation(
         &self,
         region: &str,
@@ -578,6 +582,9 @@ mod tests {
             _: &str,
             _: &str,
         ) -> Result<Vec<ApplicationOperation>, AwsError> {
+            Ok(vec![])
+        }
+        async fn list_applications(&self, _: &str) -> Result<Vec<ApplicationSummary>, AwsError> {
             Ok(vec![])
         }
         async fn describe_application_operation(

@@ -49,7 +49,8 @@ use crate::api::{ApplicationEncryptionSpec, ApplicationEncryptionStatus};
 use crate::aws::{AccountLimiters, AwsError, KmsApi, MsfApi};
 use crate::controller::identity::CallerCell;
 use crate::domain::{
-    ApplicationDescription, ApplicationOperation, EncryptionUpdate, ObservedKey, UpdateAccepted,
+    ApplicationDescription, ApplicationOperation, ApplicationSummary, EncryptionUpdate,
+    ObservedKey, UpdateAccepted,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -560,6 +561,19 @@ impl MsfApi for MeteredMsf {
             &self.caller,
             "kinesisanalytics",
             "UpdateApplication",
+            started,
+            &r,
+        );
+        r
+    }
+
+    async fn list_applications(&self, region: &str) -> Result<Vec<ApplicationSummary>, AwsError> {
+        let started = Instant::now();
+        let r = self.inner.list_applications(region).await;
+        self.metrics.done(
+            &self.caller,
+            "kinesisanalytics",
+            "ListApplications",
             started,
             &r,
         );

@@ -38,3 +38,4 @@ pub mod reconcile;
 pub mod restart_budget;
 pub mod status;
 pub mod tenancy;
+pub mod update_watch;

@@ -12,7 +12,8 @@ use crate::aws::AwsError;
 use crate::controller::context::Core;
 use crate::controller::key_locks::KeyGuard;
 use crate::domain::{
-    ApplicationLifecycle, AppliedKeyType, KeyManager, Observed, ObservedApplication, ObservedKey,
+    ApplicationDescription, ApplicationLifecycle, AppliedKeyType, KeyManager, Observed,
+    ObservedApplication, ObservedKey,
 };
 
 /// Turns a call result into an observation.
@@ -66,23 +67,30 @@ pub async fn describe_key(core: &Core, region: &str, key_id: &str) -> Observed<O
 
 /// The application and both keys. `desired_key` may already have been described (tenancy).
 /// The application's lifecycle markers (rollback, snapshots) come from the same
-/// DescribeApplication.
+/// DescribeApplication, or from `hint`: an exact observation the caller already holds
+/// (`apply`: our UpdateApplication's answer, confirmed by ListApplications, see
+/// [`crate::controller::update_watch`]), which replaces the call.
 pub async fn application_and_keys(
     core: &Core,
     spec: &ApplicationEncryptionSpec,
     region: &str,
     desired_key: Option<Observed<ObservedKey>>,
+    hint: Option<ApplicationDescription>,
 ) -> (
     Observed<ObservedApplication>,
     Observed<ObservedKey>,
     Observed<ObservedKey>,
     ApplicationLifecycle,
 ) {
-    let (application, lifecycle) = match observed(
-        core.msf
-            .describe_application_detail(region, &spec.application_name)
-            .await,
-    ) {
+    let described = match hint {
+        Some(d) => Ok(d),
+        None => {
+            core.msf
+                .describe_application_detail(region, &spec.application_name)
+                .await
+        }
+    };
+    let (application, lifecycle) = match observed(described) {
         Observed::Found(d) => (Observed::Found(d.application), d.lifecycle),
         Observed::NotFound(m) => (Observed::NotFound(m), ApplicationLifecycle::default()),
         Observed::Failed {

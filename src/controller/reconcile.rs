@@ -30,7 +30,10 @@ use crate::controller::observe::{self, kms_region};
 use crate::controller::status::{self, StatusInput};
 use crate::controller::tenancy::KeyVerdict;
 use crate::controller::{apply, lifecycle, restart_budget};
-use crate::domain::{AppliedKeyType, ErrorCategory, Observed, ObservedApplication, ObservedKey};
+use crate::domain::{
+    ApplicationDescription, AppliedKeyType, ErrorCategory, Observed, ObservedApplication,
+    ObservedKey,
+};
 use crate::planner::operator::{self, OperatorInput};
 use crate::planner::{self, CoTenant, ConditionReport, ConditionStatus, Plan, PlanInput, Step};
 
@@ -137,6 +140,9 @@ pub struct Outcome {
     pub application_updates: u32,
     /// The resolved ARN of the desired key, when known.
     pub desired_key_arn: Option<String>,
+    /// The application as our UpdateApplication's answer described it (the new version, with
+    /// its lifecycle markers), when this reconcile updated it.
+    pub accepted: Option<ApplicationDescription>,
 }
 
 impl Outcome {
@@ -163,6 +169,20 @@ pub async fn reconcile(
     peers: &[Peer],
     mode: Mode,
     now: DateTime<Utc>,
+) -> Outcome {
+    reconcile_observed(core, subject, peers, mode, now, None).await
+}
+
+/// [`reconcile`], observing the application through `hint` instead of DescribeApplication
+/// when the caller holds an exact observation of it (`apply`'s wait for an update:
+/// [`crate::controller::update_watch`]).
+pub async fn reconcile_observed(
+    core: &Core,
+    subject: &Subject<'_>,
+    peers: &[Peer],
+    mode: Mode,
+    now: DateTime<Utc>,
+    hint: Option<ApplicationDescription>,
 ) -> Outcome {
     // The namespace's account (accounts file), else the pod's own identity.
     let core = core.for_namespace(subject.namespace);
@@ -247,7 +267,7 @@ pub async fn reconcile(
 
     // Observe.
     let (application, desired_key, current_key, app_lifecycle) =
-        observe::application_and_keys(core, spec, &region, desired_key).await;
+        observe::application_and_keys(core, spec, &region, desired_key, hint).await;
     let desired_key_arn = desired_key.found().map(|k| k.arn.clone());
     let current_key_policy =
         observe::leaving_key_policy(core, spec, &desired_key, &current_key).await;
@@ -297,6 +317,7 @@ pub async fn reconcile(
     let mut puts = 0u32;
     let mut overtaken = 0u32;
     let mut updates = 0u32;
+    let mut updated: Option<ApplicationDescription> = None;
     let mut passes = 0usize;
     let final_plan = loop {
         passes += 1;
@@ -449,6 +470,10 @@ pub async fn reconcile(
                     Ok(accepted) => {
                         updates += 1;
                         let app = accepted.application;
+                        updated = Some(ApplicationDescription {
+                            application: app.clone(),
+                            lifecycle: accepted.lifecycle,
+                        });
                         tracker.updated(update, &gate, accepted.operation_id, app.version_id);
                         events.push(Note {
                             warning: false,
@@ -545,6 +570,7 @@ pub async fn reconcile(
         key_policy_writes: puts,
         application_updates: updates,
         desired_key_arn,
+        accepted: updated,
     }
 }
 
@@ -688,6 +714,7 @@ fn not_admitted(
         key_policy_writes: 0,
         application_updates: 0,
         desired_key_arn: None,
+        accepted: None,
     }
 }
 
