@@ -319,3 +319,120 @@ async fn the_permit_is_taken_before_the_read_the_write_is_computed_from() {
     );
     e.emu.shutdown().await;
 }
+
+/// The resource as the finalizer sees it, with `removeStatementsOnDelete`.
+fn removing(spec: &mut ApplicationEncryptionSpec) -> Subject<'_> {
+    spec.key_policy.remove_statements_on_delete = true;
+    Subject {
+        namespace: "ns",
+        name: "orders",
+        spec,
+        generation: Some(1),
+        previous: None,
+        conflict: None,
+        retry_update: None,
+    }
+}
+
+impl Env {
+    /// `orders` converged on a new key whose policy also holds a person's statement; returns
+    /// the key and its policy. Waits (bounded) for the switch's UPDATING to end: the cleanup
+    /// waits for a restart of ours in progress.
+    async fn converged(&self) -> (String, String) {
+        let (key, _) = self.setup(&[person("PersonA", "kms:Decrypt")]);
+        let o = self.once(&cmk("orders", &key)).await;
+        assert_eq!(o.key_policy_writes, 1, "{:#?}", o.status);
+        for _ in 0..200 {
+            let app = self.emu.application(REGION, "orders").unwrap();
+            if app.status == ApplicationStatus::Running {
+                let policy = self.emu.key_policy(&key).unwrap();
+                return (key, policy);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("orders still UPDATING");
+    }
+}
+
+fn grants_orders(policy: &str) -> bool {
+    policy.contains(":application/orders")
+}
+
+/// Issue 13 (d): `removeStatementsOnDelete` writes through the lost-update protection. A
+/// person's edit made between the cleanup's read and its write is kept.
+#[tokio::test]
+async fn the_cleanup_keeps_a_persons_edit_made_between_its_read_and_its_write() {
+    use msf_cmk_controller::controller::finalizer;
+    let e = env().await;
+    let (key, before) = e.converged().await;
+    assert!(grants_orders(&before), "{before}");
+    let edited = with_statements(&before, &[person("PersonB", "kms:Encrypt")]);
+    e.emu
+        .set_fault("GetKeyPolicy", Fault::interleave(edited).for_key(&key));
+    let (puts, gets) = (e.count("PutKeyPolicy"), e.count("GetKeyPolicy"));
+
+    let mut spec = cmk("orders", &key);
+    let notes = finalizer::cleanup(&e.core, &removing(&mut spec))
+        .await
+        .unwrap();
+    let after = e.emu.key_policy(&key).unwrap();
+    assert!(!grants_orders(&after), "{after}");
+    let s = statements(&after);
+    assert!(s.contains(&person("PersonA", "kms:Decrypt")), "{after}");
+    assert!(
+        s.contains(&person("PersonB", "kms:Encrypt")),
+        "the person's edit survives: {after}"
+    );
+    let reasons: Vec<&str> = notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["ConcurrentKeyPolicyEdit", "KeyPolicyUpdated"],
+        "{notes:?}"
+    );
+    assert!(notes[0].warning && notes[0].message.contains("added PersonB"));
+    assert_eq!(e.metric("before_write").as_deref(), Some("1"));
+    // One write, from the person's policy: read (plan), re-read (changed: plan again),
+    // re-read (unchanged), PutKeyPolicy, re-read (verified).
+    assert_eq!(e.count("PutKeyPolicy"), puts + 1);
+    assert_eq!(e.count("GetKeyPolicy"), gets + 4);
+    e.emu.shutdown().await;
+}
+
+/// Issue 13 (d): a person's write landing just after the cleanup's (their tool read the policy
+/// before it, so it still grants `orders`) wins as they made it, and the removal is made again
+/// on top of it.
+#[tokio::test]
+async fn the_cleanup_removes_again_on_top_of_a_persons_write_just_after_its_own() {
+    use msf_cmk_controller::controller::finalizer;
+    let e = env().await;
+    let (key, before) = e.converged().await;
+    let theirs = with_statements(&before, &[person("PersonB", "kms:Encrypt")]);
+    e.emu.set_fault(
+        "PutKeyPolicy",
+        Fault::interleave_after(theirs.clone()).for_key(&key),
+    );
+    let puts = e.count("PutKeyPolicy");
+
+    let mut spec = cmk("orders", &key);
+    let notes = finalizer::cleanup(&e.core, &removing(&mut spec))
+        .await
+        .unwrap();
+    let after = e.emu.key_policy(&key).unwrap();
+    assert!(!grants_orders(&after), "removed again: {after}");
+    let now = statements(&after);
+    for x in statements(&theirs.to_string())
+        .iter()
+        .filter(|x| !x["Sid"].as_str().unwrap_or("").starts_with("MsfCmk"))
+    {
+        assert!(now.contains(x), "{x} kept: {after}");
+    }
+    let reasons: Vec<&str> = notes.iter().map(|n| n.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["ConcurrentKeyPolicyEdit", "KeyPolicyUpdated"],
+        "{notes:?}"
+    );
+    assert_eq!(e.metric("after_write").as_deref(), Some("1"));
+    assert_eq!(e.count("PutKeyPolicy"), puts + 2);
+    e.emu.shutdown().await;
+}

@@ -15,6 +15,7 @@ use msf_cmk_controller::aws::{ConnectOptions, connect};
 use msf_cmk_controller::cli::plan_cmd::batch_core;
 use msf_cmk_controller::controller::batch::{self, ApplyOptions};
 use msf_cmk_controller::controller::context::{Core, Settings};
+use msf_cmk_controller::controller::finalizer;
 use msf_cmk_controller::controller::manifests::Manifest;
 use msf_cmk_controller::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
 use msf_cmk_controller::controller::restart_budget::WAITING_FOR_RESTART_BUDGET;
@@ -363,4 +364,164 @@ async fn run_seeds_the_budget_from_the_statuses_once() {
     core.restart_budget.release(REGION, "restarting");
     lifecycle::seed_restart_budget(&core, &objects);
     assert_eq!(core.restart_budget.in_use(REGION), 0);
+}
+
+/// The resource as the finalizer sees it (deleted), with the status its last reconcile wrote.
+fn deleting<'a>(
+    spec: &'a ApplicationEncryptionSpec,
+    previous: &'a ApplicationEncryptionStatus,
+) -> Subject<'a> {
+    Subject {
+        namespace: "ns",
+        name: &spec.application_name,
+        spec,
+        generation: Some(1),
+        previous: Some(previous),
+        conflict: None,
+        retry_update: None,
+    }
+}
+
+fn waiting_reason(r: Result<Vec<reconcile::Note>, finalizer::CleanupError>) -> String {
+    match r {
+        Err(finalizer::CleanupError::Waiting { reason, .. }) => reason,
+        other => panic!("expected the cleanup to wait, got {other:?}"),
+    }
+}
+
+/// Issue 13 (the long soak stuck on `WaitingForRestartBudget`): a resource deleted while its
+/// restart was in progress kept its slot for the life of the process. Now its finalizer stays
+/// until the restart ends, and the slot is freed then.
+#[tokio::test]
+async fn a_resource_deleted_mid_restart_frees_its_slot_once_the_restart_ends() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    for name in ["a", "b"] {
+        emu.create_application(REGION, name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    let core = core(&emu, 1).await;
+    let (a, b) = (spec("a", &key), spec("b", &key));
+    let oa = pass(&core, &a, None).await;
+    assert_eq!(oa.application_updates, 1);
+    // `a` is deleted (Retain) while MSF still restarts it: the cleanup waits, the slot stays.
+    let r = finalizer::cleanup(&core, &deleting(&a, &oa.status)).await;
+    assert_eq!(waiting_reason(r), finalizer::RESTART_IN_PROGRESS);
+    assert_eq!(core.restart_budget.in_use(REGION), 1);
+    let ob = pass(&core, &b, None).await;
+    assert_eq!(ready(&ob).1, WAITING_FOR_RESTART_BUDGET);
+    // The restart ends: the next pass of the cleanup finishes and frees the slot.
+    emu.set_application_status(REGION, "a", ApplicationStatus::Running)
+        .unwrap();
+    let notes = finalizer::cleanup(&core, &deleting(&a, &oa.status))
+        .await
+        .unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(core.restart_budget.in_use(REGION), 0);
+    let ob = pass(&core, &b, Some(&ob.status)).await;
+    assert_eq!(ob.application_updates, 1);
+    assert_eq!(emu.call_count("UpdateApplication"), 2);
+}
+
+/// Issue 13 (e): the revert to the AWS owned key on deletion restarts a RUNNING application,
+/// so it takes a slot like any update: it waits (no call) while the budget is full, and the
+/// finalizer stays until its restart ends.
+#[tokio::test]
+async fn the_revert_on_deletion_takes_a_restart_slot() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    for name in ["a", "c"] {
+        emu.create_application(REGION, name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    let core = core(&emu, 1).await;
+    let mut a = spec("a", &key);
+    a.deletion_policy = DeletionPolicy::RevertToAwsOwnedKey;
+    let c = spec("c", &key);
+    let oa = pass(&core, &a, None).await;
+    emu.set_application_status(REGION, "a", ApplicationStatus::Running)
+        .unwrap();
+    let oa = pass(&core, &a, Some(&oa.status)).await;
+    assert_eq!(ready(&oa).0, "True", "{:#?}", oa.status);
+    // c's restart takes the only slot; a's revert must wait for it, without a call.
+    let oc = pass(&core, &c, None).await;
+    assert_eq!(oc.application_updates, 1);
+    let r = finalizer::cleanup(&core, &deleting(&a, &oa.status)).await;
+    assert_eq!(waiting_reason(r), WAITING_FOR_RESTART_BUDGET);
+    assert_eq!(emu.call_count("UpdateApplication"), 2);
+    assert!(!finalizer::restart_pending(
+        &core,
+        &deleting(&a, &oa.status)
+    ));
+    // c's restart ends and is observed: a's revert goes, and holds the slot while it restarts.
+    emu.set_application_status(REGION, "c", ApplicationStatus::Running)
+        .unwrap();
+    let _ = pass(&core, &c, Some(&oc.status)).await;
+    let notes = finalizer::cleanup(&core, &deleting(&a, &oa.status))
+        .await
+        .unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(emu.call_count("UpdateApplication"), 3);
+    assert!(finalizer::restart_pending(&core, &deleting(&a, &oa.status)));
+    assert_eq!(core.restart_budget.in_use(REGION), 1);
+    let r = finalizer::cleanup(&core, &deleting(&a, &oa.status)).await;
+    assert_eq!(waiting_reason(r), finalizer::RESTART_IN_PROGRESS);
+    // Over: done, slot free, one revert in all.
+    emu.set_application_status(REGION, "a", ApplicationStatus::Running)
+        .unwrap();
+    finalizer::cleanup(&core, &deleting(&a, &oa.status))
+        .await
+        .unwrap();
+    assert!(!finalizer::restart_pending(
+        &core,
+        &deleting(&a, &oa.status)
+    ));
+    assert_eq!(core.restart_budget.in_use(REGION), 0);
+    assert_eq!(emu.call_count("UpdateApplication"), 3);
+}
+
+/// Issue 13 (the long soak stuck on `WaitingForRestartBudget`): a leader started after a
+/// SIGKILL seeds the slots its predecessor's statuses show in progress. Those whose update
+/// ended while no process ran are freed by one DescribeApplication each, not when their
+/// resource's reconcile comes round.
+#[tokio::test]
+async fn a_new_leader_frees_the_seeded_slots_of_updates_that_ended_while_none_ran() {
+    use msf_cmk_controller::api::ApplicationEncryption;
+    use msf_cmk_controller::controller::{lifecycle, restart_seed};
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    for name in ["a", "b", "c"] {
+        emu.create_application(REGION, name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+    }
+    let (a, b, c) = (spec("a", &key), spec("b", &key), spec("c", &key));
+    let before = core(&emu, 2).await;
+    let oa = pass(&before, &a, None).await;
+    let ob = pass(&before, &b, None).await;
+    assert_eq!(before.restart_budget.in_use(REGION), 2);
+    drop(before);
+    // a's restart ends while no process runs; b's does not.
+    emu.set_application_status(REGION, "a", ApplicationStatus::Running)
+        .unwrap();
+    let object = |spec: &ApplicationEncryptionSpec, status: &ApplicationEncryptionStatus| {
+        let mut o = ApplicationEncryption::new(&spec.application_name, spec.clone());
+        o.metadata.namespace = Some("ns".into());
+        o.status = Some(status.clone());
+        std::sync::Arc::new(o)
+    };
+    let objects = vec![object(&a, &oa.status), object(&b, &ob.status)];
+    let after = core(&emu, 2).await;
+    lifecycle::seed_restart_budget(&after, &objects);
+    assert_eq!(after.restart_budget.in_use(REGION), 2);
+    let described = emu.call_count("DescribeApplication");
+    assert_eq!(restart_seed::free_ended(&after, &objects).await, 1);
+    assert_eq!(emu.call_count("DescribeApplication"), described + 2);
+    assert!(!after.restart_budget.holds(REGION, "a"));
+    assert!(after.restart_budget.holds(REGION, "b"));
+    // The freed slot is c's at once; b's is kept until b's restart ends.
+    let oc = pass(&after, &c, None).await;
+    assert_eq!(oc.application_updates, 1);
+    assert_eq!(after.restart_budget.in_use(REGION), 2);
+    assert_eq!(restart_seed::free_ended(&after, &objects).await, 0);
+    assert_eq!(emu.call_count("UpdateApplication"), 3);
 }

@@ -31,6 +31,7 @@ use crate::controller::finalizer as cleanup;
 use crate::controller::lifecycle;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
+use crate::controller::{restart_budget, restart_seed};
 use crate::domain::ErrorCategory;
 
 /// The field manager of every write the controller makes.
@@ -46,6 +47,24 @@ pub enum Error {
     Cleanup(String),
     #[error("resource has no namespace")]
     NoNamespace,
+    /// Not a failure: the cleanup waits (a restart of ours in progress, or the rollout budget);
+    /// retried with the object's backoff, the finalizer kept.
+    #[error("waiting: {0}")]
+    Waiting(String),
+}
+
+impl Error {
+    /// Whether this is a wait rather than a failure (no error counted, no warning).
+    fn is_waiting(&self) -> bool {
+        match self {
+            Error::Waiting(_) => true,
+            Error::Finalizer(e) => matches!(
+                e.as_ref(),
+                kube::runtime::finalizer::Error::CleanupFailed(Error::Waiting(_))
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// What every reconcile of the Kubernetes loop shares.
@@ -58,6 +77,8 @@ pub struct KubeContext {
     pub stores: Vec<Store<ApplicationEncryption>>,
     /// No reconcile before every store is synced; new work waits for a burst to end.
     pub arrivals: Arc<Arrivals>,
+    /// Set once the seeded restart slots have been checked against MSF (`restart_seed`).
+    pub seeds_checked: std::sync::atomic::AtomicBool,
 }
 
 impl KubeContext {
@@ -132,6 +153,7 @@ pub async fn run_controllers(
         client,
         stores,
         arrivals,
+        seeds_checked: std::sync::atomic::AtomicBool::new(false),
     });
     let runs = streams.into_iter().map(|(stream, reader)| {
         Controller::for_stream(stream, reader)
@@ -175,6 +197,10 @@ async fn reconcile_object(
 
 fn error_policy(obj: Arc<ApplicationEncryption>, err: &Error, ctx: Arc<KubeContext>) -> Action {
     let delay = ctx.core.backoff.failed(&object_key(&obj));
+    if err.is_waiting() {
+        tracing::info!(resource = %object_key(&obj), %err, retry_in = ?delay, "cleanup waiting");
+        return Action::requeue(delay);
+    }
     tracing::warn!(resource = %object_key(&obj), error = %err, retry_in = ?delay, "reconcile failed");
     ctx.core.metrics.reconcile_errored();
     Action::requeue(delay)
@@ -203,6 +229,14 @@ async fn apply(
     // Once, with the whole cache: the updates a previous process left running hold their
     // restart slots before this process starts any (the rollout budget).
     lifecycle::seed_restart_budget(&ctx.core, &all);
+    if !ctx
+        .seeds_checked
+        .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        // Frees the seeded slots of updates that ended while no process ran (`restart_seed`).
+        let (core, objects) = (ctx.core.clone(), all.clone());
+        tokio::spawn(async move { restart_seed::free_ended(&core, &objects).await });
+    }
     let peers = peers_of(&relevant(&all, &obj));
     let conflict = claims::conflict_of(&ctx.core, &peers, &ns, &name);
     let subject = Subject {
@@ -245,7 +279,13 @@ async fn apply(
     ctx.core
         .metrics
         .set_resource(&ns, &name, &obj.spec, Some(&outcome.status));
-    let after = requeue_after(&ctx.core, &key, outcome.next);
+    let after = match outcome.next {
+        Next::Waiting(_) if waits_for_restart_budget(&outcome.status) => {
+            ctx.core.backoff.reset(&key);
+            budget_requeue(&ctx.core, &ns, &obj.spec)
+        }
+        next => requeue_after(&ctx.core, &key, next),
+    };
     tracing::info!(result, ready = outcome.ready(), requeue_in = ?after, "reconciled");
     Ok(Action::requeue(after))
 }
@@ -300,6 +340,31 @@ fn retry_annotation_hash(obj: &ApplicationEncryption) -> Option<u64> {
     Some(h.finish())
 }
 
+fn waits_for_restart_budget(status: &crate::api::ApplicationEncryptionStatus) -> bool {
+    crate::controller::status::ready(status)
+        .is_some_and(|c| c.reason == restart_budget::WAITING_FOR_RESTART_BUDGET)
+}
+
+/// When a resource waiting for a restart slot looks again: later the more resources wait
+/// ([`restart_budget::waiting_requeue`]).
+fn budget_requeue(
+    core: &Core,
+    namespace: &str,
+    spec: &crate::api::ApplicationEncryptionSpec,
+) -> Duration {
+    let core = core.for_namespace(namespace);
+    let region = spec
+        .region
+        .clone()
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| core.defaults.region.clone());
+    restart_budget::waiting_requeue(
+        core.restart_budget.waiters(&region),
+        core.restart_budget.limit(),
+        rand::random::<f64>(),
+    )
+}
+
 /// When to look at an object again.
 pub fn requeue_after(core: &Core, key: &str, next: Next) -> Duration {
     match next {
@@ -334,7 +399,19 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
         retry_update: retry_annotation(&obj),
     };
     match cleanup::cleanup(&ctx.core, &subject).await {
+        Ok(notes) if cleanup::restart_pending(&ctx.core, &subject) => {
+            // The revert started a restart: its slot is freed by the next pass, once it ended.
+            publish(ctx, &obj, &notes).await;
+            Err(Error::Waiting(format!(
+                "the revert of {} restarts it; the finalizer stays until the restart ends",
+                obj.spec.application_name
+            )))
+        }
+        Err(cleanup::CleanupError::Waiting { reason, message }) => {
+            Err(Error::Waiting(format!("{reason}: {message}")))
+        }
         Ok(notes) => {
+            cleanup::forget(&ctx.core, &subject);
             publish(ctx, &obj, &notes).await;
             ctx.core.backoff.reset(&key);
             ctx.core.metrics.set_ready(&key, None);

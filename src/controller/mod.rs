@@ -11,7 +11,8 @@
 //!   `context::Core` per account).
 //! - [`identity`]: who the controller is in AWS (`sts:GetCallerIdentity`), kept current.
 //! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
-//! - [`restart_budget`]: how many restarts (updates of RUNNING applications) run at once (PURE).
+//! - [`restart_budget`]: how many restarts (updates of RUNNING applications) run at once (PURE);
+//!   [`restart_seed`] frees, once per process, the slots of a previous process's ended updates.
 //! - [`key_write`]: PutKeyPolicy without losing another writer's edit (KMS has no ETag).
 
 pub mod accounts;
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod restart_budget;
+pub mod restart_seed;
 pub mod status;
 pub mod tenancy;
 pub mod update_watch;

@@ -20,6 +20,19 @@
 //!   next reconcile frees the slot once the application is out of UPDATING.
 //! - An UpdateApplication answered with the application already out of UPDATING frees its slot
 //!   at once (nothing left to wait for).
+//! - A slot counted for a previous process's update is *seeded*: a leader started after a
+//!   SIGKILL finds the statuses its predecessor last wrote, and the updates they show UPDATING
+//!   have often ended while no process ran. Waiting for each resource's reconcile to come round
+//!   (minutes at a thousand resources, longer than a leader may live under failover) would
+//!   stall every restart, so `run` asks MSF about the seeded ones once, right after seeding
+//!   ([`crate::controller::restart_seed`]), and frees those that ended
+//!   ([`RestartBudget::release_seeded`]; not a slot this process has since taken itself).
+//! - A resource deleted while its restart is in progress keeps its finalizer until the restart
+//!   ends, then frees the slot ([`crate::controller::finalizer`]); the cleanup's revert to the
+//!   AWS owned key takes a slot like any update, and waits for one when the budget is full.
+//! - Resources waiting for a slot are requeued further apart the more of them wait
+//!   ([`waiting_requeue`]): polling every 10 s each, hundreds of waiters would take the pacing
+//!   the restarts in progress need to be observed and freed.
 //!
 //! No I/O, no clock: a map behind a mutex, shared by every client set of one account.
 
@@ -54,6 +67,11 @@ struct Region {
     /// Applications updated while READY and still UPDATING: no slot, but known to be ours, so
     /// the observation does not mistake them for a previous process's restart.
     updating_without_restart: BTreeSet<String>,
+    /// The slots of `restarting` counted for a previous process's update (seeded from a
+    /// status, or observed), not taken by this process.
+    seeded: BTreeSet<String>,
+    /// Applications whose update found every slot taken and has not had one since.
+    waiting: BTreeSet<String>,
 }
 
 /// The slots of one account, per region.
@@ -93,15 +111,20 @@ impl RestartBudget {
     pub fn admit(&self, region: &str, application: &str, status: &ApplicationStatus) -> Admission {
         self.with(region, |r| {
             if *status != ApplicationStatus::Running {
+                r.waiting.remove(application);
                 r.updating_without_restart.insert(application.to_string());
                 return Admission::NoRestart;
             }
             let in_use = r.restarting.len();
             if r.restarting.contains(application) || self.limit == 0 || in_use < self.limit as usize
             {
+                r.waiting.remove(application);
+                // This process's own update from now on: no longer a previous one's.
+                r.seeded.remove(application);
                 r.restarting.insert(application.to_string());
                 Admission::Granted
             } else {
+                r.waiting.insert(application.to_string());
                 Admission::Full {
                     in_use,
                     limit: self.limit,
@@ -115,7 +138,43 @@ impl RestartBudget {
         self.with(region, |r| {
             r.restarting.remove(application);
             r.updating_without_restart.remove(application);
+            r.seeded.remove(application);
+            r.waiting.remove(application);
         });
+    }
+
+    /// Frees the slot of `application` if it is still one counted for a previous process's
+    /// update (MSF says that update has ended); a slot this process has taken since is kept.
+    /// True if freed.
+    pub fn release_seeded(&self, region: &str, application: &str) -> bool {
+        self.with(region, |r| {
+            let freed = r.seeded.remove(application);
+            if freed {
+                r.restarting.remove(application);
+            }
+            freed
+        })
+    }
+
+    /// The seeded slots, as (region, application): see [`RestartBudget::release_seeded`].
+    pub fn seeded(&self) -> Vec<(String, String)> {
+        let regions = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, String)> = regions
+            .iter()
+            .flat_map(|(region, r)| r.seeded.iter().map(|a| (region.clone(), a.clone())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `application` holds a slot (a restart of ours in progress).
+    pub fn holds(&self, region: &str, application: &str) -> bool {
+        self.with(region, |r| r.restarting.contains(application))
+    }
+
+    /// How many applications wait for a slot in `region`.
+    pub fn waiters(&self, region: &str) -> usize {
+        self.with(region, |r| r.waiting.len())
     }
 
     /// What a reconcile observed: `in_progress` = the application is UPDATING or ROLLING_BACK;
@@ -134,8 +193,10 @@ impl RestartBudget {
         }
         if ours_in_progress {
             self.with(region, |r| {
-                if !r.updating_without_restart.contains(application) {
-                    r.restarting.insert(application.to_string());
+                if !r.updating_without_restart.contains(application)
+                    && r.restarting.insert(application.to_string())
+                {
+                    r.seeded.insert(application.to_string());
                 }
             });
         }
@@ -154,6 +215,22 @@ pub fn in_progress(status: &ApplicationStatus) -> bool {
         ApplicationStatus::Updating | ApplicationStatus::RollingBack
     )
 }
+
+/// When a resource that found the budget full looks again: [`WAIT_FOR_UPDATE`] while few wait,
+/// once per "round" of the budget when many do (`waiters / limit` rounds ahead of it), spread by
+/// `jitter` in [0, 1] (up to +50 %) so the waiters do not come back together. At most
+/// [`MAX_WAITING_REQUEUE`]: a slot freed meanwhile is taken by whichever waiter comes first.
+///
+/// [`WAIT_FOR_UPDATE`]: crate::planner::lifecycle::WAIT_FOR_UPDATE
+pub fn waiting_requeue(waiters: usize, limit: u32, jitter: f64) -> std::time::Duration {
+    let base = crate::planner::lifecycle::WAIT_FOR_UPDATE;
+    let rounds = waiters.div_ceil(limit.max(1) as usize).max(1) as u32;
+    let spread = 1.0 + jitter.clamp(0.0, 1.0) / 2.0;
+    (base * rounds).mul_f64(spread).min(MAX_WAITING_REQUEUE)
+}
+
+/// The longest a waiter waits before it looks again (see [`waiting_requeue`]).
+pub const MAX_WAITING_REQUEUE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The plan of a resource that waits for a slot: its UpdateApplication becomes a requeue, and
 /// EncryptionApplied and Ready say why.
@@ -244,6 +321,64 @@ mod tests {
         assert_eq!(b.in_use(R), 1);
         b.observe(R, "old", false, true);
         assert_eq!(b.in_use(R), 0);
+    }
+
+    #[test]
+    fn seeded_slots_are_freed_only_while_still_a_previous_process_s() {
+        let b = RestartBudget::new(2);
+        b.observe(R, "old", true, true);
+        b.observe(R, "older", true, true);
+        assert_eq!(
+            b.seeded(),
+            vec![(R.into(), "old".into()), (R.into(), "older".into())]
+        );
+        // "older" ended, then this process updates it again before the check frees it: the
+        // slot is now this process's own and stays.
+        assert_eq!(
+            b.admit(R, "older", &ApplicationStatus::Running),
+            Admission::Granted
+        );
+        assert!(!b.release_seeded(R, "older"));
+        assert!(b.holds(R, "older"));
+        assert!(b.release_seeded(R, "old"));
+        assert!(!b.holds(R, "old"));
+        assert_eq!(b.in_use(R), 1);
+        // An update of this process observed in progress is not a previous process's.
+        assert_eq!(
+            b.admit(R, "new", &ApplicationStatus::Running),
+            Admission::Granted
+        );
+        b.observe(R, "new", true, true);
+        assert!(b.seeded().is_empty());
+    }
+
+    #[test]
+    fn waiters_are_counted_until_they_get_a_slot_or_leave() {
+        let b = RestartBudget::new(1);
+        let running = ApplicationStatus::Running;
+        assert_eq!(b.admit(R, "a", &running), Admission::Granted);
+        assert!(matches!(b.admit(R, "b", &running), Admission::Full { .. }));
+        assert!(matches!(b.admit(R, "c", &running), Admission::Full { .. }));
+        assert!(matches!(b.admit(R, "c", &running), Admission::Full { .. }));
+        assert_eq!(b.waiters(R), 2);
+        b.release(R, "a");
+        assert_eq!(b.admit(R, "b", &running), Admission::Granted);
+        assert_eq!(b.waiters(R), 1);
+        // A deleted waiter leaves the queue.
+        b.release(R, "c");
+        assert_eq!(b.waiters(R), 0);
+    }
+
+    #[test]
+    fn many_waiters_look_again_less_often() {
+        use std::time::Duration;
+        let base = crate::planner::lifecycle::WAIT_FOR_UPDATE;
+        assert_eq!(waiting_requeue(3, 10, 0.0), base);
+        assert_eq!(waiting_requeue(0, 0, 0.0), base);
+        assert_eq!(waiting_requeue(30, 10, 0.0), base * 3);
+        assert_eq!(waiting_requeue(30, 10, 1.0), (base * 3).mul_f64(1.5));
+        assert_eq!(waiting_requeue(558, 10, 0.5), MAX_WAITING_REQUEUE);
+        assert!(MAX_WAITING_REQUEUE <= Duration::from_secs(120));
     }
 
     #[test]

@@ -162,7 +162,10 @@ fn start_replica(s: &mut Scenario, reps: &mut Replicas, slot: char, generation: 
             .env("AWS_ACCESS_KEY_ID", &key)
             .env("MSF_CMK_LEASE_DURATION", "6s")
             .env("MSF_CMK_RESYNC_PERIOD", "20s")
-            .env("RUST_LOG", "info"),
+            .env(
+                "RUST_LOG",
+                &std::env::var("SOAK_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            ),
     );
     reps.identity_of_key.insert(key, format!("soak-{id}"));
     reps.live.push((slot, generation, index));
@@ -347,6 +350,7 @@ fn chaos_soak() {
     // The call log is collected as the run goes: the emulator keeps only the last 100,000.
     let mut log = CallLog::default();
     let mut next_collect = started + Duration::from_secs(10);
+    let mut next_progress = started + Duration::from_secs(60);
     while started.elapsed() < run {
         let now = Instant::now();
         if now >= next_kill && pending_restart.is_none() {
@@ -385,6 +389,14 @@ fn chaos_soak() {
         if now >= next_collect {
             log.collect(&s);
             next_collect = now + Duration::from_secs(10);
+        }
+        if now >= next_progress {
+            println!(
+                "soak: {} s of chaos, {t:?}; {}",
+                started.elapsed().as_secs(),
+                progress(&s, &w, &reps)
+            );
+            next_progress = now + Duration::from_secs(60);
         }
         sample_footprint(&mut s, &reps, &mut t);
         std::thread::sleep(Duration::from_millis(200));
@@ -599,11 +611,41 @@ fn sample_footprint(s: &mut Scenario, reps: &Replicas, t: &mut Tally) {
     }
 }
 
+/// What the run looks like now (printed every minute): live resources by Ready reason, and
+/// the restart slots each live replica counts.
+fn progress(s: &Scenario, w: &World, reps: &Replicas) -> String {
+    let out = s
+        .cluster()
+        .kubectl(&["get", "appenc", "-n", &w.ns, "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for o in list["items"].as_array().into_iter().flatten() {
+        let reason = match condition(o, "Ready") {
+            Some(c) => c["reason"].as_str().unwrap_or("?").to_string(),
+            None => "(no status)".into(),
+        };
+        *reasons.entry(reason).or_default() += 1;
+    }
+    let mut slots = Vec::new();
+    for (slot, generation, index) in &reps.live {
+        if let Some((200, body)) = s.http_get(*index, "/metrics") {
+            let gauge: Vec<&str> = body
+                .lines()
+                .filter(|l| l.starts_with("msf_cmk_restart_slots_in_use"))
+                .filter_map(|l| l.rsplit(' ').next())
+                .collect();
+            slots.push(format!("{slot}{generation}: {gauge:?}"));
+        }
+    }
+    format!("resources by Ready reason {reasons:?}; restart slots in use {slots:?}")
+}
+
 /// Waits until every resource is where its spec says: live ones Ready=True at their
 /// generation with MSF on the desired key (rolled-back ones `UpdateRolledBack`, still on the
 /// AWS owned key), deleted ones gone.
 fn settle(s: &Scenario, w: &World) {
     let bound = Duration::from_secs(120 + w.res.len() as u64 / 2);
+    let mut next_print = Instant::now() + Duration::from_secs(60);
     s.wait("every resource to settle after the chaos", bound, |s| {
         // One list per probe: a get per resource takes minutes at 1,000.
         let out = s
@@ -621,20 +663,32 @@ fn settle(s: &Scenario, w: &World) {
             .filter_map(|o| Some((o["metadata"]["name"].as_str()?, o)))
             .collect();
         let mut waiting = Vec::new();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for (name, r) in &w.res {
             if let Err(e) = settled(s, w, by_name.get(name.as_str()).copied(), r) {
                 waiting.push(format!("{name}: {e}"));
+                let o = by_name.get(name.as_str());
+                let reason = match o.and_then(|o| condition(o, "Ready")) {
+                    Some(c) => c["reason"].as_str().unwrap_or("?").to_string(),
+                    None if o.is_some() => "(no status)".into(),
+                    None => "(gone)".into(),
+                };
+                *reasons.entry(reason).or_default() += 1;
             }
         }
         if waiting.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} not settled, e.g. {:?}",
-                waiting.len(),
-                &waiting[..waiting.len().min(5)]
-            ))
+            return Ok(());
         }
+        let e = format!(
+            "{} not settled, by Ready reason {reasons:?}, e.g. {:?}",
+            waiting.len(),
+            &waiting[..waiting.len().min(5)]
+        );
+        if Instant::now() >= next_print {
+            println!("soak: settling: {e}");
+            next_print = Instant::now() + Duration::from_secs(60);
+        }
+        Err(e)
     });
 }
 
