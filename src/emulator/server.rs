@@ -240,7 +240,7 @@ async fn call(
     match service {
         Service::Msf => handle_msf(inner, op, &body, scope, caller, &decision).map(Reply::Json),
         Service::Kms => handle_kms(inner, op, &body, scope, caller).map(Reply::Json),
-        Service::Sts => handle_sts(inner, op, &body, req.caller, req.request_id),
+        Service::Sts => handle_sts(inner, op, &body, req.caller, req.info, req.request_id),
     }
 }
 
@@ -249,6 +249,7 @@ fn handle_sts(
     op: &str,
     body: &Body,
     caller: &Caller,
+    info: &CallInfo,
     request_id: &str,
 ) -> Result<Reply, ApiError> {
     match op {
@@ -263,6 +264,7 @@ fn handle_sts(
             let ctx = sts::AssumeCtx {
                 caller: &caller.identity,
                 chained: caller.session,
+                source_access_key_id: &info.access_key_id,
                 known: &known,
                 accounts: &inner.accounts,
                 min_seconds,

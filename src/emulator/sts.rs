@@ -34,6 +34,8 @@ pub struct Session {
     pub expires: SystemTime,
     /// Assumed with credentials of another session (role chaining).
     pub chained: bool,
+    /// The access key id that called AssumeRole (tests attribute a session's calls to it).
+    pub source_access_key_id: String,
 }
 
 /// Who a request's access key id stands for.
@@ -100,6 +102,7 @@ impl StsState {
                     "expiration": rfc3339(s.expires),
                     "expired": now >= s.expires,
                     "chained": s.chained,
+                    "source_access_key_id": s.source_access_key_id,
                 })
             })
             .collect();
@@ -123,6 +126,8 @@ pub struct AssumeCtx<'a> {
     /// The caller, and whether it is itself a session issued here (role chaining).
     pub caller: &'a Identity,
     pub chained: bool,
+    /// The access key id the AssumeRole request was signed with.
+    pub source_access_key_id: &'a str,
     /// The principal registry: the roles that exist.
     pub known: &'a BTreeSet<String>,
     /// The accounts the emulator serves.
@@ -246,6 +251,7 @@ pub fn assume_role(
         identity: identity.clone(),
         expires,
         chained: ctx.chained,
+        source_access_key_id: ctx.source_access_key_id.to_string(),
     };
     let (akid, secret, token) = state.issue(session, ctx.now);
     Ok(assume_role_xml(
@@ -300,6 +306,7 @@ mod tests {
         AssumeCtx {
             caller,
             chained: false,
+            source_access_key_id: "AKIDTEST",
             known,
             accounts,
             min_seconds: MIN_SESSION_SECONDS,
@@ -337,6 +344,10 @@ mod tests {
             panic!("not a session")
         };
         assert_eq!(id.account, "222222222222");
+        // The state tells which access key assumed it (the soak attributes calls with it).
+        let listed = state.to_json(c.now);
+        assert_eq!(listed[0]["access_key_id"], akid);
+        assert_eq!(listed[0]["source_access_key_id"], "AKIDTEST");
         let later = c.now + Duration::from_secs(DEFAULT_SESSION_SECONDS);
         assert!(matches!(state.resolve(akid, later), Resolved::Expired(_)));
         assert!(matches!(state.resolve("AKIDOTHER", c.now), Resolved::Plain));
