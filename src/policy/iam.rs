@@ -51,6 +51,15 @@ pub fn operator_iam_policy(application_arns: &[String], key_arns: &[String]) -> 
                 "Resource": apps_v
             },
             {
+                // One ListApplications page of 50 tells whether many updates have ended, where
+                // following each would cost a DescribeApplication per application and poll. IAM
+                // has no resource type for it: it lists the whole account and region.
+                "Sid": "FollowUpdatesInOneList",
+                "Effect": "Allow",
+                "Action": "kinesisanalytics:ListApplications",
+                "Resource": "*"
+            },
+            {
                 "Sid": "ObserveKeys",
                 "Effect": "Allow",
                 "Action": ["kms:DescribeKey", "kms:GetKeyPolicy"],
