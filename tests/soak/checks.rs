@@ -9,42 +9,90 @@ use serde_json::Value;
 
 use crate::person;
 
-/// One sample of the Lease: who held it, observed by a read that ended at `at_ms`.
+/// One sample of the Lease, observed by a read that ended at `at_ms`: its holder, when that
+/// holder acquired it (`spec.acquireTime`) and `spec.leaseTransitions`.
 #[derive(Clone, Debug)]
 pub struct LeaseSample {
     pub at_ms: u64,
     pub holder: Option<String>,
+    pub acquired_ms: Option<u64>,
+    pub transitions: Option<u64>,
 }
 
-/// AWS writes (answered `ok`) by a replica while it did not hold the Lease: the Lease reads
-/// just before and just after the request (at most `max_gap_ms` apart, else the write cannot
-/// be judged and is counted in the second list) both show another holder. A holder cannot
-/// change twice within the gap (a Lease is taken over only once it expired).
-pub fn writes_after_lease_lost(
+/// One holder's time with the Lease: from its acquisition to the next holder's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tenure {
+    pub holder: String,
+    pub from_ms: u64,
+    /// The highest `leaseTransitions` seen with it (the counter is bumped by a second patch
+    /// just after the acquisition).
+    pub transitions: u64,
+}
+
+/// The Lease's holders in order, from the samples: each distinct (holder, acquireTime) is one
+/// tenure. A holder needs to be sampled once only (its acquireTime says when it began), so
+/// sparse reads (an API server restart, a slow kubectl) lose nothing unless a whole tenure
+/// falls between two reads: then `leaseTransitions` jumps by more than one (see
+/// [`writes_outside_tenure`]).
+pub fn tenures(samples: &[LeaseSample]) -> Vec<Tenure> {
+    let mut by_start: BTreeMap<(u64, String), u64> = BTreeMap::new();
+    for s in samples {
+        if let (Some(h), Some(from)) = (&s.holder, s.acquired_ms) {
+            let t = by_start.entry((from, h.clone())).or_default();
+            *t = (*t).max(s.transitions.unwrap_or(0));
+        }
+    }
+    by_start
+        .into_iter()
+        .map(|((from_ms, holder), transitions)| Tenure {
+            holder,
+            from_ms,
+            transitions,
+        })
+        .collect()
+}
+
+/// AWS writes (answered `ok`) by a replica outside its own tenures of the Lease: at the time
+/// the emulator received the request, the latest acquisition before it was another
+/// replica's (or none was). A replica that lost the Lease must have stopped writing before
+/// anyone else could acquire it (the fence closes before the Lease expires). Writes that
+/// fall after a tenure followed by a gap (`leaseTransitions` jumped by more than one: a
+/// holder was never sampled) cannot be judged and are returned second.
+pub fn writes_outside_tenure(
     calls: &[CallRecord],
-    samples: &[LeaseSample],
+    tenures: &[Tenure],
     identity_of_key: &BTreeMap<String, String>,
-    max_gap_ms: u64,
 ) -> (Vec<String>, Vec<String>) {
     let (mut bad, mut unjudged) = (Vec::new(), Vec::new());
     for c in calls.iter().filter(|c| is_write(c) && c.outcome == "ok") {
         let Some(who) = identity_of_key.get(&c.access_key_id) else {
             continue;
         };
-        let before = samples.iter().rev().find(|s| s.at_ms < c.time_ms);
-        let after = samples.iter().find(|s| s.at_ms > c.time_ms);
-        let what = format!("{} by {who} at {} ms", c.operation, c.time_ms);
-        match (before, after) {
-            (Some(b), Some(a)) if a.at_ms - b.at_ms <= max_gap_ms => {
-                let other = |s: &LeaseSample| s.holder.as_ref().is_some_and(|h| h != who);
-                if other(b) && other(a) {
-                    bad.push(format!(
-                        "{what}: the Lease was held by {:?} at {} ms and {:?} at {} ms",
-                        b.holder, b.at_ms, a.holder, a.at_ms
-                    ));
+        let what = format!(
+            "{} of {:?} by {who} at {} ms",
+            c.operation, c.target, c.time_ms
+        );
+        let i = tenures.iter().rposition(|t| t.from_ms <= c.time_ms);
+        let Some(i) = i else {
+            // Before the first acquisition seen: judged only if none came before it.
+            match tenures.first() {
+                Some(first) if first.transitions <= 1 => {
+                    bad.push(format!("{what}: before anyone held the Lease"))
                 }
+                _ => unjudged.push(what),
             }
-            _ => unjudged.push(what),
+            continue;
+        };
+        let gap_after = tenures
+            .get(i + 1)
+            .is_some_and(|next| next.transitions > tenures[i].transitions + 1);
+        if gap_after {
+            unjudged.push(what);
+        } else if tenures[i].holder != *who {
+            bad.push(format!(
+                "{what}: the Lease was {}'s since {} ms",
+                tenures[i].holder, tenures[i].from_ms
+            ));
         }
     }
     (bad, unjudged)
@@ -135,41 +183,58 @@ mod tests {
         .unwrap()
     }
 
+    fn sample(at_ms: u64, holder: &str, acquired_ms: u64, transitions: u64) -> LeaseSample {
+        LeaseSample {
+            at_ms,
+            holder: Some(holder.into()),
+            acquired_ms: Some(acquired_ms),
+            transitions: Some(transitions),
+        }
+    }
+
     #[test]
-    fn a_write_after_another_holder_was_seen_is_flagged() {
-        let ids: BTreeMap<String, String> = [("KA".to_string(), "a".to_string())].into();
+    fn writes_are_judged_against_the_tenures_of_the_lease() {
+        let ids: BTreeMap<String, String> = [
+            ("KA".to_string(), "a".to_string()),
+            ("KB".to_string(), "b".to_string()),
+        ]
+        .into();
+        // a from 100 (sampled once, long after), b from 1000 (its counter bump seen later).
         let samples = vec![
-            LeaseSample {
-                at_ms: 100,
-                holder: Some("a".into()),
-            },
-            LeaseSample {
-                at_ms: 200,
-                holder: Some("b".into()),
-            },
+            sample(900, "a", 100, 1),
+            sample(1100, "b", 1000, 1),
+            sample(1200, "b", 1000, 2),
         ];
+        let t = tenures(&samples);
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[1].holder.as_str(), t[1].transitions), ("b", 2));
         let calls = vec![
             call("PutKeyPolicy", "KA", 150, "ok"),
-            call("PutKeyPolicy", "KA", 250, "ok"),
-            call("UpdateApplication", "KA", 260, "ThrottlingException"),
-            call("GetKeyPolicy", "KA", 270, "ok"),
+            call("PutKeyPolicy", "KA", 999, "ok"),
+            // a after b acquired: the violation.
+            call("UpdateApplication", "KA", 1001, "ok"),
+            call("UpdateApplication", "KB", 1001, "ok"),
+            // b before it acquired; refused and read calls are not writes.
+            call("PutKeyPolicy", "KB", 500, "ok"),
+            call("PutKeyPolicy", "KA", 2000, "ThrottlingException"),
+            call("GetKeyPolicy", "KA", 2000, "ok"),
+            // Before any acquisition.
+            call("PutKeyPolicy", "KA", 50, "ok"),
         ];
-        let samples = [
-            samples,
-            vec![LeaseSample {
-                at_ms: 300,
-                holder: Some("b".into()),
-            }],
-        ]
-        .concat();
-        let (bad, unjudged) = writes_after_lease_lost(&calls, &samples, &ids, 1000);
-        assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].contains("at 250 ms"), "{bad:?}");
+        let (bad, unjudged) = writes_outside_tenure(&calls, &t, &ids);
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert!(bad[0].contains("by a at 1001 ms") && bad[0].contains("b's since 1000"));
+        assert!(bad[1].contains("by b at 500 ms"));
+        assert!(bad[2].contains("before anyone held"));
         assert!(unjudged.is_empty());
-        // Too far apart to judge.
-        let (bad, unjudged) = writes_after_lease_lost(&calls, &samples, &ids, 50);
-        assert!(bad.is_empty());
-        assert_eq!(unjudged.len(), 2);
+        // A tenure never sampled (transitions 2 -> 4): writes after b's start are unjudged.
+        let mut samples = samples;
+        samples.push(sample(5000, "a", 4000, 4));
+        let t = tenures(&samples);
+        let late = vec![call("PutKeyPolicy", "KB", 3000, "ok")];
+        let (bad, unjudged) = writes_outside_tenure(&late, &t, &ids);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(unjudged.len(), 1);
     }
 
     #[test]

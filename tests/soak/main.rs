@@ -11,7 +11,12 @@
 //!
 //! Size from the environment: `SOAK_RESOURCES` (default 100), `SOAK_SECONDS` of chaos (default
 //! 75: with set-up and settling about 2.5 minutes, the CI budget),
-//! `SOAK_APISERVER_RESTARTS` (default 1; `make soak` runs 1,000 resources, 30 minutes, 2).
+//! `SOAK_APISERVER_RESTARTS` (default 1; `make soak` runs 1,000 resources, 30 minutes, 2),
+//! `SOAK_ACCOUNTS` (default 3: the resources spread over that many emulator accounts, one
+//! namespace each; the first acts as the pod's own identity, the others through the accounts
+//! file, AssumeRole), `SOAK_RESYNC_SECONDS` (default the larger of 20 and resources / 5: a
+//! resync of every resource every 20 s at 1,000 would ask more reconciles than the throttled
+//! pacing allows), `SOAK_RUST_LOG`.
 //! Needs `eval "$(tests/e2e/setup.sh)"` (docs/e2e.md). Figures go to BENCHMARKS.md ("Chaos soak").
 
 #[path = "../support/mod.rs"]
@@ -25,19 +30,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use msf_cmk_controller::domain::AppliedKeyType;
+use msf_cmk_controller::domain::{ApplicationStatus, AppliedKeyType};
 use msf_cmk_controller::emulator::{CallRecord, Fault};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::cluster::CONTROLLER_NAMESPACE;
 use support::controller::http_get;
-use support::scenario::{Replica, Scenario, appenc, condition};
+use support::scenario::{REGION, Replica, Scenario, appenc, condition};
 
 use checks::LeaseSample;
 use person::Person;
 
+/// The accounts of the run: the emulator's first (the pod's own identity) and two more.
+const ACCOUNTS: [&str; 3] = [support::scenario::ACCOUNT, "222222222222", "333333333333"];
+
+fn operator_role(account: &str) -> String {
+    format!("arn:aws:iam::{account}:role/msf-cmk-operator")
+}
+
 struct Config {
     resources: usize,
+    accounts: usize,
+    resync_seconds: u64,
     seconds: u64,
     apiserver_restarts: u32,
     throttle: f64,
@@ -54,6 +68,11 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn config() -> Config {
     Config {
         resources: env_or("SOAK_RESOURCES", 100),
+        accounts: env_or("SOAK_ACCOUNTS", 3usize).clamp(1, ACCOUNTS.len()),
+        resync_seconds: env_or(
+            "SOAK_RESYNC_SECONDS",
+            (env_or("SOAK_RESOURCES", 100u64) / 5).max(20),
+        ),
         seconds: env_or("SOAK_SECONDS", 75),
         apiserver_restarts: env_or("SOAK_APISERVER_RESTARTS", 1),
         throttle: env_or("SOAK_THROTTLE", 0.2),
@@ -72,19 +91,26 @@ fn now_ms() -> u64 {
 #[derive(Clone, Debug)]
 struct Res {
     app: String,
+    /// Index into [`ACCOUNTS`] (and the namespaces).
+    account: usize,
     /// Index into the keys; `None`: the AWS owned key.
     key: Option<usize>,
     retain: bool,
     /// UpdateApplication rolls back for this application (a scoped fault).
     rollback: bool,
-    /// Spec versions applied (creation, edits, deletion): at most one update each.
-    versions: u64,
+    /// Changes of the desired encryption the driver made (creation on a key, a switch, another
+    /// key, the revert of a deletion with RevertToAwsOwnedKey): at most one UpdateApplication
+    /// each. Stricter than one per spec version (an edit of the deletion policy needs none).
+    updates_allowed: u64,
     deleted: bool,
 }
 
 struct World {
-    ns: String,
+    /// One namespace per account.
+    ns: Vec<String>,
     keys: Vec<String>,
+    /// The account (index) of each key.
+    key_account: Vec<usize>,
     res: BTreeMap<String, Res>,
     /// Applications ever wanted on each key (statements stay on revert and on delete).
     ever_on_key: BTreeMap<String, BTreeSet<String>>,
@@ -101,6 +127,18 @@ impl World {
             "RevertToAwsOwnedKey"
         };
         appenc(name, &r.app, key, &format!("deletionPolicy: {policy}"))
+    }
+
+    /// The keys (indices) of an account.
+    fn keys_of(&self, account: usize) -> Vec<usize> {
+        (0..self.keys.len())
+            .filter(|k| self.key_account[*k] == account)
+            .collect()
+    }
+
+    fn random_key(&self, account: usize, rng: &mut StdRng) -> usize {
+        let keys = self.keys_of(account);
+        keys[rng.random_range(0..keys.len())]
     }
 
     fn remember(&mut self, name: &str) {
@@ -147,26 +185,28 @@ fn delete(s: &Scenario, ns: &str, name: &str) {
 
 /// The replicas: slot a and b, restarted under a new identity (and access key) each time.
 struct Replicas {
-    /// (slot, generation, scenario index, pid)
+    /// (slot, generation, scenario index)
     live: Vec<(char, u32, usize)>,
     identity_of_key: BTreeMap<String, String>,
     starts: u32,
+    /// Settings every replica gets besides its identity.
+    env: Vec<(String, String)>,
 }
 
 fn start_replica(s: &mut Scenario, reps: &mut Replicas, slot: char, generation: u32) {
     let id = format!("{slot}{generation}");
     let key = format!("AKIDSOAK{}", id.to_ascii_uppercase());
-    let index = s.start_replica(
-        Replica::new(&id)
-            .leader_election()
-            .env("AWS_ACCESS_KEY_ID", &key)
-            .env("MSF_CMK_LEASE_DURATION", "6s")
-            .env("MSF_CMK_RESYNC_PERIOD", "20s")
-            .env(
-                "RUST_LOG",
-                &std::env::var("SOAK_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            ),
-    );
+    let mut replica = Replica::new(&id)
+        .leader_election()
+        .env("AWS_ACCESS_KEY_ID", &key)
+        .env("MSF_CMK_LEASE_DURATION", "6s");
+    for (k, v) in &reps.env {
+        replica = replica.env(k, v);
+    }
+    let index = s.start_replica(replica.env(
+        "RUST_LOG",
+        &std::env::var("SOAK_RUST_LOG").unwrap_or_else(|_| "info".into()),
+    ));
     reps.identity_of_key.insert(key, format!("soak-{id}"));
     reps.live.push((slot, generation, index));
     reps.starts += 1;
@@ -203,17 +243,24 @@ fn lease_sampler(
                     "-n",
                     CONTROLLER_NAMESPACE,
                     "-o",
-                    "jsonpath={.spec.holderIdentity}",
+                    "jsonpath={.spec.holderIdentity}|{.spec.acquireTime}|{.spec.leaseTransitions}",
                 ])
                 .env_remove("KUBECONFIG")
                 .output();
             if let Ok(o) = o
                 && o.status.success()
             {
-                let h = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                let mut parts = text.split('|');
+                let mut next = || parts.next().unwrap_or_default().trim().to_string();
+                let (holder, acquired, transitions) = (next(), next(), next());
                 out.lock().unwrap().push(LeaseSample {
                     at_ms: now_ms(),
-                    holder: Some(h).filter(|h| !h.is_empty()),
+                    holder: Some(holder).filter(|h| !h.is_empty()),
+                    acquired_ms: chrono::DateTime::parse_from_rfc3339(&acquired)
+                        .ok()
+                        .map(|t| t.timestamp_millis() as u64),
+                    transitions: transitions.parse().ok(),
                 });
             }
             std::thread::sleep(Duration::from_millis(300));
@@ -288,36 +335,74 @@ struct Tally {
 #[test]
 fn chaos_soak() {
     let cfg = config();
-    let mut s = Scenario::private("soak");
-    let ns = s.namespace("soak");
+    let mut s = Scenario::private_with_accounts("soak", &ACCOUNTS[1..cfg.accounts]);
+    let ns: Vec<String> = (0..cfg.accounts).map(|_| s.namespace("soak")).collect();
     let mut rng = StdRng::seed_from_u64(env_or("SOAK_SEED", 13));
-    let n_keys = cfg.resources.div_ceil(20).max(5);
+    // One key per 20 resources, at least 5 per account (the person edits 5 of the first's).
+    let per_account = cfg.resources.div_ceil(20 * cfg.accounts).max(5);
     let mut w = World {
         ns: ns.clone(),
-        keys: (0..n_keys).map(|_| s.key()).collect(),
+        keys: Vec::new(),
+        key_account: Vec::new(),
         res: BTreeMap::new(),
         ever_on_key: BTreeMap::new(),
         next_app: 0,
     };
+    for (a, account) in ACCOUNTS.iter().enumerate().take(cfg.accounts) {
+        for _ in 0..per_account {
+            w.keys
+                .push(s.emu.create_key_in(account, REGION, None).unwrap());
+            w.key_account.push(a);
+        }
+    }
+    // The accounts file: every namespace but the first acts in its own account.
+    let roles: Vec<String> = ACCOUNTS[1..cfg.accounts]
+        .iter()
+        .map(|a| operator_role(a))
+        .collect();
+    s.emu.add_principals(roles.clone());
+    let mut accounts_yaml = String::from("accounts:\n");
+    for (a, role) in roles.iter().enumerate() {
+        accounts_yaml += &format!(
+            "  - namespaces: [\"{}\"]\n    accountId: \"{}\"\n    operatorRoleArn: {role}\n",
+            ns[a + 1],
+            ACCOUNTS[a + 1]
+        );
+    }
+    let accounts_file = s.write_file("accounts.yaml", &accounts_yaml);
     // The resources: 1 in 10 on the AWS owned key, 1 in 50 rolled back, both deletion policies.
-    let mut yaml = Vec::new();
+    let mut yaml: Vec<Vec<String>> = vec![Vec::new(); cfg.accounts];
     for i in 0..cfg.resources {
-        let name = new_resource(&mut s, &mut w, &mut rng, i % 50 == 7);
+        let name = new_resource(&mut s, &mut w, &mut rng, i % 50 == 7, i % cfg.accounts);
         if i % 10 == 3 && !w.res[&name].rollback {
-            w.res.get_mut(&name).unwrap().key = None;
+            let r = w.res.get_mut(&name).unwrap();
+            r.key = None;
+            r.updates_allowed = 0;
         }
         w.remember(&name);
-        yaml.push(w.manifest(&name));
+        yaml[w.res[&name].account].push(w.manifest(&name));
     }
     let setup_started = Instant::now();
-    for chunk in yaml.chunks(50) {
-        apply(&s, &ns, &chunk.join("---\n"));
+    for (a, docs) in yaml.iter().enumerate() {
+        for chunk in docs.chunks(50) {
+            apply(&s, &ns[a], &chunk.join("---\n"));
+        }
     }
 
     let mut reps = Replicas {
         live: vec![],
         identity_of_key: BTreeMap::new(),
         starts: 0,
+        env: vec![
+            (
+                "MSF_CMK_RESYNC_PERIOD".into(),
+                format!("{}s", cfg.resync_seconds),
+            ),
+            (
+                "MSF_CMK_ACCOUNTS_CONFIG".into(),
+                accounts_file.display().to_string(),
+            ),
+        ],
     };
     start_replica(&mut s, &mut reps, 'a', 0);
     start_replica(&mut s, &mut reps, 'b', 0);
@@ -328,7 +413,13 @@ fn chaos_soak() {
     // Chaos on.
     s.emu.set_policy_propagation(Duration::from_millis(300));
     chaos_faults(&s, &cfg, 0);
-    let person_keys: Vec<String> = w.keys.iter().take(5).cloned().collect();
+    // The person works in the first account (plain credentials act there).
+    let person_keys: Vec<String> = w
+        .keys_of(0)
+        .into_iter()
+        .take(5)
+        .map(|k| w.keys[k].clone())
+        .collect();
     let mut person = Person::start(
         s.emu.endpoint(),
         person_keys.clone(),
@@ -426,7 +517,10 @@ fn chaos_soak() {
     // ---- invariants, from the call log and the final state ----
     log.collect(&s);
     let calls = log.calls;
-    let replica_keys: BTreeSet<String> = reps.identity_of_key.keys().cloned().collect();
+    // The credentials each replica got from AssumeRole act as that replica.
+    let mut identity_of_key = reps.identity_of_key.clone();
+    identity_of_key.extend(sessions_of_replicas(&s, &reps.identity_of_key));
+    let replica_keys: BTreeSet<String> = identity_of_key.keys().cloned().collect();
     let mut problems: Vec<String> = Vec::new();
     // Person statements: exactly as last written.
     let written = person.written.lock().unwrap().clone();
@@ -447,24 +541,27 @@ fn chaos_soak() {
             }
         }
     }
-    // At most one UpdateApplication per spec version; none beyond the rolled-back one.
+    // At most one UpdateApplication per change of the desired encryption; one in all for the
+    // rolled-back ones (never retried).
     let updates = checks::updates_per_application(&calls, &replica_keys);
     for r in w.res.values() {
         let n = updates.get(&r.app).copied().unwrap_or(0);
-        let bound = if r.rollback { 1 } else { r.versions };
+        let bound = if r.rollback { 1 } else { r.updates_allowed };
         if n > bound {
             problems.push(format!(
-                "{}: {n} UpdateApplication for {bound} spec versions",
+                "{}: {n} UpdateApplication for {bound} changes of the desired encryption",
                 r.app
             ));
         }
     }
-    let (fenced, unjudged) = checks::writes_after_lease_lost(
-        &calls,
-        &samples.lock().unwrap(),
-        &reps.identity_of_key,
-        3_000,
-    );
+    let samples = samples.lock().unwrap().clone();
+    let tenures = checks::tenures(&samples);
+    let widest_gap_ms = samples
+        .windows(2)
+        .map(|p| p[1].at_ms - p[0].at_ms)
+        .max()
+        .unwrap_or_default();
+    let (fenced, unjudged) = checks::writes_outside_tenure(&calls, &tenures, &identity_of_key);
     problems.extend(fenced);
     problems.extend(checks::refused_policy_writes(&calls, &replica_keys));
     if t.max_rss_kb > 512 * 1024 {
@@ -483,11 +580,22 @@ fn chaos_soak() {
             })
             .count()
     };
+    let in_account = |a: &str| {
+        calls
+            .iter()
+            .filter(|c| c.account == a && replica_keys.contains(&c.access_key_id))
+            .count()
+    };
+    let per_account: Vec<String> = ACCOUNTS[..cfg.accounts]
+        .iter()
+        .map(|a| format!("{a}: {}", in_account(a)))
+        .collect();
     let report = format!(
-        "chaos soak: {} resources on {} keys, {chaos_seconds} s of chaos (setup {} s), settled in {settle_seconds} s; \
-         {} calls logged ({} by the replicas), PutKeyPolicy ok {}, UpdateApplication ok {}; person edits {}; \
-         {:?}; replica starts {}; max RSS {} kB, max fds {}; writes not judged for fencing (Lease reads too far apart): {}",
+        "chaos soak: {} resources in {} accounts on {} keys, {chaos_seconds} s of chaos (setup {} s), settled in {settle_seconds} s; \
+         {} calls logged ({} by the replicas: {per_account:?}), PutKeyPolicy ok {}, UpdateApplication ok {}; person edits {}; \
+         {:?}; replica starts {}; Lease tenures seen {} ({} reads, widest gap {widest_gap_ms} ms); max RSS {} kB, max fds {}; writes the Lease timeline could not judge: {} of {}",
         cfg.resources,
+        cfg.accounts,
         w.keys.len(),
         setup_started.elapsed().as_secs() - chaos_seconds - settle_seconds,
         calls.len(),
@@ -500,9 +608,12 @@ fn chaos_soak() {
         person.edits.lock().unwrap(),
         t,
         reps.starts,
+        tenures.len(),
+        samples.len(),
         t.max_rss_kb,
         t.max_fds,
         unjudged.len(),
+        writes("PutKeyPolicy") + writes("UpdateApplication"),
     );
     println!("{report}");
     assert!(
@@ -513,25 +624,59 @@ fn chaos_soak() {
     );
 }
 
-/// A new resource for a new application (created on the AWS owned key, RUNNING).
-fn new_resource(s: &mut Scenario, w: &mut World, rng: &mut StdRng, rollback: bool) -> String {
+/// The access key ids AssumeRole issued to a replica (`/_emulator/state`'s sessions), mapped to
+/// that replica's identity.
+fn sessions_of_replicas(
+    s: &Scenario,
+    identity_of_key: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let state = s.emu.state_json();
+    state["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| {
+            let who = identity_of_key.get(x["source_access_key_id"].as_str()?)?;
+            Some((x["access_key_id"].as_str()?.to_string(), who.clone()))
+        })
+        .collect()
+}
+
+/// A new resource in `account` for a new application (created on the AWS owned key, RUNNING).
+fn new_resource(
+    s: &mut Scenario,
+    w: &mut World,
+    rng: &mut StdRng,
+    rollback: bool,
+    account: usize,
+) -> String {
     let i = w.next_app;
     w.next_app += 1;
     let app = format!("soak-app-{i}");
-    s.application(&app);
+    s.emu
+        .create_application_in(
+            ACCOUNTS[account],
+            REGION,
+            &app,
+            "FLINK-1_20",
+            ApplicationStatus::Running,
+        )
+        .expect("create application");
     if rollback {
         s.emu
             .set_fault("UpdateApplication", Fault::rollback().for_application(&app));
     }
     let name = format!("r{i}");
+    let key = w.random_key(account, rng);
     w.res.insert(
         name.clone(),
         Res {
             app,
-            key: Some(rng.random_range(0..w.keys.len())),
+            account,
+            key: Some(key),
             retain: rng.random_bool(0.5),
             rollback,
-            versions: 1,
+            updates_allowed: 1,
             deleted: false,
         },
     );
@@ -548,21 +693,26 @@ fn churn(s: &mut Scenario, w: &mut World, rng: &mut StdRng, t: &mut Tally) {
         .map(|(n, _)| n.clone())
         .collect();
     let roll = rng.random_range(0..10);
-    let ns = w.ns.clone();
     if roll == 0 || live.is_empty() {
-        let name = new_resource(s, w, rng, false);
+        let account = rng.random_range(0..w.ns.len());
+        let name = new_resource(s, w, rng, false, account);
         w.remember(&name);
-        apply(s, &ns, &w.manifest(&name));
+        apply(s, &w.ns[account], &w.manifest(&name));
         t.creates += 1;
         return;
     }
     let name = live[rng.random_range(0..live.len())].clone();
-    let n_keys = w.keys.len();
+    let account = w.res[&name].account;
+    let other_key = w.random_key(account, rng);
+    let ns = w.ns[account].clone();
     let r = w.res.get_mut(&name).unwrap();
+    let before = r.key;
     match roll {
         1 => {
             r.deleted = true;
-            r.versions += 1;
+            if !r.retain && r.key.is_some() {
+                r.updates_allowed += 1;
+            }
             delete(s, &ns, &name);
             t.deletes += 1;
             return;
@@ -570,12 +720,12 @@ fn churn(s: &mut Scenario, w: &mut World, rng: &mut StdRng, t: &mut Tally) {
         2..=4 => {
             r.key = match r.key {
                 Some(_) => None,
-                None => Some(rng.random_range(0..n_keys)),
+                None => Some(other_key),
             };
             t.switches += 1;
         }
         5..=6 => {
-            r.key = Some(rng.random_range(0..n_keys));
+            r.key = Some(other_key);
             t.edits += 1;
         }
         _ => {
@@ -583,7 +733,9 @@ fn churn(s: &mut Scenario, w: &mut World, rng: &mut StdRng, t: &mut Tally) {
             t.edits += 1;
         }
     }
-    r.versions += 1;
+    if r.key != before {
+        r.updates_allowed += 1;
+    }
     w.remember(&name);
     apply(s, &ns, &w.manifest(&name));
 }
@@ -611,15 +763,31 @@ fn sample_footprint(s: &mut Scenario, reps: &Replicas, t: &mut Tally) {
     }
 }
 
+/// Every resource of the run's namespaces, by name (one list per namespace).
+fn list_all(s: &Scenario, w: &World) -> Result<BTreeMap<String, serde_json::Value>, String> {
+    let mut out = BTreeMap::new();
+    for ns in &w.ns {
+        let o = s
+            .cluster()
+            .kubectl(&["get", "appenc", "-n", ns, "-o", "json"]);
+        if !o.success {
+            return Err(format!("kubectl get appenc: {}", o.stderr));
+        }
+        let list: serde_json::Value = serde_json::from_str(&o.stdout).map_err(|e| e.to_string())?;
+        for item in list["items"].as_array().into_iter().flatten() {
+            if let Some(name) = item["metadata"]["name"].as_str() {
+                out.insert(name.to_string(), item.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// What the run looks like now (printed every minute): live resources by Ready reason, and
 /// the restart slots each live replica counts.
 fn progress(s: &Scenario, w: &World, reps: &Replicas) -> String {
-    let out = s
-        .cluster()
-        .kubectl(&["get", "appenc", "-n", &w.ns, "-o", "json"]);
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for o in list["items"].as_array().into_iter().flatten() {
+    for o in list_all(s, w).unwrap_or_default().values() {
         let reason = match condition(o, "Ready") {
             Some(c) => c["reason"].as_str().unwrap_or("?").to_string(),
             None => "(no status)".into(),
@@ -647,27 +815,14 @@ fn settle(s: &Scenario, w: &World) {
     let bound = Duration::from_secs(120 + w.res.len() as u64 / 2);
     let mut next_print = Instant::now() + Duration::from_secs(60);
     s.wait("every resource to settle after the chaos", bound, |s| {
-        // One list per probe: a get per resource takes minutes at 1,000.
-        let out = s
-            .cluster()
-            .kubectl(&["get", "appenc", "-n", &w.ns, "-o", "json"]);
-        if !out.success {
-            return Err(format!("kubectl get appenc: {}", out.stderr));
-        }
-        let list: serde_json::Value =
-            serde_json::from_str(&out.stdout).map_err(|e| e.to_string())?;
-        let by_name: BTreeMap<&str, &serde_json::Value> = list["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| Some((o["metadata"]["name"].as_str()?, o)))
-            .collect();
+        // One list per namespace and probe: a get per resource takes minutes at 1,000.
+        let by_name = list_all(s, w)?;
         let mut waiting = Vec::new();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         for (name, r) in &w.res {
-            if let Err(e) = settled(s, w, by_name.get(name.as_str()).copied(), r) {
+            let o = by_name.get(name.as_str());
+            if let Err(e) = settled(s, w, o, r) {
                 waiting.push(format!("{name}: {e}"));
-                let o = by_name.get(name.as_str());
                 let reason = match o.and_then(|o| condition(o, "Ready")) {
                     Some(c) => c["reason"].as_str().unwrap_or("?").to_string(),
                     None if o.is_some() => "(no status)".into(),
@@ -702,7 +857,12 @@ fn settled(s: &Scenario, w: &World, o: Option<&serde_json::Value>, r: &Res) -> R
     let o = o.ok_or("gone")?;
     let current = o["metadata"]["generation"] == o["status"]["observedGeneration"];
     let ready = condition(o, "Ready").ok_or("no Ready")?;
-    let (key_type, key_id) = s.encryption(&r.app);
+    let enc = s
+        .emu
+        .application_in(ACCOUNTS[r.account], REGION, &r.app)
+        .ok_or("application gone")?
+        .encryption;
+    let (key_type, key_id) = (enc.key_type, enc.key_id);
     if r.rollback {
         return (current
             && ready["reason"] == "UpdateRolledBack"

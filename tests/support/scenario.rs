@@ -83,15 +83,21 @@ impl Replica {
 impl Scenario {
     /// A scenario on the shared cluster of this test binary.
     pub fn shared(name: &str) -> Scenario {
-        Scenario::with_cluster(name, ClusterRef::Shared(TestCluster::shared()))
+        Scenario::with_cluster(name, ClusterRef::Shared(TestCluster::shared()), &[])
     }
 
     /// A scenario on a cluster of its own (restarting its API server disturbs nobody).
     pub fn private(name: &str) -> Scenario {
-        Scenario::with_cluster(name, ClusterRef::Private(Box::new(TestCluster::start())))
+        Scenario::private_with_accounts(name, &[])
     }
 
-    fn with_cluster(name: &str, cluster: ClusterRef) -> Scenario {
+    /// [`Scenario::private`] with an emulator that also serves `extra_accounts`.
+    pub fn private_with_accounts(name: &str, extra_accounts: &[&str]) -> Scenario {
+        let cluster = ClusterRef::Private(Box::new(TestCluster::start()));
+        Scenario::with_cluster(name, cluster, extra_accounts)
+    }
+
+    fn with_cluster(name: &str, cluster: ClusterRef, extra_accounts: &[&str]) -> Scenario {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(format!("emulator-{name}"))
@@ -101,6 +107,7 @@ impl Scenario {
         let emu = runtime
             .block_on(Emulator::start(EmulatorConfig {
                 account_id: ACCOUNT.into(),
+                extra_accounts: extra_accounts.iter().map(|a| a.to_string()).collect(),
                 default_region: REGION.into(),
                 // MSF checks key policies with the caller's own identity: the controller
                 // calls AWS as the operator role the key policies are written for.
