@@ -18,7 +18,10 @@
 # Knobs: N, KEYS (default N/40 rounded up: 40 applications per key fit in one 32 KB policy),
 # NAME_PREFIX (footprint-app-), LATENCY_MS (0: injected on every AWS call), HALF_RUNNING (0: all
 # READY; 1: every other application RUNNING, so its update restarts it), BIN, IDLE_SECS,
-# STEADY_SECS, CONVERGE_TIMEOUT_SECS, POLL_SECS, RUN_ARGS (extra flags for `run`).
+# STEADY_SECS, CONVERGE_TIMEOUT_SECS, POLL_SECS, RESYNC (5m: `run`'s default), RUN_ARGS (extra
+# flags for `run`), EMULATOR_BIN
+# (default BIN; a binary built with the `emulator` feature, for when BIN is a production build
+# without it, as the container image is: the emulator runs as a process of its own either way).
 # Everything listens on 127.0.0.1 and is stopped by PID on exit. Figures go to stdout;
 # BENCHMARKS.md ("Controller footprint", "Apply at scale") records runs.
 set -euo pipefail
@@ -32,8 +35,13 @@ HALF_RUNNING=${HALF_RUNNING:-0}
 IDLE_SECS=${IDLE_SECS:-20}
 STEADY_SECS=${STEADY_SECS:-60}
 CONVERGE_TIMEOUT_SECS=${CONVERGE_TIMEOUT_SECS:-1800}
-# Listing 10,000 objects takes kubectl seconds of CPU: poll less often at that size.
-POLL_SECS=${POLL_SECS:-$([ "$N" -gt 2000 ] && echo 5 || echo 1)}
+# Progress is read from the controller's own /metrics (msf_cmk_resources{ready="True"}, set
+# after each status write): listing 10,000 objects with kubectl every poll cost the apiserver
+# and kubectl more CPU than the controller on a 2-core machine. kubectl confirms the end once.
+POLL_SECS=${POLL_SECS:-1}
+# At N = 10,000 a 5-minute resync asks ~33 reconciles/s, more than the default concurrency of 8
+# serves on this machine; the converged resources' resyncs then starve the rest (BENCHMARKS.md).
+RESYNC=${RESYNC:-5m}
 RUN_ARGS=${RUN_ARGS:-}
 ROLE=arn:aws:iam::123456789012:role/msf-cmk-controller
 if [ -z "${BIN:-}" ]; then
@@ -42,6 +50,7 @@ if [ -z "${BIN:-}" ]; then
     BIN=target/debug/msf-cmk-controller
   fi
 fi
+EMULATOR_BIN=${EMULATOR_BIN:-$BIN}
 eval "$(tests/e2e/setup.sh)"
 
 WORK=$(mktemp -d)
@@ -63,12 +72,12 @@ eval "$(tests/e2e/cluster up)"
 "$KUBECTL_BIN" wait --for=condition=Established crd/applicationencryptions.msfcmk.dev --timeout=60s >/dev/null
 
 # The AWS side.
-"$BIN" emulator --port 0 --update-delay-ms 200 --caller-arn "$ROLE" \
+"$EMULATOR_BIN" emulator --port 0 --update-delay-ms 200 --caller-arn "$ROLE" \
   >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
 PIDS+=($!)
 for _ in $(seq 1 100); do grep -q '^endpoint: ' "$WORK/emulator.out" && break; sleep 0.1; done
 ENDPOINT=$(sed -n 's/^endpoint: //p' "$WORK/emulator.out")
-[ -n "$ENDPOINT" ] || { echo "emulator did not start" >&2; exit 1; }
+[ -n "$ENDPOINT" ] || { echo "emulator did not start ($EMULATOR_BIN):" >&2; cat "$WORK/emulator.err" >&2; exit 1; }
 
 # N applications and KEYS keys (default key policy: none of MSF's statements), the manifests;
 # unsigned seeding calls are not counted against quotas.
@@ -111,7 +120,7 @@ CTRL=
 start_controller() { # <log file>
   # shellcheck disable=SC2086 # RUN_ARGS is a list of flags
   "$BIN" run --aws-endpoint-url "$ENDPOINT" --region us-east-1 --operator-role-arn "$ROLE" \
-    --metrics-addr 127.0.0.1:0 --resync-period 5m $RUN_ARGS >"$1" 2>&1 &
+    --metrics-addr 127.0.0.1:0 --resync-period "$RESYNC" $RUN_ARGS >"$1" 2>&1 &
   CTRL=$!
   PIDS+=("$CTRL")
 }
@@ -125,13 +134,24 @@ stop_controller() {
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$CTRL/stat"; }
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$CTRL/status"; }
 hwm_mib() { awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$CTRL/status"; }
-ready_count() {
+ready_count() { # from Kubernetes: every resource's Ready condition
   "$KUBECTL_BIN" get appenc -n default -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c '^True$' || true
+}
+metrics_addr() { # <log file>: the address `run` logs it serves /metrics on
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | sed -n 's/.*serving \/metrics.*addr=\([0-9.:]*\).*/\1/p' | head -1
+}
+ready_metric() { # <address>: Ready=True resources as the controller counts them
+  curl -fsS "http://$1/metrics" 2>/dev/null | awk '/^msf_cmk_resources\{ready="True"\}/ {print $2; f=1} END {if (!f) print 0}'
 }
 counts() {
   curl -fsS "$ENDPOINT/_emulator/counts" | python3 -c 'import json,sys; c=json.load(sys.stdin)["calls"]; print(", ".join(f"{k}={v}" for k,v in sorted(c.items()) if k not in ("CreateApplication","CreateKey","StartApplication")))'
 }
 py() { python3 -c "print($1)"; }
+# Where the memory is: anonymous (heap) against file-backed (the binary's pages) RSS, and threads.
+mem_detail() {
+  awk '/^(RssAnon|RssFile|Threads)/ {printf "%s %s%s  ", $1, ($1=="Threads:" ? $2 : sprintf("%.1f", $2/1024)), ($1=="Threads:" ? "" : " MiB")}' "/proc/$CTRL/status"
+}
+LOAD=("start $(cut -d' ' -f1-3 /proc/loadavg)")
 
 # 1. Idle: no resources.
 start_controller "$WORK/idle.log"
@@ -140,6 +160,7 @@ kill -0 "$CTRL" || { cat "$WORK/idle.log" >&2; exit 1; }
 c0=$(cpu_secs); sleep "$IDLE_SECS"; c1=$(cpu_secs)
 IDLE_RSS=$(rss_mib)
 IDLE_HWM=$(hwm_mib)
+IDLE_MEM=$(mem_detail)
 IDLE_CPU=$(py "f'{($c1-$c0)/$IDLE_SECS*1000:.1f}'")
 stop_controller
 
@@ -150,20 +171,31 @@ start=$(date +%s.%N)
 start_controller "$WORK/controller.log"
 cstart=0
 deadline=$((SECONDS + CONVERGE_TIMEOUT_SECS))
+addr=
+last_print=0
 while :; do
-  ready=$(ready_count)
+  [ -n "$addr" ] || addr=$(metrics_addr "$WORK/controller.log")
+  ready=0
+  [ -z "$addr" ] || ready=$(ready_metric "$addr")
   # Progress on stderr, so that an interrupted run still tells how far it got.
-  echo "  t=$(py "f'{$(date +%s.%N)-$start:.0f}'")s Ready $ready/$N RSS $(rss_mib) MiB peak $(hwm_mib) MiB" >&2
+  if [ "$ready" -ge "$N" ] || [ $((SECONDS - last_print)) -ge 10 ]; then
+    last_print=$SECONDS
+    echo "  t=$(py "f'{$(date +%s.%N)-$start:.0f}'")s Ready $ready/$N RSS $(rss_mib) MiB peak $(hwm_mib) MiB $(mem_detail)" >&2
+  fi
   [ "$ready" -lt "$N" ] || break
   [ $SECONDS -lt $deadline ] || { echo "not converged after ${CONVERGE_TIMEOUT_SECS}s: $(ready_count)/$N Ready" >&2; tail -20 "$WORK/controller.log" >&2; exit 1; }
   kill -0 "$CTRL" || { tail -20 "$WORK/controller.log" >&2; exit 1; }
   sleep "$POLL_SECS"
 done
 end=$(date +%s.%N); cend=$(cpu_secs)
+KUBE_READY=$(ready_count)
+[ "$KUBE_READY" -eq "$N" ] || echo "warning: the controller counts $N Ready, Kubernetes $KUBE_READY" >&2
 CONVERGE_WALL=$(py "f'{$end-$start:.1f}'")
 CONVERGE_CPU=$(py "f'{$cend-$cstart:.1f}'")
 PEAK=$(hwm_mib)
+CONVERGE_MEM=$(mem_detail)
 CONVERGE_COUNTS=$(counts)
+LOAD+=("converged $(cut -d' ' -f1-3 /proc/loadavg)")
 # The controller's own account of its start (issue 10: cache synced -> first reconcile).
 STARTUP=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/controller.log" | grep -oiE '(caches? synced|first reconcile).*' | head -5 || true)
 
@@ -173,12 +205,19 @@ c0=$(cpu_secs); sleep "$STEADY_SECS"; c1=$(cpu_secs)
 STEADY_RSS=$(rss_mib)
 STEADY_CPU=$(py "f'{($c1-$c0)/$STEADY_SECS*1000:.1f}'")
 STEADY_PEAK=$(hwm_mib)
+STEADY_MEM=$(mem_detail)
+LOAD+=("end $(cut -d' ' -f1-3 /proc/loadavg)")
 
-echo "binary: $BIN"
-echo "resources: $N on $KEYS keys, names ${NAME_PREFIX}NNNN, latency ${LATENCY_MS} ms per call, half RUNNING: $HALF_RUNNING, run flags: ${RUN_ARGS:-(defaults)}"
+echo "binary: $BIN (emulator: $EMULATOR_BIN)"
+echo "resources: $N on $KEYS keys, names ${NAME_PREFIX}NNNN, latency ${LATENCY_MS} ms per call, half RUNNING: $HALF_RUNNING, resync ${RESYNC}, run flags: ${RUN_ARGS:-(defaults)}"
 echo "idle (0 resources): RSS ${IDLE_RSS} MiB (peak ${IDLE_HWM} MiB), CPU ${IDLE_CPU} millicores (over ${IDLE_SECS}s)"
-echo "cold start with $N: converged in ${CONVERGE_WALL}s from the controller's start (polled every ${POLL_SECS}s), CPU ${CONVERGE_CPU}s, peak RSS ${PEAK} MiB"
+echo "cold start with $N: converged in ${CONVERGE_WALL}s from the controller's start (polled every ${POLL_SECS}s; Kubernetes says $KUBE_READY/$N Ready), CPU ${CONVERGE_CPU}s, peak RSS ${PEAK} MiB"
 echo "cold start AWS calls: $CONVERGE_COUNTS"
 echo "steady ($N converged): RSS ${STEADY_RSS} MiB (peak so far ${STEADY_PEAK} MiB), CPU ${STEADY_CPU} millicores (over ${STEADY_SECS}s), AWS calls: $(counts)"
+echo "memory idle: $IDLE_MEM"
+echo "memory at convergence: $CONVERGE_MEM"
+echo "memory in steady state: $STEADY_MEM"
+echo "load average (1/5/15 min): $(IFS=';'; echo "${LOAD[*]}")"
+echo "binary version: $("$BIN" --version 2>/dev/null || echo unknown)"
 echo "start-up log lines:"
 echo "${STARTUP:-  (none matched)}" | sed 's/^/  /'
