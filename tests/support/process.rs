@@ -34,9 +34,14 @@ impl BackgroundProcess {
         }
     }
 
-    /// The path of `msf-cmk-controller` as Cargo built it for this test run.
+    /// The path of `msf-cmk-controller` as Cargo built it for this test run, or
+    /// `E2E_CONTROLLER_BIN`: a copy a long run keeps while the target dir is rebuilt (the soak
+    /// starts replicas for half an hour).
     pub fn controller_bin() -> PathBuf {
-        PathBuf::from(env!("CARGO_BIN_EXE_msf-cmk-controller"))
+        std::env::var_os("E2E_CONTROLLER_BIN")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_msf-cmk-controller")))
     }
 
     pub fn pid(&self) -> Option<u32> {
