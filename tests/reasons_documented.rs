@@ -39,6 +39,8 @@ const NOT_REASONS: &[&str] = &[
     "Admit",
     "Reconcile",
     "Cleanup",
+    // Why a cleanup waits (logged; the finalizer stays): documented under "Deletion".
+    "RestartInProgress",
     // Condition types (`KeyUsable` and `Reconciling` are reasons as well).
     "Ready",
     "KeyPolicyCompliant",
