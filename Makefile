@@ -29,7 +29,7 @@ e2e-down:      ## stop it
 bench:         ## the benchmarks (BENCHMARKS.md)
 	cargo bench
 
-soak:          ## the long chaos soak: 1,000 resources, 30 minutes (BENCHMARKS.md)
+soak:          ## the long chaos soak: 1,000 resources in 3 accounts, 30 minutes (BENCHMARKS.md)
 	eval "$$(tests/e2e/setup.sh)" && SOAK_RESOURCES=$${SOAK_RESOURCES:-1000} \
 	  SOAK_SECONDS=$${SOAK_SECONDS:-1800} SOAK_APISERVER_RESTARTS=$${SOAK_APISERVER_RESTARTS:-2} \
 	  cargo test --test soak -- --nocapture
