@@ -113,6 +113,14 @@ pub struct RunArgs {
     /// written once for the whole burst. 0 turns it off.
     #[arg(long, env = "MSF_CMK_COALESCE_WINDOW", default_value = "1s", value_parser = parse_span)]
     pub coalesce_window: Duration,
+
+    /// While updates made by the controller run, how often the applications are listed to see
+    /// which have ended: one ListApplications per account and region (a page per 50
+    /// applications) for all of them, and their resources are reconciled at once; also wakes
+    /// resources waiting for a restart slot. Without ListApplications permission each waits
+    /// for its own requeue.
+    #[arg(long, env = "MSF_CMK_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
 }
 
 /// A positive duration for a flag: humantime's forms (`30s`, `1m30s`, `1h 5m`, `250ms`,
@@ -282,6 +290,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let namespaces = a.namespaces.clone();
     let concurrency = a.concurrency.max(1);
     let coalesce = a.coalesce_window;
+    let poll = a.poll_interval;
     if let Some(cfg) = leader_cfg {
         let h = health.clone();
         let run_client = client.clone();
@@ -291,14 +300,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 cfg,
                 fence,
                 move |leading| h.set(if leading { Health::LEADER } else { Health::STANDBY }),
-                move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency, coalesce),
+                move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency, coalesce, poll),
             ) => r?,
             _ = shutdown_signal() => tracing::info!("signal received: stopping"),
         }
     } else {
         health.set(Health::LEADER);
         tokio::select! {
-            _ = kube_loop::run_controllers(client, core, namespaces, concurrency, coalesce) => {}
+            _ = kube_loop::run_controllers(client, core, namespaces, concurrency, coalesce, poll) => {}
             _ = shutdown_signal() => tracing::info!("signal received: stopping"),
         }
     }

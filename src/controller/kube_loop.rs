@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::channel::mpsc::UnboundedSender;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
@@ -31,7 +32,8 @@ use crate::controller::finalizer as cleanup;
 use crate::controller::lifecycle;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
-use crate::controller::{restart_budget, restart_seed};
+use crate::controller::update_watch::UpdateWatch;
+use crate::controller::{restart_budget, restart_seed, run_watch};
 use crate::domain::ErrorCategory;
 
 /// The field manager of every write the controller makes.
@@ -79,11 +81,38 @@ pub struct KubeContext {
     pub arrivals: Arc<Arrivals>,
     /// Set once the seeded restart slots have been checked against MSF (`restart_seed`).
     pub seeds_checked: std::sync::atomic::AtomicBool,
+    /// The watched namespaces (empty: all, one controller): which controller a resource is
+    /// triggered on.
+    pub namespaces: Vec<String>,
+    /// Resources to reconcile again when their update ends or a restart slot frees
+    /// (`run_watch`).
+    pub follow: UnboundedSender<run_watch::Follow>,
 }
 
 impl KubeContext {
     fn all_objects(&self) -> Vec<Arc<ApplicationEncryption>> {
         self.stores.iter().flat_map(|s| s.state()).collect()
+    }
+
+    /// The index of the controller that reconciles `namespace`'s resources.
+    fn controller_of(&self, namespace: &str) -> usize {
+        self.namespaces
+            .iter()
+            .position(|n| n == namespace)
+            .unwrap_or(0)
+    }
+
+    /// Asks the watch to reconcile `obj` again as soon as what it waits for happens.
+    fn follow_up(&self, obj: &ApplicationEncryption, awaited: run_watch::Awaited) {
+        let namespace = obj.namespace().unwrap_or_default();
+        let _ = self.follow.unbounded_send(run_watch::Follow {
+            controller: self.controller_of(&namespace),
+            object: ObjectRef::from_obj(obj),
+            region: run_watch::region_of(&self.core, &namespace, &obj.spec),
+            application: obj.spec.application_name.clone(),
+            namespace,
+            awaited,
+        });
     }
 }
 
@@ -100,13 +129,15 @@ fn object_key(obj: &ApplicationEncryption) -> String {
 }
 
 /// Runs the controllers over `namespaces` (empty: all namespaces) until they stop.
-/// `coalesce_window`: the quiet time that ends a burst of new resources (see `arrivals`).
+/// `coalesce_window`: the quiet time that ends a burst of new resources (see `arrivals`);
+/// `poll`: how often the watch lists applications while updates of ours run (`run_watch`).
 pub async fn run_controllers(
     client: Client,
     core: Arc<Core>,
     namespaces: Vec<String>,
     concurrency: u16,
     coalesce_window: Duration,
+    poll: Duration,
 ) {
     let apis: Vec<Api<ApplicationEncryption>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
@@ -147,25 +178,41 @@ pub async fn run_controllers(
         streams.push((stream, reader.clone()));
         stores.push(reader);
     }
+    let (follow, requests) = futures::channel::mpsc::unbounded();
+    let (triggers, trigger_streams): (Vec<_>, Vec<_>) = (0..streams.len())
+        .map(|_| futures::channel::mpsc::unbounded())
+        .unzip();
     let ctx = Arc::new(KubeContext {
-        core,
+        core: core.clone(),
         recorder: Recorder::new(client.clone(), reporter()),
         client,
         stores,
         arrivals,
         seeds_checked: std::sync::atomic::AtomicBool::new(false),
+        namespaces,
+        follow,
     });
-    let runs = streams.into_iter().map(|(stream, reader)| {
-        Controller::for_stream(stream, reader)
-            .with_config(ControllerConfig::default().concurrency(concurrency))
-            .run(reconcile_object, error_policy, ctx.clone())
-            .for_each(|r| async move {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "reconcile request failed");
-                }
-            })
-    });
-    futures::future::join_all(runs).await;
+    let runs = streams
+        .into_iter()
+        .zip(trigger_streams)
+        .map(|((stream, reader), triggered)| {
+            Controller::for_stream(stream, reader)
+                .reconcile_on(triggered)
+                .with_config(ControllerConfig::default().concurrency(concurrency))
+                .run(reconcile_object, error_policy, ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "reconcile request failed");
+                    }
+                })
+        });
+    // The watch lives as long as the controllers; they end, it ends.
+    let watch = UpdateWatch::new(poll);
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        _ = watch.run() => {}
+        _ = run_watch::drive(&core, &watch, requests, triggers) => {}
+    }
 }
 
 async fn reconcile_object(
@@ -286,6 +333,15 @@ async fn apply(
         }
         next => requeue_after(&ctx.core, &key, next),
     };
+    if let Next::Waiting(_) = outcome.next
+        && let Some(awaited) = run_watch::awaited(
+            &outcome.status,
+            waits_for_restart_budget(&outcome.status),
+            after,
+        )
+    {
+        ctx.follow_up(&obj, awaited);
+    }
     tracing::info!(result, ready = outcome.ready(), requeue_in = ?after, "reconciled");
     Ok(Action::requeue(after))
 }
@@ -361,12 +417,8 @@ fn budget_requeue(
     namespace: &str,
     spec: &crate::api::ApplicationEncryptionSpec,
 ) -> Duration {
+    let region = run_watch::region_of(core, namespace, spec);
     let core = core.for_namespace(namespace);
-    let region = spec
-        .region
-        .clone()
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| core.defaults.region.clone());
     restart_budget::waiting_requeue(
         core.restart_budget.waiters(&region),
         core.restart_budget.limit(),

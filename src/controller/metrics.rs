@@ -24,6 +24,9 @@
 //!   read from the lanes when scraped, one series per lane used so far
 //! - `restart_slots_in_use{region,account}`: our updates of RUNNING applications in progress
 //!   (the rollout budget, `--max-concurrent-restarts`)
+//! - `update_watch_wakeups_total{awaited}`: resources `run` reconciled at once because the
+//!   application list showed what they waited for (`controller::run_watch`); awaited =
+//!   update_end (our update ended) | restart_slot (a restart slot freed, or the wait's limit)
 //! - `leader`: 1 while this replica runs the controllers (also without leader election), else 0;
 //!   set from `/readyz`'s state when scraped
 //! - `build_info{version,git_revision}`: always 1; `git_revision` as `--version` prints it
@@ -113,6 +116,11 @@ pub struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwaitedLabels {
+    pub awaited: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
     pub git_revision: String,
@@ -131,6 +139,7 @@ pub struct Metrics {
     aws_latency: HistogramFamily<AwsOperationLabels>,
     throttles: Family<AwsOperationLabels, Counter>,
     concurrent_edits: Family<StageLabels, Counter>,
+    wakeups: Family<AwaitedLabels, Counter>,
     leader: Gauge,
     /// `aws_rate_limit`, refreshed from `pacing` when scraped.
     rates: Family<RateLabels, Gauge<f64, AtomicU64>>,
@@ -213,6 +222,12 @@ impl Metrics {
             "Key policy changes by another writer inside one of our read-modify-writes",
             concurrent_edits.clone(),
         );
+        let wakeups = Family::<AwaitedLabels, Counter>::default();
+        registry.register(
+            "update_watch_wakeups",
+            "Resources reconciled at once because the application list showed what they waited for (update_end | restart_slot)",
+            wakeups.clone(),
+        );
         let rates = Family::<RateLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "aws_rate_limit",
@@ -250,6 +265,7 @@ impl Metrics {
             aws_latency,
             throttles,
             concurrent_edits,
+            wakeups,
             leader,
             rates,
             pacing: Mutex::default(),
@@ -385,6 +401,15 @@ impl Metrics {
         self.concurrent_edits
             .get_or_create(&StageLabels {
                 stage: stage.to_string(),
+            })
+            .inc();
+    }
+
+    /// `run` woke a waiting resource (`run_watch`); `awaited`: `update_end` | `restart_slot`.
+    pub fn update_watch_wakeup(&self, awaited: &str) {
+        self.wakeups
+            .get_or_create(&AwaitedLabels {
+                awaited: awaited.to_string(),
             })
             .inc();
     }

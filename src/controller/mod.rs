@@ -38,6 +38,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod restart_budget;
 pub mod restart_seed;
+pub mod run_watch;
 pub mod status;
 pub mod tenancy;
 pub mod update_watch;
