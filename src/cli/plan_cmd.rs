@@ -67,8 +67,9 @@ pub struct CommonArgs {
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
 
-    /// Resources processed at the same time.
-    #[arg(long, default_value_t = 16)]
+    /// Reconcile passes in flight at once. In apply a resource waiting for MSF holds none;
+    /// the AWS pacing and --max-concurrent-restarts are the real limits.
+    #[arg(long, default_value_t = crate::controller::batch::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
 
     #[command(flatten)]
@@ -90,8 +91,9 @@ pub struct ApplyArgs {
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// Poll at most this far apart while an application is in a transient status.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// How often the applications being updated are looked at: one ListApplications per
+    /// region (a page per 50 applications) for all of them, not one call per resource.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub poll_interval: Duration,
 
     /// After a key policy write, how long to let it propagate in KMS (eventually consistent)

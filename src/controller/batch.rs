@@ -286,9 +286,13 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
         match wait {
             Wait::For(d) => tokio::time::sleep(d).await,
             Wait::Slot => {
-                run.watch
+                let watched = run
+                    .watch
                     .until_slot(account, &region, SLOT_FALLBACK.min(left))
-                    .await
+                    .await;
+                if !watched {
+                    tokio::time::sleep(opts.poll).await;
+                }
             }
             Wait::Updating => {
                 let settled = run

@@ -41,7 +41,11 @@ type LaneKey = (usize, String);
 struct Lane<'a> {
     core: &'a Core,
     region: String,
-    updating: HashMap<String, Vec<oneshot::Sender<Seen>>>,
+    /// Per application, its waiters and the poll count when each registered.
+    updating: HashMap<String, Vec<(oneshot::Sender<Seen>, u64)>>,
+    /// Polls started: a list sent before a waiter registered may predate its update, so it
+    /// settles only the waiters registered before it.
+    polls: u64,
     slots: VecDeque<oneshot::Sender<()>>,
     /// ListApplications was refused (e.g. an IAM policy without it): waiters of this lane
     /// poll by themselves, as before.
@@ -72,8 +76,9 @@ impl<'a> Lane<'a> {
         }
     }
 
-    /// Wakes the waiters whose application the list shows out of UPDATING, or not at all.
-    fn settle(&mut self, listed: Vec<ApplicationSummary>) {
+    /// Wakes the waiters whose application the list (poll number `poll`) shows out of
+    /// UPDATING, or not at all.
+    fn settle(&mut self, listed: Vec<ApplicationSummary>, poll: u64) {
         let by_name: HashMap<String, ApplicationSummary> =
             listed.into_iter().map(|a| (a.name.clone(), a)).collect();
         let core = self.core;
@@ -84,19 +89,27 @@ impl<'a> Lane<'a> {
                 Some(a) if restart_budget::in_progress(&a.status) => return true,
                 Some(a) => Seen::Settled(a.clone()),
             };
+            let (before, after): (Vec<_>, Vec<_>) = waiters
+                .drain(..)
+                .partition(|(_, registered)| *registered < poll);
+            if before.is_empty() {
+                *waiters = after;
+                return true;
+            }
             // Out of UPDATING frees the slot its restart held, before a slot waiter looks.
             core.restart_budget.release(&region, name);
-            for tx in waiters.drain(..) {
+            for (tx, _) in before {
                 let _ = tx.send(seen.clone());
             }
-            false
+            *waiters = after;
+            !waiters.is_empty()
         });
         lifecycle::report_slots(core, &region);
     }
 
     fn fail_all(&mut self) {
         for (_, waiters) in self.updating.drain() {
-            for tx in waiters {
+            for (tx, _) in waiters {
                 let _ = tx.send(Seen::Unknown);
             }
         }
@@ -139,6 +152,7 @@ impl<'a> UpdateWatch<'a> {
                 region: region.to_string(),
                 updating: HashMap::new(),
                 slots: VecDeque::new(),
+                polls: 0,
                 refused: false,
             });
             if lane.refused {
@@ -161,56 +175,67 @@ impl<'a> UpdateWatch<'a> {
         application: &str,
     ) -> Option<Seen> {
         let rx = self.register(core, region, |lane, tx| {
+            let registered = lane.polls;
             lane.updating
                 .entry(application.to_string())
                 .or_default()
-                .push(tx)
+                .push((tx, registered))
         })?;
         rx.await.ok()
     }
 
     /// Waits until a restart slot of `core`'s account in `region` is free (first come, first
     /// served), at most `limit` long (a slot held by something this run does not watch).
-    pub async fn until_slot(&self, core: &'a Core, region: &str, limit: Duration) {
+    /// False: this watch cannot tell (the caller polls by itself).
+    pub async fn until_slot(&self, core: &'a Core, region: &str, limit: Duration) -> bool {
         let Some(rx) = self.register(core, region, |lane, tx| lane.slots.push_back(tx)) else {
-            return tokio::time::sleep(limit).await;
+            return false;
         };
         let _ = tokio::time::timeout(limit, rx).await;
+        true
     }
 
     /// Polls while anyone waits. Never returns: `apply` drops it once every resource is done.
     pub async fn run(&self) {
         loop {
-            let busy: Vec<(LaneKey, &'a Core, String, bool)> = {
-                let lanes = self.lanes();
-                lanes
-                    .iter()
-                    .filter(|(_, l)| !l.idle())
-                    .map(|(k, l)| (k.clone(), l.core, l.region.clone(), !l.updating.is_empty()))
-                    .collect()
-            };
-            if busy.is_empty() {
+            if self.lanes().values().all(Lane::idle) {
                 self.wake.notified().await;
                 continue;
             }
             tokio::time::sleep(self.interval).await;
-            let polls = busy
-                .into_iter()
-                .map(|(key, core, region, list)| async move {
-                    let listed = match list {
-                        true => Some(core.msf.list_applications(&region).await),
-                        false => None,
-                    };
-                    self.apply_poll(&key, listed);
-                });
+            let polls =
+                self.start_polls()
+                    .into_iter()
+                    .map(|(key, core, region, list, poll)| async move {
+                        let listed = match list {
+                            true => Some(core.msf.list_applications(&region).await),
+                            false => None,
+                        };
+                        self.apply_poll(&key, listed, poll);
+                    });
             futures::future::join_all(polls).await;
         }
+    }
+
+    /// The lanes someone waits in, each with the number of the poll starting now.
+    fn start_polls(&self) -> Vec<(LaneKey, &'a Core, String, bool, u64)> {
+        let mut lanes = self.lanes();
+        lanes
+            .iter_mut()
+            .filter(|(_, l)| !l.idle())
+            .map(|(k, l)| {
+                l.polls += 1;
+                let list = !l.updating.is_empty();
+                (k.clone(), l.core, l.region.clone(), list, l.polls)
+            })
+            .collect()
     }
 
     fn apply_poll(
         &self,
         key: &LaneKey,
         listed: Option<Result<Vec<ApplicationSummary>, crate::aws::AwsError>>,
+        poll: u64,
     ) {
         let mut lanes = self.lanes();
         let Some(lane) = lanes.get_mut(key) else {
@@ -218,7 +243,7 @@ impl<'a> UpdateWatch<'a> {
         };
         match listed {
             None => {}
-            Some(Ok(apps)) => lane.settle(apps),
+            Some(Ok(apps)) => lane.settle(apps, poll),
             Some(Err(e)) => {
                 if e.category == ErrorCategory::Terminal {
                     tracing::warn!(error = %e, region = %lane.region, "cannot list applications; each waiting resource polls by itself");

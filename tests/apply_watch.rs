@@ -1,0 +1,126 @@
+//! `apply`'s wait for MSF (`controller::update_watch`), on the embedded emulator: the updates
+//! are waited for with ListApplications, a resource waiting for a restart slot is woken when
+//! one frees, and without the ListApplications permission every resource still converges,
+//! describing its application by itself. Counts are the emulator's; nothing is timed.
+
+use std::time::Duration;
+
+use msf_cmk_controller::api::{ApplicationEncryptionSpec, DeletionPolicy, KeyPolicySpec, KeyType};
+use msf_cmk_controller::aws::{ConnectOptions, connect};
+use msf_cmk_controller::cli::plan_cmd::batch_core;
+use msf_cmk_controller::controller::batch::{self, ApplyOptions, Done};
+use msf_cmk_controller::controller::context::Core;
+use msf_cmk_controller::controller::manifests::Manifest;
+use msf_cmk_controller::controller::tenancy::Tenancy;
+use msf_cmk_controller::domain::ApplicationStatus;
+use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
+use msf_cmk_controller::planner::Defaults;
+
+const REGION: &str = "us-east-1";
+
+async fn emulator() -> EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        update_delay: Duration::from_millis(100),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn core(emu: &EmulatorHandle, max_concurrent_restarts: u32) -> Core {
+    let mut opts = ConnectOptions::local(emu.endpoint());
+    opts.max_attempts = 1;
+    let aws = connect(&opts).await.unwrap();
+    let mut core = batch_core(
+        aws.msf,
+        aws.kms,
+        Defaults {
+            region: REGION.into(),
+            operator_role_arn: Some(format!(
+                "arn:aws:iam::{}:role/msf-cmk-operator",
+                emu.account_id()
+            )),
+        },
+        Tenancy(None),
+        Duration::ZERO,
+    );
+    core.set_max_concurrent_restarts(max_concurrent_restarts);
+    core
+}
+
+/// `n` RUNNING applications on one new key.
+fn fleet(emu: &EmulatorHandle, n: usize) -> Vec<Manifest> {
+    let key = emu.create_key(REGION, None).unwrap();
+    (0..n)
+        .map(|i| {
+            let name = format!("watched-{i:02}");
+            emu.create_application(REGION, &name, "FLINK-1_20", ApplicationStatus::Running)
+                .unwrap();
+            Manifest {
+                namespace: "ns".into(),
+                name: name.clone(),
+                spec: ApplicationEncryptionSpec {
+                    application_name: name,
+                    region: Some(REGION.into()),
+                    key_type: KeyType::CustomerManagedKey,
+                    key_id: Some(key.clone()),
+                    key_policy: KeyPolicySpec::default(),
+                    deletion_policy: DeletionPolicy::Retain,
+                    suspend: false,
+                    allow_stateless_restart: false,
+                },
+                source: "test".into(),
+                retry_update: None,
+            }
+        })
+        .collect()
+}
+
+fn opts() -> ApplyOptions {
+    ApplyOptions {
+        concurrency: 4,
+        timeout: Duration::from_secs(60),
+        poll: Duration::from_millis(20),
+    }
+}
+
+fn assert_converged(done: &[Done]) {
+    for d in done {
+        assert_eq!(d.outcome.ready(), "True", "{:#?}", d.outcome.status);
+    }
+}
+
+#[tokio::test]
+async fn resources_waiting_for_a_restart_slot_are_woken_as_slots_free() {
+    let emu = emulator().await;
+    let n = 8;
+    let manifests = fleet(&emu, n);
+    emu.reset_counts();
+    let done = batch::apply_all(&core(&emu, 2).await, &manifests, opts(), |_| {}).await;
+    assert_converged(&done);
+    assert_eq!(emu.call_count("UpdateApplication"), n as u64, "one each");
+    assert!(emu.call_count("ListApplications") >= 1);
+    for d in &done {
+        let app = &manifests[d.index].spec.application_name;
+        assert!(
+            emu.application(REGION, app).unwrap().status.is_updatable(),
+            "{app}: apply returned before MSF finished"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_list_applications_each_resource_describes_its_application() {
+    let emu = emulator().await;
+    let n = 6;
+    let manifests = fleet(&emu, n);
+    emu.set_fault("ListApplications", Fault::deny());
+    emu.reset_counts();
+    let done = batch::apply_all(&core(&emu, 0).await, &manifests, opts(), |_| {}).await;
+    assert_converged(&done);
+    assert_eq!(emu.call_count("UpdateApplication"), n as u64);
+    // Refused once, then never asked again in this run.
+    assert_eq!(emu.call_count("ListApplications"), 1);
+    // Each application described before its update and at least once after it.
+    assert!(emu.call_count("DescribeApplication") >= 2 * n as u64);
+}
