@@ -81,12 +81,17 @@ fn defaults_are_unchanged() {
     let a = apply(&[]).unwrap();
     assert_eq!(
         (a.timeout, a.poll_interval, a.policy_settle),
-        (secs(900), secs(5), secs(20))
+        (secs(900), secs(1), secs(20))
     );
     let r = run(&[]).unwrap();
     assert_eq!(
-        (r.resync_period, r.lease_duration, r.policy_settle),
-        (secs(300), secs(15), secs(20))
+        (
+            r.resync_period,
+            r.lease_duration,
+            r.policy_settle,
+            r.poll_interval
+        ),
+        (secs(300), secs(15), secs(20), secs(1))
     );
 }
 
