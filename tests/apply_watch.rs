@@ -12,7 +12,7 @@ use msf_cmk_controller::controller::batch::{self, ApplyOptions, Done};
 use msf_cmk_controller::controller::context::Core;
 use msf_cmk_controller::controller::manifests::Manifest;
 use msf_cmk_controller::controller::tenancy::Tenancy;
-use msf_cmk_controller::domain::ApplicationStatus;
+use msf_cmk_controller::domain::{ApplicationStatus, AppliedEncryption};
 use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 use msf_cmk_controller::planner::Defaults;
 
@@ -28,6 +28,14 @@ async fn emulator() -> EmulatorHandle {
 }
 
 async fn core(emu: &EmulatorHandle, max_concurrent_restarts: u32) -> Core {
+    core_settling(emu, max_concurrent_restarts, Duration::ZERO).await
+}
+
+async fn core_settling(
+    emu: &EmulatorHandle,
+    max_concurrent_restarts: u32,
+    settle: Duration,
+) -> Core {
     let mut opts = ConnectOptions::local(emu.endpoint());
     opts.max_attempts = 1;
     let aws = connect(&opts).await.unwrap();
@@ -42,7 +50,7 @@ async fn core(emu: &EmulatorHandle, max_concurrent_restarts: u32) -> Core {
             )),
         },
         Tenancy(None),
-        Duration::ZERO,
+        settle,
     );
     core.set_max_concurrent_restarts(max_concurrent_restarts);
     core
@@ -123,4 +131,55 @@ async fn without_list_applications_each_resource_describes_its_application() {
     assert_eq!(emu.call_count("ListApplications"), 1);
     // Each application described before its update and at least once after it.
     assert!(emu.call_count("DescribeApplication") >= 2 * n as u64);
+}
+
+#[tokio::test]
+async fn the_settle_time_is_waited_out_on_the_description_already_made() {
+    let emu = emulator().await;
+    let n = 8;
+    let manifests = fleet(&emu, n);
+    emu.reset_counts();
+    let core = core_settling(&emu, 0, Duration::from_millis(300)).await;
+    let done = batch::apply_all(&core, &manifests, opts(), |_| {}).await;
+    assert_converged(&done);
+    // Describe, write the key, wait for the settle time, update (on the same description),
+    // wait for MSF (the list), converged (on the update's answer): one description each.
+    assert_eq!(emu.call_count("DescribeApplication"), n as u64);
+    assert_eq!(emu.call_count("UpdateApplication"), n as u64);
+    assert_eq!(emu.call_count("PutKeyPolicy"), 1);
+}
+
+#[tokio::test]
+async fn an_application_changed_during_the_settle_time_is_described_again() {
+    let emu = emulator().await;
+    let manifests = fleet(&emu, 1);
+    let app = manifests[0].spec.application_name.clone();
+    emu.reset_counts();
+    let core = core_settling(&emu, 0, Duration::from_secs(1)).await;
+    let apply = batch::apply_all(&core, &manifests, opts(), |_| {});
+    let console = async {
+        // Once the policy is written, the settle time runs: a change in the console now
+        // makes a new version (and conditional token).
+        for _ in 0..500 {
+            if emu.call_count("PutKeyPolicy") == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        emu.set_application_encryption(REGION, &app, AppliedEncryption::default())
+            .unwrap();
+    };
+    let (done, ()) = tokio::join!(apply, console);
+    assert_converged(&done);
+    // The update made on the description from before the change is refused by MSF (its
+    // token is stale); the next pass describes the application again and updates it.
+    let updates = emu.outcome_counts().remove("UpdateApplication").unwrap();
+    assert_eq!(
+        updates.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("ConcurrentModificationException".to_string(), 1),
+            ("ok".to_string(), 1)
+        ]
+    );
+    assert_eq!(emu.call_count("DescribeApplication"), 2);
 }

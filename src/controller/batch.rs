@@ -165,7 +165,9 @@ enum Wait {
     Updating,
     /// For a restart slot: until the watch sees one free.
     Slot,
-    /// A known time (the settle time, a backoff, a poll).
+    /// The settle time of a key policy write: a known deadline, nothing to poll for.
+    Settle(Duration),
+    /// A known time (a backoff, a poll).
     For(Duration),
 }
 
@@ -187,7 +189,9 @@ fn wait_of(core: &Core, key: &str, outcome: &Outcome, opts: ApplyOptions) -> Opt
         }
         Next::Waiting(_) if updating => Some(Wait::Updating),
         // The settle time is a known deadline: nothing to poll for before it.
-        Next::Waiting(d) if reason == Some("WaitingForKeyPolicyPropagation") => Some(Wait::For(d)),
+        Next::Waiting(d) if reason == Some("WaitingForKeyPolicyPropagation") => {
+            Some(Wait::Settle(d))
+        }
         Next::Waiting(d) => Some(Wait::For(d.min(opts.poll))),
         Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => Some(Wait::For(
             core.backoff
@@ -260,9 +264,11 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
         updates += outcome.application_updates;
         outcome.key_policy_writes = puts;
         outcome.application_updates = updates;
+        let updated_now = outcome.accepted.is_some();
         if let Some(a) = outcome.accepted.take() {
             accepted = Some(a);
         }
+        let described = outcome.described.take();
         let Some(wait) = wait_of(core, &key, &outcome, opts) else {
             return Done {
                 index,
@@ -271,7 +277,7 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
             };
         };
         let bound = match wait {
-            Wait::For(d) => d,
+            Wait::For(d) | Wait::Settle(d) => d,
             Wait::Updating | Wait::Slot => opts.poll,
         };
         let left = opts.timeout.saturating_sub(start.elapsed());
@@ -285,6 +291,17 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
         previous = Some(outcome.status);
         match wait {
             Wait::For(d) => tokio::time::sleep(d).await,
+            Wait::Settle(d) => {
+                // Nothing but the settle time stood in the way: this pass's description is
+                // the next pass's observation. If the application changed meanwhile, its
+                // version and conditional token did too, and MSF refuses the update
+                // (ConcurrentModificationException): a conflict, retried after a backoff by a
+                // pass that describes it again.
+                if !updated_now {
+                    hint_next = described;
+                }
+                tokio::time::sleep(d).await;
+            }
             Wait::Slot => {
                 let watched = run
                     .watch

@@ -143,6 +143,8 @@ pub struct Outcome {
     /// The application as our UpdateApplication's answer described it (the new version, with
     /// its lifecycle markers), when this reconcile updated it.
     pub accepted: Option<ApplicationDescription>,
+    /// What this reconcile's own DescribeApplication said (none when it used a hint).
+    pub described: Option<ApplicationDescription>,
 }
 
 impl Outcome {
@@ -266,8 +268,16 @@ pub async fn reconcile_observed(
     }
 
     // Observe.
+    let observed_itself = hint.is_none();
     let (application, desired_key, current_key, app_lifecycle) =
         observe::application_and_keys(core, spec, &region, desired_key, hint).await;
+    let described = match (&application, observed_itself) {
+        (Observed::Found(a), true) => Some(ApplicationDescription {
+            application: a.clone(),
+            lifecycle: app_lifecycle.clone(),
+        }),
+        _ => None,
+    };
     let desired_key_arn = desired_key.found().map(|k| k.arn.clone());
     let current_key_policy =
         observe::leaving_key_policy(core, spec, &desired_key, &current_key).await;
@@ -571,6 +581,7 @@ pub async fn reconcile_observed(
         application_updates: updates,
         desired_key_arn,
         accepted: updated,
+        described,
     }
 }
 
@@ -715,6 +726,7 @@ fn not_admitted(
         application_updates: 0,
         desired_key_arn: None,
         accepted: None,
+        described: None,
     }
 }
 
