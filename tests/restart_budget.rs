@@ -525,3 +525,27 @@ async fn a_new_leader_frees_the_seeded_slots_of_updates_that_ended_while_none_ra
     assert_eq!(restart_seed::free_ended(&after, &objects).await, 0);
     assert_eq!(emu.call_count("UpdateApplication"), 3);
 }
+
+/// The deletion of a resource that lost a conflict over the application touches nothing: it
+/// neither waits for the winner's restart nor frees the winner's slot.
+#[tokio::test]
+async fn deleting_a_conflict_loser_leaves_the_winner_s_slot_alone() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let key = emu.create_key(REGION, None).unwrap();
+    emu.create_application(REGION, "a", "FLINK-1_20", ApplicationStatus::Running)
+        .unwrap();
+    let core = core(&emu, 1).await;
+    let a = spec("a", &key);
+    let oa = pass(&core, &a, None).await;
+    assert_eq!(oa.application_updates, 1);
+    let mut loser = deleting(&a, &oa.status);
+    loser.name = "loser";
+    loser.conflict = Some("ns/a keeps application a".into());
+    let described = emu.call_count("DescribeApplication");
+    let notes = finalizer::cleanup(&core, &loser).await.unwrap();
+    assert!(notes.is_empty());
+    assert!(!finalizer::restart_pending(&core, &loser));
+    finalizer::forget(&core, &loser);
+    assert!(core.restart_budget.holds(REGION, "a"));
+    assert_eq!(emu.call_count("DescribeApplication"), described);
+}

@@ -63,17 +63,7 @@ pub async fn cleanup(core: &Core, subject: &Subject<'_>) -> Result<Vec<Note>, Cl
     let spec = subject.spec;
     let mut notes = Vec::new();
     let region = region_of(core, spec);
-    let refused = subject.conflict.is_some()
-        || core
-            .tenancy
-            .check_application(subject.namespace, &spec.application_name)
-            .is_err()
-        || core.account.as_ref().is_some_and(|scope| {
-            scope
-                .check(subject.namespace, &region, spec.key_id.as_deref())
-                .is_err()
-        });
-    if refused || spec.suspend {
+    if !acts(core, subject, &region) {
         return Ok(notes);
     }
 
@@ -185,9 +175,30 @@ async fn revert(
     })
 }
 
+/// Whether the cleanup acts for `subject` at all: not refused (conflict, tenancy, account
+/// scope), not suspended.
+fn acts(core: &Core, subject: &Subject<'_>, region: &str) -> bool {
+    let spec = subject.spec;
+    let refused = subject.conflict.is_some()
+        || core
+            .tenancy
+            .check_application(subject.namespace, &spec.application_name)
+            .is_err()
+        || core.account.as_ref().is_some_and(|scope| {
+            scope
+                .check(subject.namespace, region, spec.key_id.as_deref())
+                .is_err()
+        });
+    !refused && !spec.suspend
+}
+
 /// The cleanup is over: whatever the rollout budget still knows of the application (an update
-/// of a READY application, a wait) is dropped with the resource.
+/// of a READY application, a wait) is dropped with the resource. Not for a resource in
+/// conflict: the application's slot, if any, is the winner's.
 pub fn forget(core: &Core, subject: &Subject<'_>) {
+    if subject.conflict.is_some() {
+        return;
+    }
     let core = core.for_namespace(subject.namespace);
     let region = region_of(core, subject.spec);
     core.restart_budget
@@ -199,10 +210,13 @@ pub fn forget(core: &Core, subject: &Subject<'_>) {
 /// the finalizer must stay until it ends, so that its slot is freed.
 pub fn restart_pending(core: &Core, subject: &Subject<'_>) -> bool {
     let core = core.for_namespace(subject.namespace);
-    core.restart_budget.holds(
-        &region_of(core, subject.spec),
-        &subject.spec.application_name,
-    )
+    let region = region_of(core, subject.spec);
+    // A cleanup that does not act made no revert (a slot held is another resource's, or is
+    // dropped with this one by `forget`).
+    acts(core, subject, &region)
+        && core
+            .restart_budget
+            .holds(&region, &subject.spec.application_name)
 }
 
 fn region_of(core: &Core, spec: &crate::api::ApplicationEncryptionSpec) -> String {
