@@ -15,6 +15,7 @@ const NOT_REASONS: &[&str] = &[
     "DescribeApplication",
     "DescribeApplicationOperation",
     "ListApplicationOperations",
+    "ListApplications",
     "DescribeKey",
     "GetKeyPolicy",
     "PutKeyPolicy",
