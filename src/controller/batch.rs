@@ -1,6 +1,7 @@
 //! Reconciling many manifests at once, without a cluster (`plan` / `apply`, the demo, the
-//! benchmarks). Every resource sees all the others as peers, so the applications sharing a key
-//! are written in one PutKeyPolicy (the key lock and the shared read do the rest).
+//! benchmarks). Every resource sees as peers the others that may share its key or claim its
+//! application, so the applications sharing a key are written in one PutKeyPolicy (the key
+//! lock and the shared read do the rest).
 
 use std::time::{Duration, Instant};
 
@@ -79,10 +80,28 @@ fn conflicts(peers: &[Peer], core: &Core) -> Vec<Option<String>> {
         .collect()
 }
 
+/// Each manifest's peers: the ones its reconcile can need ([`claims::relevant`]), so that a
+/// pass walks its key's co-tenants and its application's claims, not all N manifests.
+fn relevant_peers(peers: &[Peer]) -> Vec<Vec<Peer>> {
+    let keys: Vec<(Option<&str>, &str)> = peers
+        .iter()
+        .map(|p| (p.spec.key_id.as_deref(), p.spec.application_name.as_str()))
+        .collect();
+    keys.iter()
+        .map(|me| {
+            claims::relevant(&keys, *me)
+                .into_iter()
+                .map(|i| peers[i].clone())
+                .collect()
+        })
+        .collect()
+}
+
 /// Plans every manifest (reads only). Results in input order.
 pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -> Vec<Outcome> {
-    let peers = peers(manifests);
-    let conflicts = conflicts(&peers, core);
+    let all = peers(manifests);
+    let conflicts = conflicts(&all, core);
+    let peers = relevant_peers(&all);
     let mut out: Vec<(usize, Outcome)> = futures::stream::iter(manifests.iter().enumerate())
         .map(|(i, m)| {
             let subject = Subject {
@@ -94,7 +113,7 @@ pub async fn plan_all(core: &Core, manifests: &[Manifest], concurrency: usize) -
                 conflict: conflicts[i].clone(),
                 retry_update: m.retry_update.as_deref(),
             };
-            let peers = &peers;
+            let peers = &peers[i];
             async move {
                 let o = reconcile::reconcile(core, &subject, peers, Mode::DryRun, Utc::now()).await;
                 (i, o)
@@ -120,8 +139,9 @@ pub async fn apply_all(
     opts: ApplyOptions,
     on_done: impl Fn(&Done) + Sync,
 ) -> Vec<Done> {
-    let peers = peers(manifests);
-    let conflicts = conflicts(&peers, core);
+    let all = peers(manifests);
+    let conflicts = conflicts(&all, core);
+    let peers = relevant_peers(&all);
     let watch = UpdateWatch::new(opts.poll);
     let run = Run {
         core,
@@ -151,7 +171,8 @@ pub async fn apply_all(
 /// What every resource's loop of one `apply` shares.
 struct Run<'a> {
     core: &'a Core,
-    peers: &'a [Peer],
+    /// Each manifest's peers ([`relevant_peers`]), by index.
+    peers: &'a [Vec<Peer>],
     opts: ApplyOptions,
     watch: &'a UpdateWatch<'a>,
     /// Reconcile passes in flight (`--concurrency`).
@@ -253,7 +274,7 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
             reconcile::reconcile_observed(
                 core,
                 &subject,
-                run.peers,
+                &run.peers[index],
                 Mode::Execute,
                 Utc::now(),
                 hint,

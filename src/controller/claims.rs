@@ -64,3 +64,32 @@ pub fn conflict_of(core: &Core, peers: &[Peer], namespace: &str, name: &str) -> 
     let winner = losers(core, peers)[me]?;
     Some(conflict_message(core, &peers[me], &peers[winner]))
 }
+
+/// Which of `all` (key id, application name) a reconcile of `me` needs as peers: those that may
+/// share its key (the same key id, or an id that is not a full key ARN and may resolve to it),
+/// and every claim of their applications and of its own (conflicts among them). Both `run`
+/// and `apply` give a reconcile only these: a reconcile walks its peers (co-tenants, claims),
+/// so all N as peers of each of N resources cost O(N²) (5 s of CPU at N = 1,000).
+pub fn relevant(all: &[(Option<&str>, &str)], me: (Option<&str>, &str)) -> Vec<usize> {
+    let my_key = me.0.filter(|k| !k.is_empty());
+    let may_share_key = |key: Option<&str>| match (my_key, key) {
+        (Some(mine), Some(theirs)) => mine == theirs || !is_key_arn(mine) || !is_key_arn(theirs),
+        _ => false,
+    };
+    let applications: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|(key, _)| may_share_key(*key))
+        .map(|(_, app)| *app)
+        .chain([me.1])
+        .collect();
+    all.iter()
+        .enumerate()
+        .filter(|(_, (key, app))| applications.contains(app) || may_share_key(*key))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A full key ARN names one key; anything else (alias, bare id) may resolve to any key.
+fn is_key_arn(key_id: &str) -> bool {
+    key_id.starts_with("arn:") && key_id.contains(":key/")
+}

@@ -506,27 +506,15 @@ fn relevant(
     all: &[Arc<ApplicationEncryption>],
     me: &ApplicationEncryption,
 ) -> Vec<Arc<ApplicationEncryption>> {
-    use std::collections::HashSet;
-    let my_key = me.spec.key_id.as_deref().filter(|k| !k.is_empty());
-    let may_share_key = |o: &ApplicationEncryption| match (my_key, o.spec.key_id.as_deref()) {
-        (Some(mine), Some(theirs)) => mine == theirs || !is_key_arn(mine) || !is_key_arn(theirs),
-        _ => false,
-    };
-    let applications: HashSet<&str> = all
+    let claims: Vec<(Option<&str>, &str)> = all
         .iter()
-        .filter(|o| may_share_key(o))
-        .map(|o| o.spec.application_name.as_str())
-        .chain([me.spec.application_name.as_str()])
+        .map(|o| (o.spec.key_id.as_deref(), o.spec.application_name.as_str()))
         .collect();
-    all.iter()
-        .filter(|o| applications.contains(o.spec.application_name.as_str()) || may_share_key(o))
-        .cloned()
+    let mine = (me.spec.key_id.as_deref(), me.spec.application_name.as_str());
+    claims::relevant(&claims, mine)
+        .into_iter()
+        .map(|i| all[i].clone())
         .collect()
-}
-
-/// A full key ARN names one key; anything else (alias, bare id) may resolve to any key.
-fn is_key_arn(key_id: &str) -> bool {
-    key_id.starts_with("arn:") && key_id.contains(":key/")
 }
 
 /// Every cached resource as a peer: deleted ones too, because they keep their application
