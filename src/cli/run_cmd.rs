@@ -35,9 +35,17 @@ pub struct RunArgs {
     pub namespaces: Vec<String>,
 
     /// Steady-state resync: how often a converged resource is compared with AWS again (drift
-    /// made in AWS raises no watch event). e.g. 30s, 1m30s, 5m, 1h.
+    /// made in AWS raises no watch event). e.g. 30s, 1m30s, 5m, 1h. The shortest period: it
+    /// grows once resyncs would ask for more than --resync-share of the reconcile capacity.
     #[arg(long, env = "MSF_CMK_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,
+
+    /// The largest share (above 0, at most 1) of the reconcile capacity (--concurrency slots
+    /// over the mean reconcile time) that resyncs of converged resources may ask for: with more
+    /// resources the resync period is stretched to resources x mean reconcile / (share x
+    /// concurrency), so that new resources and spec changes are never starved.
+    #[arg(long, env = "MSF_CMK_RESYNC_SHARE", default_value = "0.5", value_parser = parse_share)]
+    pub resync_share: f64,
 
     /// After a key policy write, how long to let it propagate in KMS (eventually consistent)
     /// before UpdateApplication; 0 switches in the same pass.
@@ -132,6 +140,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration {:?} must be positive", s.trim()));
     }
     Ok(d)
+}
+
+/// `--resync-share`: a number in (0, 1].
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    let share: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a number (e.g. 0.5)", s.trim()))?;
+    if !(share > 0.0 && share <= 1.0) {
+        return Err(format!(
+            "{share} is not a share of the capacity: above 0, at most 1 (e.g. 0.5)"
+        ));
+    }
+    Ok(share)
 }
 
 /// A duration that may be zero (`0`, `0s`); see [`parse_duration`] for the forms.
@@ -283,14 +305,18 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         namespaces = ?a.namespaces,
         region = %aws.default_region,
         resync = ?a.resync_period,
+        resync_share = a.resync_share,
         leader_election = a.leader_election,
         "starting"
     );
 
     let namespaces = a.namespaces.clone();
-    let concurrency = a.concurrency.max(1);
-    let coalesce = a.coalesce_window;
-    let poll = a.poll_interval;
+    let settings = kube_loop::LoopSettings {
+        concurrency: a.concurrency.max(1),
+        coalesce_window: a.coalesce_window,
+        poll: a.poll_interval,
+        resync_share: a.resync_share,
+    };
     if let Some(cfg) = leader_cfg {
         let h = health.clone();
         let run_client = client.clone();
@@ -300,14 +326,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
                 cfg,
                 fence,
                 move |leading| h.set(if leading { Health::LEADER } else { Health::STANDBY }),
-                move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), concurrency, coalesce, poll),
+                move || kube_loop::run_controllers(run_client.clone(), core.clone(), namespaces.clone(), settings),
             ) => r?,
             _ = shutdown_signal() => tracing::info!("signal received: stopping"),
         }
     } else {
         health.set(Health::LEADER);
         tokio::select! {
-            _ = kube_loop::run_controllers(client, core, namespaces, concurrency, coalesce, poll) => {}
+            _ = kube_loop::run_controllers(client, core, namespaces, settings) => {}
             _ = shutdown_signal() => tracing::info!("signal received: stopping"),
         }
     }
@@ -394,5 +420,15 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn shares() {
+        assert_eq!(parse_share("0.5"), Ok(0.5));
+        assert_eq!(parse_share(" 1 "), Ok(1.0));
+        assert_eq!(parse_share("0.05"), Ok(0.05));
+        for bad in ["0", "-0.5", "1.5", "NaN", "inf", "half", ""] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
     }
 }

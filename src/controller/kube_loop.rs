@@ -6,7 +6,8 @@
 //!   patches do not trigger reconciles; drift made in AWS is caught by the requeue instead.
 //! - Status is written by one server-side-apply patch of `/status` (field manager
 //!   `msf-cmk-controller`, forced: the controller owns the status).
-//! - Requeue: short while waiting, the resync period when converged or terminal, per-object
+//! - Requeue: short while waiting, the resync period when converged or terminal (stretched so
+//!   that resyncs stay under a share of the reconcile capacity, [`resync`]), per-object
 //!   backoff with jitter on transient errors.
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::controller::finalizer as cleanup;
 use crate::controller::lifecycle;
 use crate::controller::metrics::Timer;
 use crate::controller::reconcile::{self, Mode, Next, Note, Peer, Subject};
+use crate::controller::resync::{self, Pacer, ResyncConfig};
 use crate::controller::update_watch::UpdateWatch;
 use crate::controller::{restart_budget, restart_seed, run_watch};
 use crate::domain::ErrorCategory;
@@ -93,6 +95,8 @@ pub struct KubeContext {
     /// Resources to reconcile again when their update ends or a restart slot frees
     /// (`run_watch`).
     pub follow: UnboundedSender<run_watch::Follow>,
+    /// How often converged resources are resynced, and how many resyncs run at once.
+    pub resync: Pacer,
 }
 
 impl KubeContext {
@@ -106,6 +110,11 @@ impl KubeContext {
             .iter()
             .position(|n| n == namespace)
             .unwrap_or(0)
+    }
+
+    /// How many resources the controller of `namespace` caches: its resync demand.
+    fn resources_of(&self, controller: usize) -> usize {
+        self.stores.get(controller).map_or(0, Store::len)
     }
 
     /// Asks the watch to reconcile `obj` again as soon as what it waits for happens.
@@ -134,17 +143,32 @@ fn object_key(obj: &ApplicationEncryption) -> String {
     format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
+/// How `run` drives its controllers.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopSettings {
+    /// Reconciles at once, per controller.
+    pub concurrency: u16,
+    /// The quiet time that ends a burst of new resources (see `arrivals`).
+    pub coalesce_window: Duration,
+    /// How often the watch lists applications while updates of ours run (`run_watch`).
+    pub poll: Duration,
+    /// The share of the reconcile capacity resyncs may use (`resync`).
+    pub resync_share: f64,
+}
+
 /// Runs the controllers over `namespaces` (empty: all namespaces) until they stop.
-/// `coalesce_window`: the quiet time that ends a burst of new resources (see `arrivals`);
-/// `poll`: how often the watch lists applications while updates of ours run (`run_watch`).
 pub async fn run_controllers(
     client: Client,
     core: Arc<Core>,
     namespaces: Vec<String>,
-    concurrency: u16,
-    coalesce_window: Duration,
-    poll: Duration,
+    settings: LoopSettings,
 ) {
+    let LoopSettings {
+        concurrency,
+        coalesce_window,
+        poll,
+        resync_share,
+    } = settings;
     let apis: Vec<Api<ApplicationEncryption>> = if namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
@@ -188,6 +212,15 @@ pub async fn run_controllers(
     let (triggers, trigger_streams): (Vec<_>, Vec<_>) = (0..streams.len())
         .map(|_| futures::channel::mpsc::unbounded())
         .unzip();
+    let resync = Pacer::new(
+        ResyncConfig {
+            configured: core.settings.resync,
+            share: resync_share,
+            concurrency,
+        },
+        streams.len(),
+    );
+    core.metrics.set_resync_period(core.settings.resync);
     let ctx = Arc::new(KubeContext {
         core: core.clone(),
         reporter: reporter(),
@@ -197,6 +230,7 @@ pub async fn run_controllers(
         seeds_checked: std::sync::atomic::AtomicBool::new(false),
         namespaces,
         follow,
+        resync,
     });
     let runs = streams
         .into_iter()
@@ -264,6 +298,12 @@ async fn apply(
     api: &Api<ApplicationEncryption>,
     ctx: &KubeContext,
 ) -> Result<Action, Error> {
+    let controller = ctx.controller_of(&obj.namespace().unwrap_or_default());
+    // Held until the status is written: resyncs never take every slot (`resync`).
+    let _resync_slot = match resync_slot(&obj, ctx, controller) {
+        Ok(slot) => slot,
+        Err(later) => return Ok(Action::requeue(later)),
+    };
     if is_new_work(&obj) {
         // Resources applied together are written in one PutKeyPolicy per key (`arrivals`).
         let waited = ctx.arrivals.settle().await;
@@ -328,6 +368,7 @@ async fn apply(
         Next::Pending => "pending",
     };
     ctx.core.metrics.reconciled(result, timer.seconds());
+    ctx.resync.measured(timer.seconds());
     ctx.core.metrics.set_ready(&key, Some(outcome.ready()));
     ctx.core
         .metrics
@@ -337,7 +378,17 @@ async fn apply(
             ctx.core.backoff.reset(&key);
             budget_requeue(&ctx.core, &ns, &obj.spec)
         }
-        next => requeue_after(&ctx.core, &key, next),
+        next => {
+            let resync = ctx.resync.next_resync(
+                controller,
+                ctx.resources_of(controller),
+                rand::random::<f64>(),
+            );
+            ctx.core
+                .metrics
+                .set_resync_period(ctx.resync.longest_period());
+            requeue_after(&ctx.core, &key, next, resync)
+        }
     };
     if let Next::Waiting(_) = outcome.next
         && let Some(awaited) = run_watch::awaited(
@@ -350,6 +401,30 @@ async fn apply(
     }
     tracing::info!(result, ready = outcome.ready(), requeue_in = ?after, "reconciled");
     Ok(Action::requeue(after))
+}
+
+/// For a resync ([`resync::is_resync`]), a resync slot of `controller`; `Err(delay)` when every
+/// resync slot is taken: the resync is deferred, untouched, to a random time within the period,
+/// so that new work, spec changes and resources in progress find a slot whatever order
+/// kube-runtime's scheduler starts due requests in. `Ok(None)`: not a resync.
+fn resync_slot<'a>(
+    obj: &ApplicationEncryption,
+    ctx: &'a KubeContext,
+    controller: usize,
+) -> Result<Option<resync::ResyncSlot<'a>>, Duration> {
+    if !resync::is_resync(obj) {
+        return Ok(None);
+    }
+    if let Some(slot) = ctx.resync.try_start(controller) {
+        return Ok(Some(slot));
+    }
+    let later = ctx.resync.deferred(
+        controller,
+        ctx.resources_of(controller),
+        rand::random::<f64>(),
+    );
+    tracing::debug!(resource = %object_key(obj), retry_in = ?later, "resync deferred: every resync slot is taken");
+    Err(later)
 }
 
 /// Not yet reconciled at its generation: a new resource or a spec change, which may need a
@@ -432,8 +507,8 @@ fn budget_requeue(
     )
 }
 
-/// When to look at an object again.
-pub fn requeue_after(core: &Core, key: &str, next: Next) -> Duration {
+/// When to look at an object again; `resync`: this resource's next resync ([`Pacer`]).
+pub fn requeue_after(core: &Core, key: &str, next: Next, resync: Duration) -> Duration {
     match next {
         Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => {
             core.backoff.failed(key)
@@ -446,7 +521,7 @@ pub fn requeue_after(core: &Core, key: &str, next: Next) -> Duration {
         // resync still catches fixes and drift made in AWS.
         Next::Converged | Next::Blocked | Next::Refused | Next::Pending | Next::Failed(_) => {
             core.backoff.reset(key);
-            core.settings.resync
+            resync
         }
     }
 }

@@ -27,6 +27,10 @@
 //! - `update_watch_wakeups_total{awaited}`: resources `run` reconciled at once because the
 //!   application list showed what they waited for (`controller::run_watch`); awaited =
 //!   update_end (our update ended) | restart_slot (a restart slot freed, or the wait's limit)
+//! - `resync_period_seconds`: the resync period `run` uses now for converged resources (the
+//!   longest of its controllers', before jitter): `--resync-period`, or longer once resyncs of
+//!   every cached resource would ask for more than `--resync-share` of the reconcile capacity
+//!   ([`crate::controller::resync`])
 //! - `leader`: 1 while this replica runs the controllers (also without leader election), else 0;
 //!   set from `/readyz`'s state when scraped
 //! - `build_info{version,git_revision}`: always 1; `git_revision` as `--version` prints it
@@ -146,6 +150,7 @@ pub struct Metrics {
     /// Every account's lanes, with the identity that names the account.
     pacing: Mutex<Vec<(CallerCell, AccountLimiters)>>,
     restart_slots: Family<RegionLabels, Gauge>,
+    resync_period: Gauge<f64, AtomicU64>,
     /// Ready state per object, so the gauge can be recomputed when an object changes state.
     ready_by_object: Mutex<HashMap<String, String>>,
     /// The `resource_ready` series of each object, removed when its labels change.
@@ -240,6 +245,12 @@ impl Metrics {
             "Our updates of RUNNING applications in progress (rollout budget), per region and account",
             restart_slots.clone(),
         );
+        let resync_period = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "resync_period_seconds",
+            "The resync period of converged resources now: --resync-period, stretched to keep resyncs under --resync-share of the reconcile capacity",
+            resync_period.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -270,10 +281,16 @@ impl Metrics {
             rates,
             pacing: Mutex::default(),
             restart_slots,
+            resync_period,
             ready_by_object: Mutex::default(),
             resource_series: Mutex::default(),
             call_totals: Mutex::default(),
         }
+    }
+
+    /// The resync period in use (`controller::resync`).
+    pub fn set_resync_period(&self, period: Duration) {
+        self.resync_period.set(period.as_secs_f64());
     }
 
     /// Whether this replica runs the controllers.

@@ -13,6 +13,8 @@
 //! - Shared state: [`context`] (clients, defaults, caches), [`key_locks`], [`metrics`].
 //! - [`restart_budget`]: how many restarts (updates of RUNNING applications) run at once (PURE);
 //!   [`restart_seed`] frees, once per process, the slots of a previous process's ended updates.
+//! - [`resync`]: how often `run` resyncs converged resources, so that resyncs stay under a share
+//!   of the reconcile capacity and never starve new work (PURE arithmetic).
 //! - [`key_write`]: PutKeyPolicy without losing another writer's edit (KMS has no ETag).
 
 pub mod accounts;
@@ -38,6 +40,7 @@ pub mod observe;
 pub mod reconcile;
 pub mod restart_budget;
 pub mod restart_seed;
+pub mod resync;
 pub mod run_watch;
 pub mod status;
 pub mod tenancy;
