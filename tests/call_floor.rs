@@ -35,6 +35,12 @@ async fn emulator() -> EmulatorHandle {
 /// the run), switching in the pass that writes the policy (the settle time only adds passes of
 /// the same reads).
 async fn apply_core(emu: &EmulatorHandle) -> Core {
+    // `--max-concurrent-restarts 0`: no rollout budget, so no resource waits for a slot.
+    budget_core(emu, 0).await
+}
+
+/// [`apply_core`] with a rollout budget of `max_concurrent_restarts` (0: none).
+async fn budget_core(emu: &EmulatorHandle, max_concurrent_restarts: u32) -> Core {
     let mut opts = ConnectOptions::local(emu.endpoint());
     opts.max_attempts = 1;
     let aws = connect(&opts).await.unwrap();
@@ -51,9 +57,7 @@ async fn apply_core(emu: &EmulatorHandle) -> Core {
         Tenancy(None),
         Duration::ZERO,
     );
-    // `--max-concurrent-restarts 0`: no rollout budget, so no resource waits for a slot (a
-    // wait that re-reads its application).
-    core.set_max_concurrent_restarts(0);
+    core.set_max_concurrent_restarts(max_concurrent_restarts);
     core
 }
 
@@ -297,4 +301,86 @@ async fn list_applications_reads_every_page_of_fifty() {
     assert_eq!(listed.len(), 120);
     assert!(listed.iter().all(|a| a.status == ApplicationStatus::Ready));
     assert_eq!(calls(&emu), expect(&[("ListApplications", 3)]));
+}
+
+#[tokio::test]
+async fn with_the_restart_budget_a_resource_woken_for_a_slot_is_not_described_again() {
+    let emu = emulator().await;
+    // 20 RUNNING applications for 4 restart slots: most wait for one.
+    let (n, keys, slots) = (40, 4, 4);
+    let manifests = fleet(&emu, n, keys, false);
+    emu.reset_counts();
+
+    let done = batch::apply_all(&budget_core(&emu, slots).await, &manifests, opts(), |_| {}).await;
+    for d in &done {
+        assert_eq!(d.outcome.ready(), "True", "{:#?}", d.outcome.status);
+    }
+    // A resource that waited for a slot took a pass more (found the budget full, updated,
+    // converged). With 4 slots for 20 restarts, at least one did.
+    let waited = done.iter().filter(|d| d.passes > 2).count();
+    assert!(waited >= 1, "no resource waited for a restart slot");
+    // The floor, as without a budget: a waiter's pass stopped before UpdateApplication, and
+    // the list that woke it (one made since it began to wait) shows its application at the
+    // version and status that pass described, so that description is the next pass's
+    // observation. Before, each waiter described its application again: n + waited.
+    let mut made = calls(&emu);
+    let lists = list_pages(&mut made);
+    assert_eq!(
+        made,
+        expect(&[
+            ("DescribeKey", keys),
+            ("GetKeyPolicy", 3 * keys),
+            ("PutKeyPolicy", keys),
+            ("DescribeApplication", n),
+            ("UpdateApplication", n),
+        ])
+    );
+    assert!(lists >= 1);
+    println!("{waited} resources waited for a slot; ListApplications calls: {lists}");
+}
+
+#[tokio::test]
+async fn a_few_updates_in_a_large_region_are_described_not_listed() {
+    let emu = emulator().await;
+    // 120 applications of someone else's: the region's list is 3 pages.
+    for i in 0..120 {
+        emu.create_application(
+            REGION,
+            &format!("other-{i:03}"),
+            "FLINK-1_20",
+            ApplicationStatus::Ready,
+        )
+        .unwrap();
+    }
+    let (n, keys) = (2, 1);
+    let manifests = fleet(&emu, n, keys, false);
+    emu.reset_counts();
+
+    apply(&apply_core(&emu).await, &manifests).await;
+    for m in &manifests {
+        let app = emu.application(REGION, &m.spec.application_name).unwrap();
+        assert!(
+            app.status.is_updatable(),
+            "apply returned before MSF finished"
+        );
+    }
+    let mut made = calls(&emu);
+    // The first look lists (3 pages: it learns the region's size); every later poll describes
+    // the 2 updates still awaited instead (2 calls, not 3), and a description that shows the
+    // update ended is the resource's next observation. The updates stay UPDATING for 100 ms
+    // and the watch looks every 20 ms, so the wait takes several polls: listing each of them,
+    // as before, made a multiple of 3 pages above 3.
+    assert_eq!(list_pages(&mut made), 3, "{made:?}");
+    let described = made.remove("DescribeApplication").unwrap_or(0);
+    assert!(described >= n as u64, "{described}");
+    assert_eq!(
+        made,
+        expect(&[
+            ("DescribeKey", keys),
+            ("GetKeyPolicy", 3 * keys),
+            ("PutKeyPolicy", keys),
+            ("UpdateApplication", n),
+        ])
+    );
+    println!("DescribeApplication calls: {described} (n = {n}, the rest are polls)");
 }

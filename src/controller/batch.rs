@@ -13,9 +13,9 @@ use crate::controller::claims;
 use crate::controller::context::Core;
 use crate::controller::manifests::Manifest;
 use crate::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
-use crate::controller::update_watch::{Seen, UpdateWatch};
+use crate::controller::update_watch::{Seen, SlotWake, UpdateWatch};
 use crate::controller::{restart_budget, status};
-use crate::domain::{ApplicationDescription, ApplicationStatus, ErrorCategory};
+use crate::domain::{ApplicationDescription, ApplicationStatus, ApplicationSummary, ErrorCategory};
 use tokio::sync::Semaphore;
 
 /// How `apply` waits for resources in transient states.
@@ -223,18 +223,35 @@ fn wait_of(core: &Core, key: &str, outcome: &Outcome, opts: ApplyOptions) -> Opt
     }
 }
 
-/// The observation the watch makes exact: our UpdateApplication's answer described the new
-/// version, and ListApplications shows the application settled at that very version. A
-/// version's configuration is immutable (any change, a rollback included, makes a new
-/// version), so that answer with the listed status is what DescribeApplication would say.
+/// The observation the watch makes exact: the poll's own DescribeApplication, or our
+/// UpdateApplication's answer (it described the new version) when ListApplications shows the
+/// application settled at that very version. A version's configuration is immutable (any
+/// change, a rollback included, makes a new version), so that answer with the listed status
+/// is what DescribeApplication would say.
 fn hint(accepted: Option<&ApplicationDescription>, seen: &Seen) -> Option<ApplicationDescription> {
-    let Seen::Settled(summary) = seen else {
-        return None;
+    let summary = match seen {
+        Seen::Described(d) => return Some(d.clone()),
+        Seen::Settled(summary) => summary,
+        Seen::Gone | Seen::Unknown => return None,
     };
     let a = accepted.filter(|a| a.application.version_id == summary.version_id)?;
     let mut d = a.clone();
     d.application.status = summary.status.clone();
     Some(d)
+}
+
+/// The observation a pass that waited for a restart slot lends to the next one: still what
+/// DescribeApplication would say when a list made since shows the application at the same
+/// version and status (a version's configuration is immutable). Had it changed in between
+/// without a new version showing, MSF would refuse the update's stale conditional token or
+/// version (ConcurrentModificationException), and the pass after describes it again.
+fn unchanged(
+    observed: Option<ApplicationDescription>,
+    listed: Option<&ApplicationSummary>,
+) -> Option<ApplicationDescription> {
+    let (d, s) = (observed?, listed?);
+    let a = &d.application;
+    (a.version_id == s.version_id && a.status == s.status).then_some(d)
 }
 
 async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<String>) -> Done {
@@ -267,17 +284,19 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
             conflict: conflict.clone(),
             retry_update: m.retry_update.as_deref(),
         };
+        let given = hint_next.take();
+        // The observation this pass is lent instead of describing.
+        let lent = given.clone();
         let mut outcome = {
             // Closed only if dropped, which this function never does.
             let _pass = run.passes.acquire().await.ok();
-            let hint = hint_next.take();
             reconcile::reconcile_observed(
                 core,
                 &subject,
                 &run.peers[index],
                 Mode::Execute,
                 Utc::now(),
-                hint,
+                given,
             )
             .await
         };
@@ -324,12 +343,21 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
                 tokio::time::sleep(d).await;
             }
             Wait::Slot => {
-                let watched = run
+                // The pass stopped before UpdateApplication: it changed nothing, so what it
+                // observed (described or lent) is the application still, if a list says so.
+                let observed = described.or(lent);
+                let woke = run
                     .watch
-                    .until_slot(account, &region, SLOT_FALLBACK.min(left))
+                    .until_slot_seeing(
+                        account,
+                        &region,
+                        &m.spec.application_name,
+                        SLOT_FALLBACK.min(left),
+                    )
                     .await;
-                if !watched {
-                    tokio::time::sleep(opts.poll).await;
+                match woke {
+                    SlotWake::Woke(listed) => hint_next = unchanged(observed, listed.as_ref()),
+                    SlotWake::Unwatched => tokio::time::sleep(opts.poll).await,
                 }
             }
             Wait::Updating => {
