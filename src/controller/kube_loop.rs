@@ -404,9 +404,9 @@ async fn apply(
 }
 
 /// For a resync ([`resync::is_resync`]), a resync slot of `controller`; `Err(delay)` when every
-/// resync slot is taken: the resync is deferred, untouched, to a random time within the period,
-/// so that new work, spec changes and resources in progress find a slot whatever order
-/// kube-runtime's scheduler starts due requests in. `Ok(None)`: not a resync.
+/// resync slot is taken: the resync is deferred, untouched ([`Pacer::deferred`]), so that new
+/// work, spec changes and resources in progress find a slot whatever order kube-runtime's
+/// scheduler starts due requests in. `Ok(None)`: not a resync.
 fn resync_slot<'a>(
     obj: &ApplicationEncryption,
     ctx: &'a KubeContext,
@@ -418,11 +418,9 @@ fn resync_slot<'a>(
     if let Some(slot) = ctx.resync.try_start(controller) {
         return Ok(Some(slot));
     }
-    let later = ctx.resync.deferred(
-        controller,
-        ctx.resources_of(controller),
-        rand::random::<f64>(),
-    );
+    let later = ctx
+        .resync
+        .deferred(ctx.resources_of(controller), rand::random::<f64>());
     tracing::debug!(resource = %object_key(obj), retry_in = ?later, "resync deferred: every resync slot is taken");
     Err(later)
 }

@@ -17,11 +17,13 @@
 //!    together do not come due together. The jitter only lengthens: demand stays under the
 //!    bound.
 //! 2. **Priority**: at most `concurrency - 1` resyncs run at once (one with `--concurrency 1`).
-//!    A resync started beyond that is deferred to a random time within the period without
-//!    calling AWS (a few microseconds of a slot), so whatever the hash order, a new resource, a
-//!    spec change, a retry annotation or a resource whose work is in flight always finds a slot.
-//!    This also spreads the resync of everything a restarted controller finds converged over
-//!    one period instead of one burst.
+//!    A resync started beyond that is deferred without calling AWS (a few microseconds of a
+//!    slot), so whatever the hash order, a new resource, a spec change, a retry annotation or
+//!    a resource whose work is in flight always finds a slot. It comes back at a random time
+//!    within the time the resync slots need to go through every cached resource once: a crowd
+//!    of due resyncs (everything a restarted controller finds converged) then returns at about
+//!    the pace the slots serve it, each deferred about once, and is through as soon as it
+//!    would have been without the rule (so a key's policy read is still shared by the crowd).
 //!
 //! A "resync" is a reconcile of a resource whose last reconcile left nothing in flight
 //! (`Reconciling=False`: converged, blocked or refused) and whose spec and retry annotation it
@@ -72,10 +74,18 @@ pub fn jittered(period: Duration, u: f64) -> Duration {
     scale(period, 1.0 + JITTER * u.clamp(0.0, 1.0))
 }
 
-/// When a deferred resync comes back: anywhere within the period (`u` uniform in [0, 1)), so
-/// a crowd of due resyncs leaves spread at the rate the period allows.
-pub fn deferral(period: Duration, u: f64) -> Duration {
-    scale(period, u.clamp(0.0, 1.0)).max(MIN_DEFERRAL)
+/// When a deferred resync comes back: anywhere within `drain` (`u` uniform in [0, 1)), the
+/// time the resync slots need to serve every resource once ([`drain_time`]), so a crowd of due
+/// resyncs comes back at about the pace it is served.
+pub fn deferral(drain: Duration, u: f64) -> Duration {
+    scale(drain, u.clamp(0.0, 1.0)).max(MIN_DEFERRAL)
+}
+
+/// How long [`resync_slots`] slots take to resync `resources` once at `reconcile` each.
+pub fn drain_time(resources: usize, concurrency: u16, reconcile: Duration) -> Duration {
+    let slots = resync_slots(concurrency) as f64;
+    Duration::try_from_secs_f64(resources as f64 * reconcile.as_secs_f64() / slots)
+        .unwrap_or(Duration::MAX)
 }
 
 /// `d x factor`, saturating instead of panicking like `Duration::mul_f64`.
@@ -222,8 +232,9 @@ impl Pacer {
     }
 
     /// When a resync that found no free resync slot comes back (`u` uniform in [0, 1)).
-    pub fn deferred(&self, controller: usize, resources: usize, u: f64) -> Duration {
-        deferral(self.period(controller, resources), u)
+    pub fn deferred(&self, resources: usize, u: f64) -> Duration {
+        let drain = drain_time(resources, self.config.concurrency, self.mean_reconcile());
+        deferral(drain, u)
     }
 
     /// A resync slot of `controller`, or None when [`resync_slots`] resyncs run already.
@@ -286,6 +297,10 @@ mod tests {
         assert_eq!(jittered(p, 1.0), Duration::from_secs(120));
         assert_eq!(jittered(p, 7.0), Duration::from_secs(120), "u is clamped");
         assert_eq!(deferral(p, 0.25), Duration::from_secs(25));
+        // 10,000 at 0.33 s through 7 of 8 slots: about 471 s, as long as without deferrals.
+        let drain = drain_time(10_000, 8, Duration::from_millis(330));
+        assert_eq!(drain.as_secs(), 471);
+        assert_eq!(drain_time(60, 2, Duration::from_millis(250)).as_secs(), 15);
         assert_eq!(deferral(p, 0.0), MIN_DEFERRAL, "never spins");
         assert_eq!(jittered(Duration::MAX, 0.9), Duration::MAX);
         assert_eq!(deferral(Duration::MAX, 1.0), Duration::MAX);
@@ -336,7 +351,9 @@ mod tests {
         assert_eq!(pacer.period(1, 2), Duration::from_secs(1));
         assert_eq!(pacer.longest_period(), Duration::from_secs(3));
         assert_eq!(pacer.next_resync(0, 10, 0.5), Duration::from_millis(3_300));
-        assert_eq!(pacer.deferred(0, 10, 0.5), Duration::from_millis(1_500));
+        // 10 x 0.3 s through 1 slot, half of it.
+        assert_eq!(pacer.deferred(10, 0.5), Duration::from_millis(1_500));
+        assert_eq!(pacer.deferred(1, 0.5), MIN_DEFERRAL);
     }
 
     fn object(generation: i64, reconciling: Option<&str>) -> ApplicationEncryption {
