@@ -183,3 +183,43 @@ async fn an_application_changed_during_the_settle_time_is_described_again() {
     );
     assert_eq!(emu.call_count("DescribeApplication"), 2);
 }
+
+#[tokio::test]
+async fn an_application_changed_while_waiting_for_a_restart_slot_is_described_again() {
+    let emu = emulator().await;
+    // Long updates: the one restart slot stays taken while the others wait for it.
+    emu.set_update_delay(Duration::from_millis(400));
+    let n = 3;
+    let manifests = fleet(&emu, n);
+    emu.reset_counts();
+    let core = core(&emu, 1).await;
+    let apply = batch::apply_all(&core, &manifests, opts(), |_| {});
+    let console = async {
+        // Every application described, one updated: the other two found the budget full.
+        for _ in 0..400 {
+            if emu.call_count("DescribeApplication") >= n as u64
+                && emu.call_count("UpdateApplication") == 1
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let waiting = manifests
+            .iter()
+            .map(|m| m.spec.application_name.clone())
+            .find(|a| emu.application(REGION, a).unwrap().status == ApplicationStatus::Running)
+            .expect("an application waits for the slot");
+        // A change in the console: a new version.
+        emu.set_application_encryption(REGION, &waiting, AppliedEncryption::default())
+            .unwrap();
+    };
+    let (done, ()) = tokio::join!(apply, console);
+    assert_converged(&done);
+    // The changed application is described again before its update: either the list that
+    // woke its resource showed the new version, or (a list from before the change) the update
+    // made on the old description was refused by MSF and the pass after described it. The
+    // others' woken passes use the description they had (the list shows it unchanged).
+    assert_eq!(emu.call_count("DescribeApplication"), n as u64 + 1);
+    let updates = emu.outcome_counts().remove("UpdateApplication").unwrap();
+    assert_eq!(updates.get("ok"), Some(&(n as u64)), "{updates:?}");
+}

@@ -3,6 +3,8 @@
 //! application, so the applications sharing a key are written in one PutKeyPolicy (the key
 //! lock and the shared read do the rest).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -82,17 +84,31 @@ fn conflicts(peers: &[Peer], core: &Core) -> Vec<Option<String>> {
 
 /// Each manifest's peers: the ones its reconcile can need ([`claims::relevant`]), so that a
 /// pass walks its key's co-tenants and its application's claims, not all N manifests.
-fn relevant_peers(peers: &[Peer]) -> Vec<Vec<Peer>> {
+///
+/// A manifest with a key is one of the manifests that may share that key, so its relevant set
+/// depends on the key alone: the manifests of one key share one list instead of each cloning
+/// the same 50 peers (at N = 1,000, 50,000 clones before the first call).
+fn relevant_peers(peers: &[Peer]) -> Vec<Arc<[Peer]>> {
     let keys: Vec<(Option<&str>, &str)> = peers
         .iter()
         .map(|p| (p.spec.key_id.as_deref(), p.spec.application_name.as_str()))
         .collect();
+    let mut shared: HashMap<(Option<&str>, Option<&str>), Arc<[Peer]>> = HashMap::new();
     keys.iter()
         .map(|me| {
-            claims::relevant(&keys, *me)
-                .into_iter()
-                .map(|i| peers[i].clone())
-                .collect()
+            let memo = match me.0.filter(|k| !k.is_empty()) {
+                Some(key) => (Some(key), None),
+                None => (None, Some(me.1)),
+            };
+            shared
+                .entry(memo)
+                .or_insert_with(|| {
+                    claims::relevant(&keys, *me)
+                        .into_iter()
+                        .map(|i| peers[i].clone())
+                        .collect()
+                })
+                .clone()
         })
         .collect()
 }
@@ -172,7 +188,7 @@ pub async fn apply_all(
 struct Run<'a> {
     core: &'a Core,
     /// Each manifest's peers ([`relevant_peers`]), by index.
-    peers: &'a [Vec<Peer>],
+    peers: &'a [Arc<[Peer]>],
     opts: ApplyOptions,
     watch: &'a UpdateWatch<'a>,
     /// Reconcile passes in flight (`--concurrency`).
@@ -242,9 +258,9 @@ fn hint(accepted: Option<&ApplicationDescription>, seen: &Seen) -> Option<Applic
 
 /// The observation a pass that waited for a restart slot lends to the next one: still what
 /// DescribeApplication would say when a list made since shows the application at the same
-/// version and status (a version's configuration is immutable). Had it changed in between
-/// without a new version showing, MSF would refuse the update's stale conditional token or
-/// version (ConcurrentModificationException), and the pass after describes it again.
+/// version and status (a version's configuration is immutable). Had it changed after that
+/// list, MSF would refuse the update's stale conditional token or version
+/// (ConcurrentModificationException), and the pass after describes it again.
 fn unchanged(
     observed: Option<ApplicationDescription>,
     listed: Option<&ApplicationSummary>,

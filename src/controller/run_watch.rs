@@ -1,7 +1,8 @@
 //! `run`'s follow-up of what it waits for (I/O), on [`UpdateWatch`]: the updates it made
-//! (one ListApplications per account and region and poll, however many wait) and the restart
-//! slots resources wait for (`--max-concurrent-restarts`). A resource whose reconcile ends
-//! waiting on one of them is reconciled again as soon as the list shows its application out of
+//! (per account and region and poll, one ListApplications however many wait, or one
+//! DescribeApplication per update awaited when that is fewer calls) and the restart slots
+//! resources wait for (`--max-concurrent-restarts`). A resource whose reconcile ends
+//! waiting on one of them is reconciled again as soon as the poll shows its application out of
 //! UPDATING, or a slot frees, instead of at its requeue time: MSF updates end at any moment,
 //! and a budget of 10 slots released only by 10 s requeues would hold 1,000 updates back for
 //! minutes. The requeue stays as the fallback (a list refused by IAM, a watch that missed).
@@ -109,7 +110,9 @@ pub async fn drive<'a>(
 }
 
 /// Waits for one resource; `true` when it should be reconciled now (false: the watch cannot
-/// tell, e.g. ListApplications is refused; its requeue brings it back).
+/// tell, e.g. ListApplications is refused; its requeue brings it back). The reconcile it
+/// triggers describes the application itself, so `run`'s slot waiters name none: the watch
+/// lists for them no more than for its awaited updates.
 async fn wait<'a>(core: &'a Core, watch: &UpdateWatch<'a>, f: Follow) -> (Follow, bool) {
     let core = core.for_namespace(&f.namespace);
     let woke = match f.awaited {
