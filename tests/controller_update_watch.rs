@@ -1,8 +1,9 @@
 //! `run` is woken by the application list, not by its requeues (issue 10: `run` converges
 //! within 1.5x of `apply`): while its updates run, one ListApplications per account and region
-//! and `--poll-interval` tells which ended; their resources are reconciled at once, and the
-//! resources waiting for a restart slot are woken as slots free up (`run_watch`). On a real
-//! kube-apiserver against the embedded emulator.
+//! and `--poll-interval` (or, when fewer calls, one DescribeApplication per update awaited)
+//! tells which ended; their resources are reconciled at once, and the resources waiting for a
+//! restart slot are woken as slots free up (`run_watch`). On a real kube-apiserver against the
+//! embedded emulator.
 //!
 //! Without the watch, each resource would come back only at its requeue (10 s after an update,
 //! later the more wait for a slot): the counter `msf_cmk_update_watch_wakeups_total` would stay
@@ -146,6 +147,71 @@ async fn run_reconciles_a_resource_when_the_list_shows_its_update_ended_or_a_slo
         wakeups
             .get(r#"msf_cmk_update_watch_wakeups_total{awaited="restart_slot"}"#)
             .is_some_and(|v| *v > 0.0),
+        "{wakeups:?}"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_describes_a_few_updates_in_a_large_region_instead_of_listing_it() {
+    let c = TestCluster::shared();
+    c.install_crds();
+    let emu = Emulator::start(EmulatorConfig {
+        update_delay: Duration::from_millis(600),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    // 120 applications of someone else's: the region's list is 3 pages.
+    for i in 0..120 {
+        emu.create_application(
+            REGION,
+            &format!("other-{i:03}"),
+            "FLINK-1_20",
+            ApplicationStatus::Ready,
+        )
+        .unwrap();
+    }
+    let n = 2usize;
+    let key = emu.create_key(REGION, None).unwrap();
+    let ns = c.create_namespace("update-watch-few");
+    let mut docs = String::new();
+    for i in 0..n {
+        let name = format!("few-{i:02}");
+        emu.create_application(REGION, &name, "FLINK-1_20", ApplicationStatus::Running)
+            .unwrap();
+        let _ = write!(docs, "---\n{}", manifest(&name, &key));
+    }
+    c.apply_yaml(&docs, &ns).expect("apply");
+    let ctl = controller(c, &emu, &ns);
+
+    wait_until_async(
+        &format!("{n} resources Ready"),
+        Duration::from_secs(240),
+        Duration::from_millis(300),
+        || async {
+            match ready_count(c, &ns).await {
+                r if r == n => Ok(()),
+                r => Err(format!("{r}/{n} Ready\n{}", ctl.process.log())),
+            }
+        },
+    )
+    .await;
+
+    let calls = emu.call_counts();
+    assert_eq!(
+        calls.get("UpdateApplication"),
+        Some(&(n as u64)),
+        "{calls:?}"
+    );
+    // The first look lists the region (3 pages) and learns its size; every later poll
+    // describes the 2 updates awaited (2 calls, not 3). The updates stay UPDATING for 600 ms
+    // and the watch looks every 200 ms: listing every poll, as before, made 3 pages a poll.
+    assert_eq!(calls.get("ListApplications"), Some(&3), "{calls:?}");
+    let wakeups = series(&ctl, "msf_cmk_update_watch_wakeups_total");
+    assert_eq!(
+        wakeups.get(r#"msf_cmk_update_watch_wakeups_total{awaited="update_end"}"#),
+        Some(&(n as f64)),
         "{wakeups:?}"
     );
     emu.shutdown().await;
