@@ -93,7 +93,9 @@ fn relevant_peers(peers: &[Peer]) -> Vec<Arc<[Peer]>> {
         .iter()
         .map(|p| (p.spec.key_id.as_deref(), p.spec.application_name.as_str()))
         .collect();
-    let mut shared: HashMap<(Option<&str>, Option<&str>), Arc<[Peer]>> = HashMap::new();
+    // By key, or by application for a manifest without one.
+    type Memo<'a> = (Option<&'a str>, Option<&'a str>);
+    let mut shared: HashMap<Memo<'_>, Arc<[Peer]>> = HashMap::new();
     keys.iter()
         .map(|me| {
             let memo = match me.0.filter(|k| !k.is_empty()) {
