@@ -387,7 +387,7 @@ async fn apply(
             ctx.core
                 .metrics
                 .set_resync_period(ctx.resync.longest_period());
-            requeue_after(&ctx.core, &key, next, resync)
+            requeue_or_resync(&ctx.core, &key, next, resync)
         }
     };
     if let Next::Waiting(_) = outcome.next
@@ -505,8 +505,14 @@ fn budget_requeue(
     )
 }
 
+/// When to look at an object again, resyncing after `--resync-period` as configured (`run`
+/// stretches it with [`requeue_or_resync`]).
+pub fn requeue_after(core: &Core, key: &str, next: Next) -> Duration {
+    requeue_or_resync(core, key, next, core.settings.resync)
+}
+
 /// When to look at an object again; `resync`: this resource's next resync ([`Pacer`]).
-pub fn requeue_after(core: &Core, key: &str, next: Next, resync: Duration) -> Duration {
+pub fn requeue_or_resync(core: &Core, key: &str, next: Next, resync: Duration) -> Duration {
     match next {
         Next::Failed(ErrorCategory::Transient | ErrorCategory::Conflict) => {
             core.backoff.failed(key)

@@ -140,8 +140,9 @@ pub struct Pacer {
     in_flight: Vec<AtomicUsize>,
     /// The last effective period of each controller, in milliseconds (gauge and log).
     periods: Vec<AtomicU64>,
-    /// The period last logged, in milliseconds: a change of a fifth or more is logged again.
-    logged: AtomicU64,
+    /// The period last logged per controller, in milliseconds: a change of a fifth or more is
+    /// logged again.
+    logged: Vec<AtomicU64>,
 }
 
 /// A resync slot, freed when dropped.
@@ -163,7 +164,9 @@ impl Pacer {
             periods: (0..controllers)
                 .map(|_| AtomicU64::new(config.configured.as_millis() as u64))
                 .collect(),
-            logged: AtomicU64::new(config.configured.as_millis() as u64),
+            logged: (0..controllers)
+                .map(|_| AtomicU64::new(config.configured.as_millis() as u64))
+                .collect(),
         }
     }
 
@@ -200,12 +203,16 @@ impl Pacer {
         if let Some(p) = self.periods.get(controller) {
             p.store(millis, Ordering::Relaxed);
         }
-        let logged = self.logged.load(Ordering::Relaxed);
-        if millis.abs_diff(logged) > logged / 5 {
-            self.logged.store(millis, Ordering::Relaxed);
+        let Some(logged) = self.logged.get(controller) else {
+            return period;
+        };
+        let last = logged.load(Ordering::Relaxed);
+        if millis.abs_diff(last) > last / 5 {
+            logged.store(millis, Ordering::Relaxed);
             tracing::info!(
                 period = ?period,
                 resources,
+                controller,
                 mean_reconcile_ms = mean.as_millis() as u64,
                 concurrency,
                 share,
