@@ -286,6 +286,7 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
         .unwrap_or_else(|| account.defaults.region.clone());
     let mut previous: Option<ApplicationEncryptionStatus> = None;
     let mut hint_next: Option<ApplicationDescription> = None;
+    let mut confirmed_by: Option<ApplicationSummary> = None;
     let mut accepted: Option<ApplicationDescription> = None;
     let mut passes = 0u32;
     // A change takes several passes (write the policy, let it settle, update, wait for MSF):
@@ -305,6 +306,8 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
         let given = hint_next.take();
         // The observation this pass is lent instead of describing.
         let lent = given.clone();
+        // The list that confirmed it, when a slot waiter's list did.
+        let confirmed = confirmed_by.take();
         let mut outcome = {
             // Closed only if dropped, which this function never does.
             let _pass = run.passes.acquire().await.ok();
@@ -363,6 +366,9 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
             Wait::Slot => {
                 // The pass stopped before UpdateApplication: it changed nothing, so what it
                 // observed (described or lent) is the application still, if a list says so.
+                // Lent again (its slot went to another, or the wait reached its limit), the
+                // list that confirmed it still does.
+                let known = confirmed.filter(|_| described.is_none());
                 let observed = described.or(lent);
                 let woke = run
                     .watch
@@ -370,11 +376,15 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
                         account,
                         &region,
                         &m.spec.application_name,
+                        known,
                         SLOT_FALLBACK.min(left),
                     )
                     .await;
                 match woke {
-                    SlotWake::Woke(listed) => hint_next = unchanged(observed, listed.as_ref()),
+                    SlotWake::Woke(listed) => {
+                        hint_next = unchanged(observed, listed.as_ref());
+                        confirmed_by = listed.filter(|_| hint_next.is_some());
+                    }
                     SlotWake::Unwatched => tokio::time::sleep(opts.poll).await,
                 }
             }

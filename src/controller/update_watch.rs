@@ -333,15 +333,18 @@ impl<'a> UpdateWatch<'a> {
 
     /// [`Self::until_slot`] for a waiter that will act on its last observation of
     /// `application`: it is handed the application's summary from the latest list made since
-    /// it began to wait.
+    /// that observation, `known` (a list that already confirmed it: a waiter that waits again
+    /// on the same observation, its slot having been taken by another) or one made since it
+    /// began to wait.
     pub async fn until_slot_seeing(
         &self,
         core: &'a Core,
         region: &str,
         application: &str,
+        known: Option<ApplicationSummary>,
         limit: Duration,
     ) -> SlotWake {
-        self.wait_for_slot(core, region, Some(application), limit)
+        self.wait_for_slot(core, region, Some((application, known)), limit)
             .await
     }
 
@@ -349,9 +352,11 @@ impl<'a> UpdateWatch<'a> {
         &self,
         core: &'a Core,
         region: &str,
-        application: Option<&str>,
+        application: Option<(&str, Option<ApplicationSummary>)>,
         limit: Duration,
     ) -> SlotWake {
+        let (application, known) = application.unzip();
+        let known = known.flatten();
         let Some((rx, id)) = self.register(core, region, |lane, tx| {
             let id = lane.next_waiter;
             lane.next_waiter += 1;
@@ -360,7 +365,7 @@ impl<'a> UpdateWatch<'a> {
                 tx,
                 application: application.map(str::to_string),
                 registered: lane.polls,
-                listed: None,
+                listed: known,
             });
             id
         }) else {
