@@ -134,6 +134,29 @@ async fn without_list_applications_each_resource_describes_its_application() {
 }
 
 #[tokio::test]
+async fn without_list_applications_the_watch_describes_and_still_wakes_slot_waiters() {
+    let emu = emulator().await;
+    let n = 6;
+    let manifests = fleet(&emu, n);
+    emu.set_fault("ListApplications", Fault::deny());
+    emu.reset_counts();
+    // 2 restart slots for 6 restarts: 4 resources wait for one, the last two for 2 rounds of
+    // 100 ms updates at least.
+    let done = batch::apply_all(&core(&emu, 2).await, &manifests, opts(), |_| {}).await;
+    assert_converged(&done);
+    assert_eq!(emu.call_count("UpdateApplication"), n as u64, "one each");
+    assert_eq!(emu.call_count("ListApplications"), 1, "refused once");
+    // The watch describes the updates awaited at each poll instead of listing, so a slot
+    // waiter is woken as a slot frees, not left to look by itself every 20 ms poll (a pass
+    // each: about 10 passes for a waiter of 2 rounds). A resource's passes: found the budget
+    // full, updated, woken once by the refused list (it describes itself), converged on the
+    // watch's description; one more if it found the budget full again.
+    let passes: Vec<u32> = done.iter().map(|d| d.passes).collect();
+    println!("passes per resource: {passes:?}");
+    assert!(passes.iter().all(|p| *p <= 5), "{passes:?}");
+}
+
+#[tokio::test]
 async fn the_settle_time_is_waited_out_on_the_description_already_made() {
     let emu = emulator().await;
     let n = 8;

@@ -15,7 +15,7 @@ use crate::controller::claims;
 use crate::controller::context::Core;
 use crate::controller::manifests::Manifest;
 use crate::controller::reconcile::{self, Mode, Next, Outcome, Peer, Subject};
-use crate::controller::update_watch::{Seen, SlotWake, UpdateWatch};
+use crate::controller::update_watch::{Seen, UpdateWatch};
 use crate::controller::{restart_budget, status};
 use crate::domain::{ApplicationDescription, ApplicationStatus, ApplicationSummary, ErrorCategory};
 use tokio::sync::Semaphore;
@@ -370,7 +370,7 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
                 // list that confirmed it still does.
                 let known = confirmed.filter(|_| described.is_none());
                 let observed = described.or(lent);
-                let woke = run
+                let listed = run
                     .watch
                     .until_slot_seeing(
                         account,
@@ -380,13 +380,8 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
                         SLOT_FALLBACK.min(left),
                     )
                     .await;
-                match woke {
-                    SlotWake::Woke(listed) => {
-                        hint_next = unchanged(observed, listed.as_ref());
-                        confirmed_by = listed.filter(|_| hint_next.is_some());
-                    }
-                    SlotWake::Unwatched => tokio::time::sleep(opts.poll).await,
-                }
+                hint_next = unchanged(observed, listed.as_ref());
+                confirmed_by = listed.filter(|_| hint_next.is_some());
             }
             Wait::Updating => {
                 let settled = run
@@ -394,7 +389,7 @@ async fn converge(run: &Run<'_>, index: usize, m: &Manifest, conflict: Option<St
                     .until_settled(account, &region, &m.spec.application_name);
                 match tokio::time::timeout(left, settled).await {
                     Ok(Some(seen)) => hint_next = hint(accepted.as_ref(), &seen),
-                    // The watch cannot list here: poll by describing, as any wait.
+                    // Let go without a word (not expected): poll by describing, as any wait.
                     Ok(None) => tokio::time::sleep(opts.poll).await,
                     Err(_) => {}
                 }

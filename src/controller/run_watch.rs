@@ -5,7 +5,7 @@
 //! waiting on one of them is reconciled again as soon as the poll shows its application out of
 //! UPDATING, or a slot frees, instead of at its requeue time: MSF updates end at any moment,
 //! and a budget of 10 slots released only by 10 s requeues would hold 1,000 updates back for
-//! minutes. The requeue stays as the fallback (a list refused by IAM, a watch that missed).
+//! minutes. The requeue stays as the fallback (a watch that missed).
 //!
 //! Nothing here decides: the triggered reconcile does, from what it reads itself.
 
@@ -109,8 +109,8 @@ pub async fn drive<'a>(
     }
 }
 
-/// Waits for one resource; `true` when it should be reconciled now (false: the watch cannot
-/// tell, e.g. ListApplications is refused; its requeue brings it back). The reconcile it
+/// Waits for one resource; `true` when it should be reconciled now (false: the watch let it go
+/// without a word; its requeue brings it back). The reconcile it
 /// triggers describes the application itself, so `run`'s slot waiters name none: the watch
 /// lists for them no more than for its awaited updates.
 async fn wait<'a>(core: &'a Core, watch: &UpdateWatch<'a>, f: Follow) -> (Follow, bool) {
@@ -120,7 +120,10 @@ async fn wait<'a>(core: &'a Core, watch: &UpdateWatch<'a>, f: Follow) -> (Follow
             .until_settled(core, &f.region, &f.application)
             .await
             .is_some(),
-        Awaited::RestartSlot(limit) => watch.until_slot(core, &f.region, limit).await,
+        Awaited::RestartSlot(limit) => {
+            watch.until_slot(core, &f.region, limit).await;
+            true
+        }
     };
     (f, woke)
 }

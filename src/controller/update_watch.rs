@@ -14,6 +14,8 @@
 //!   ([`UpdateWatch::until_slot_seeing`]) and are handed its summary from the latest list made
 //!   since they began to wait: when it shows the version and status their last pass observed,
 //!   that observation still holds and the next pass needs no DescribeApplication.
+//! - Without the ListApplications permission, a lane describes the updates awaited at every
+//!   poll, and still wakes the slot waiters as slots free (they describe their applications).
 //!
 //! Nothing here decides about the resource: the woken resource's next reconcile does. The
 //! watch runs inside `apply`'s own future ([`UpdateWatch::run`]), polled beside the resources
@@ -44,16 +46,6 @@ pub enum Seen {
     Gone,
     /// The poll failed: the next reconcile describes the application itself.
     Unknown,
-}
-
-/// How a wait for a restart slot ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SlotWake {
-    /// This watch cannot tell (ListApplications refused): the caller polls by itself.
-    Unwatched,
-    /// A slot freed, or the wait reached its limit. With the waiter's application as the
-    /// latest list made since the wait began showed it, if any did.
-    Woke(Option<ApplicationSummary>),
 }
 
 /// One account (its Core) and region.
@@ -101,8 +93,8 @@ struct Lane<'a> {
     next_waiter: u64,
     /// Pages the region's last list took (None: not listed yet).
     pages: Option<usize>,
-    /// ListApplications was refused (e.g. an IAM policy without it): waiters of this lane
-    /// poll by themselves, as before.
+    /// ListApplications was refused (e.g. an IAM policy without it): this lane's polls
+    /// describe the updates awaited, whatever the cost.
     refused: bool,
 }
 
@@ -134,7 +126,7 @@ impl<'a> Lane<'a> {
         let wanting = self.slots.iter().filter(|w| w.wants_summary()).count();
         // Slots free now, or freed by the updates this poll may see ended.
         let to_wake = wanting.min(self.free_slots().saturating_add(awaited));
-        if awaited + to_wake > 0 && cheaper_to_list(self.pages, awaited, to_wake) {
+        if !self.refused && awaited + to_wake > 0 && cheaper_to_list(self.pages, awaited, to_wake) {
             return Poll::List;
         }
         Poll::Describe(self.updating.keys().cloned().collect())
@@ -274,13 +266,13 @@ impl<'a> UpdateWatch<'a> {
         (std::ptr::from_ref(core) as usize, region.to_string())
     }
 
-    /// Registers with the lane of `core` and `region`; None when the lane cannot watch.
+    /// Registers with the lane of `core` and `region`.
     fn register<T, R>(
         &self,
         core: &'a Core,
         region: &str,
         add: impl FnOnce(&mut Lane<'a>, oneshot::Sender<T>) -> R,
-    ) -> Option<(oneshot::Receiver<T>, R)> {
+    ) -> (oneshot::Receiver<T>, R) {
         let registered = {
             let mut lanes = self.lanes();
             let lane = lanes
@@ -295,19 +287,17 @@ impl<'a> UpdateWatch<'a> {
                     pages: None,
                     refused: false,
                 });
-            if lane.refused {
-                return None;
-            }
             let (tx, rx) = oneshot::channel();
             let r = add(lane, tx);
             (rx, r)
         };
         self.wake.notify_one();
-        Some(registered)
+        registered
     }
 
     /// Waits until `application` (in `region`, acting as `core`, the namespace's account) is
-    /// out of UPDATING. None: this watch cannot tell (the caller polls by itself).
+    /// out of UPDATING. None: the watch let the waiter go without a word (not expected; the
+    /// caller polls by itself).
     pub async fn until_settled(
         &self,
         core: &'a Core,
@@ -320,22 +310,21 @@ impl<'a> UpdateWatch<'a> {
                 .entry(application.to_string())
                 .or_default()
                 .push((tx, registered))
-        })?;
+        });
         rx.await.ok()
     }
 
     /// Waits until a restart slot of `core`'s account in `region` is free (first come, first
     /// served), at most `limit` long (a slot held by something this run does not watch).
-    /// False: this watch cannot tell (the caller polls by itself).
-    pub async fn until_slot(&self, core: &'a Core, region: &str, limit: Duration) -> bool {
-        self.wait_for_slot(core, region, None, limit).await != SlotWake::Unwatched
+    pub async fn until_slot(&self, core: &'a Core, region: &str, limit: Duration) {
+        self.wait_for_slot(core, region, None, limit).await;
     }
 
     /// [`Self::until_slot`] for a waiter that will act on its last observation of
     /// `application`: it is handed the application's summary from the latest list made since
     /// that observation, `known` (a list that already confirmed it: a waiter that waits again
     /// on the same observation, its slot having been taken by another) or one made since it
-    /// began to wait.
+    /// began to wait, if any.
     pub async fn until_slot_seeing(
         &self,
         core: &'a Core,
@@ -343,7 +332,7 @@ impl<'a> UpdateWatch<'a> {
         application: &str,
         known: Option<ApplicationSummary>,
         limit: Duration,
-    ) -> SlotWake {
+    ) -> Option<ApplicationSummary> {
         self.wait_for_slot(core, region, Some((application, known)), limit)
             .await
     }
@@ -354,10 +343,10 @@ impl<'a> UpdateWatch<'a> {
         region: &str,
         application: Option<(&str, Option<ApplicationSummary>)>,
         limit: Duration,
-    ) -> SlotWake {
+    ) -> Option<ApplicationSummary> {
         let (application, known) = application.unzip();
         let known = known.flatten();
-        let Some((rx, id)) = self.register(core, region, |lane, tx| {
+        let (rx, id) = self.register(core, region, |lane, tx| {
             let id = lane.next_waiter;
             lane.next_waiter += 1;
             lane.slots.push_back(SlotWaiter {
@@ -368,18 +357,15 @@ impl<'a> UpdateWatch<'a> {
                 listed: known,
             });
             id
-        }) else {
-            return SlotWake::Unwatched;
-        };
+        });
         match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(listed)) => SlotWake::Woke(listed),
-            // The limit, or a lane that gave up (refused): whatever was listed meanwhile.
+            Ok(Ok(listed)) => listed,
+            // The limit: whatever was listed meanwhile.
             _ => {
                 let mut lanes = self.lanes();
-                let listed = lanes
+                lanes
                     .get_mut(&Self::key(core, region))
-                    .and_then(|l| l.leave_slots(id));
-                SlotWake::Woke(listed)
+                    .and_then(|l| l.leave_slots(id))
             }
         }
     }
@@ -435,7 +421,7 @@ impl<'a> UpdateWatch<'a> {
             }
             Polled::Listed(Err(e)) => {
                 if e.category == ErrorCategory::Terminal {
-                    tracing::warn!(error = %e, region = %lane.region, "cannot list applications; each waiting resource polls by itself");
+                    tracing::warn!(error = %e, region = %lane.region, "cannot list applications; the updates awaited are described instead");
                     lane.refused = true;
                 }
                 lane.fail_all();
@@ -447,12 +433,6 @@ impl<'a> UpdateWatch<'a> {
             }
         };
         lane.wake_slot_waiters(listed);
-        if lane.refused {
-            // Nobody is left to wake them: they look by themselves.
-            for w in lane.slots.drain(..) {
-                let _ = w.tx.send(w.listed);
-            }
-        }
     }
 }
 
