@@ -58,6 +58,8 @@ struct SlotWaiter {
     application: Option<String>,
     /// The poll count when it registered: only a later list is news to it.
     registered: u64,
+    /// Its application as the latest list since it registered showed it (or as the list that
+    /// confirmed the observation it waits on again, `until_slot_seeing`'s `known`).
     listed: Option<ApplicationSummary>,
 }
 
@@ -68,7 +70,6 @@ impl SlotWaiter {
 }
 
 /// What a poll of one lane asks AWS.
-#[derive(Clone, Debug, PartialEq, Eq)]
 enum Poll {
     List,
     /// DescribeApplication of each of these (none: no call, only slot waiters to look at).
@@ -197,7 +198,7 @@ impl<'a> Lane<'a> {
                 Ok(d) => Some((name, Seen::Described(d))),
                 Err(e) if e.is_not_found() => Some((name, Seen::Gone)),
                 Err(e) => {
-                    tracing::debug!(error = %e, application = %name, "describing an awaited application failed; its resource looks itself");
+                    tracing::debug!(error = %e, application = %name, "describing an awaited application failed; its resource describes it itself");
                     Some((name, Seen::Unknown))
                 }
             })
