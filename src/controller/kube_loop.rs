@@ -418,9 +418,7 @@ fn resync_slot<'a>(
     if let Some(slot) = ctx.resync.try_start(controller) {
         return Ok(Some(slot));
     }
-    let later = ctx
-        .resync
-        .deferred(ctx.resources_of(controller), rand::random::<f64>());
+    let later = ctx.resync.deferred(controller, std::time::Instant::now());
     tracing::debug!(resource = %object_key(obj), retry_in = ?later, "resync deferred: every resync slot is taken");
     Err(later)
 }

@@ -19,11 +19,12 @@
 //! 2. **Priority**: at most `concurrency - 1` resyncs run at once (one with `--concurrency 1`).
 //!    A resync started beyond that is deferred without calling AWS (a few microseconds of a
 //!    slot), so whatever the hash order, a new resource, a spec change, a retry annotation or
-//!    a resource whose work is in flight always finds a slot. It comes back at a random time
-//!    within the time the resync slots need to go through every cached resource once: a crowd
-//!    of due resyncs (everything a restarted controller finds converged) then returns at about
-//!    the pace the slots serve it, each deferred about once, and is through as soon as it
-//!    would have been without the rule (so a key's policy read is still shared by the crowd).
+//!    a resource whose work is in flight always finds a slot. Deferred resyncs get turns, in
+//!    the order they were deferred, spaced by the time the resync slots take to serve one
+//!    (mean reconcile / resync slots): a first-come-first-served queue on top of the
+//!    unordered one. A crowd of due resyncs (everything a restarted controller finds
+//!    converged) is so served at the pace of the slots, each deferred about once, and is
+//!    through about as soon as without the rule (so a key's policy read is still shared).
 //!
 //! A "resync" is a reconcile of a resource whose last reconcile left nothing in flight
 //! (`Reconciling=False`: converged, blocked or refused) and whose spec and retry annotation it
@@ -31,7 +32,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::{Resource, ResourceExt};
 
@@ -47,8 +48,8 @@ pub const JITTER: f64 = 0.2;
 pub const ASSUMED_RECONCILE: Duration = Duration::from_millis(500);
 /// The weight of the latest reconcile in the mean (about the last 20 count).
 const SMOOTHING: f64 = 0.05;
-/// A deferred resync waits at least this long, so deferrals do not spin.
-const MIN_DEFERRAL: Duration = Duration::from_secs(1);
+/// The shortest spacing of deferred resyncs' turns.
+const MIN_SPACING: Duration = Duration::from_millis(1);
 
 /// The period that keeps the resyncs of `resources` under `share` of the capacity of
 /// `concurrency` slots whose reconciles take `reconcile` on average, never shorter than
@@ -74,18 +75,18 @@ pub fn jittered(period: Duration, u: f64) -> Duration {
     scale(period, 1.0 + JITTER * u.clamp(0.0, 1.0))
 }
 
-/// When a deferred resync comes back: anywhere within `drain` (`u` uniform in [0, 1)), the
-/// time the resync slots need to serve every resource once ([`drain_time`]), so a crowd of due
-/// resyncs comes back at about the pace it is served.
-pub fn deferral(drain: Duration, u: f64) -> Duration {
-    scale(drain, u.clamp(0.0, 1.0)).max(MIN_DEFERRAL)
+/// How far apart deferred resyncs get their turns: the time [`resync_slots`] slots take to
+/// serve one more at `reconcile` each.
+pub fn spacing(concurrency: u16, reconcile: Duration) -> Duration {
+    let slots = u32::try_from(resync_slots(concurrency)).unwrap_or(u32::MAX);
+    (reconcile / slots).max(MIN_SPACING)
 }
 
-/// How long [`resync_slots`] slots take to resync `resources` once at `reconcile` each.
-pub fn drain_time(resources: usize, concurrency: u16, reconcile: Duration) -> Duration {
-    let slots = resync_slots(concurrency) as f64;
-    Duration::try_from_secs_f64(resources as f64 * reconcile.as_secs_f64() / slots)
-        .unwrap_or(Duration::MAX)
+/// A deferred resync's turn: one spacing after the last turn given, or after `now` when the
+/// queue of turns is behind it.
+pub fn next_turn(now: Instant, last_turn: Instant, spacing: Duration) -> Instant {
+    let after = now.max(last_turn);
+    after.checked_add(spacing).unwrap_or(after)
 }
 
 /// `d x factor`, saturating instead of panicking like `Duration::mul_f64`.
@@ -140,6 +141,8 @@ pub struct Pacer {
     in_flight: Vec<AtomicUsize>,
     /// The last effective period of each controller, in milliseconds (gauge and log).
     periods: Vec<AtomicU64>,
+    /// The last turn given to a deferred resync, per controller ([`next_turn`]).
+    last_turn: Vec<Mutex<Instant>>,
     /// The period last logged per controller, in milliseconds: a change of a fifth or more is
     /// logged again.
     logged: Vec<AtomicU64>,
@@ -163,6 +166,9 @@ impl Pacer {
             in_flight: (0..controllers).map(|_| AtomicUsize::new(0)).collect(),
             periods: (0..controllers)
                 .map(|_| AtomicU64::new(config.configured.as_millis() as u64))
+                .collect(),
+            last_turn: (0..controllers)
+                .map(|_| Mutex::new(Instant::now()))
                 .collect(),
             logged: (0..controllers)
                 .map(|_| AtomicU64::new(config.configured.as_millis() as u64))
@@ -238,10 +244,16 @@ impl Pacer {
         jittered(self.period(controller, resources), u)
     }
 
-    /// When a resync that found no free resync slot comes back (`u` uniform in [0, 1)).
-    pub fn deferred(&self, resources: usize, u: f64) -> Duration {
-        let drain = drain_time(resources, self.config.concurrency, self.mean_reconcile());
-        deferral(drain, u)
+    /// How long from `now` a resync of `controller` that found no free resync slot waits for
+    /// its turn.
+    pub fn deferred(&self, controller: usize, now: Instant) -> Duration {
+        let spacing = spacing(self.config.concurrency, self.mean_reconcile());
+        let Some(last) = self.last_turn.get(controller) else {
+            return spacing;
+        };
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        *last = next_turn(now, *last, spacing);
+        last.saturating_duration_since(now)
     }
 
     /// A resync slot of `controller`, or None when [`resync_slots`] resyncs run already.
@@ -297,20 +309,45 @@ mod tests {
     }
 
     #[test]
-    fn jitter_only_lengthens_and_deferrals_spread_over_the_period() {
+    fn jitter_only_lengthens() {
         let p = Duration::from_secs(100);
         assert_eq!(jittered(p, 0.0), p);
         assert_eq!(jittered(p, 0.5), Duration::from_secs(110));
         assert_eq!(jittered(p, 1.0), Duration::from_secs(120));
         assert_eq!(jittered(p, 7.0), Duration::from_secs(120), "u is clamped");
-        assert_eq!(deferral(p, 0.25), Duration::from_secs(25));
-        // 10,000 at 0.33 s through 7 of 8 slots: about 471 s, as long as without deferrals.
-        let drain = drain_time(10_000, 8, Duration::from_millis(330));
-        assert_eq!(drain.as_secs(), 471);
-        assert_eq!(drain_time(60, 2, Duration::from_millis(250)).as_secs(), 15);
-        assert_eq!(deferral(p, 0.0), MIN_DEFERRAL, "never spins");
         assert_eq!(jittered(Duration::MAX, 0.9), Duration::MAX);
-        assert_eq!(deferral(Duration::MAX, 1.0), Duration::MAX);
+    }
+
+    #[test]
+    fn deferred_resyncs_get_turns_in_order_at_the_pace_of_the_resync_slots() {
+        let ms = Duration::from_millis;
+        // 7 of 8 slots at 0.35 s: one more served every 50 ms. 10,000 deferred at once are
+        // through in 500 s, as without deferrals.
+        assert_eq!(spacing(8, ms(350)), ms(50));
+        assert_eq!(spacing(2, ms(250)), ms(250));
+        assert_eq!(spacing(8, Duration::ZERO), MIN_SPACING, "never spins");
+        let t0 = Instant::now();
+        // Behind: the next turn is one spacing from now; ahead: one after the last.
+        assert_eq!(next_turn(t0 + ms(100), t0, ms(50)), t0 + ms(150));
+        assert_eq!(next_turn(t0, t0 + ms(100), ms(50)), t0 + ms(150));
+        let pacer = Pacer::new(
+            ResyncConfig {
+                configured: MIN5,
+                share: 0.5,
+                concurrency: 3,
+            },
+            2,
+        );
+        pacer.measured(0.4);
+        // 2 resync slots at 0.4 s: turns every 200 ms, first come first served.
+        let now = Instant::now() + ms(10);
+        let turns: Vec<Duration> = (0..3).map(|_| pacer.deferred(0, now)).collect();
+        assert_eq!(turns, [ms(200), ms(400), ms(600)]);
+        // Each controller has its own queue; later, the queue has moved on.
+        assert_eq!(pacer.deferred(1, now), ms(200));
+        assert_eq!(pacer.deferred(0, now + ms(500)), ms(300));
+        assert_eq!(pacer.deferred(0, now + Duration::from_secs(5)), ms(200));
+        assert_eq!(pacer.deferred(9, now), ms(200), "no such controller");
     }
 
     #[test]
@@ -358,9 +395,6 @@ mod tests {
         assert_eq!(pacer.period(1, 2), Duration::from_secs(1));
         assert_eq!(pacer.longest_period(), Duration::from_secs(3));
         assert_eq!(pacer.next_resync(0, 10, 0.5), Duration::from_millis(3_300));
-        // 10 x 0.3 s through 1 slot, half of it.
-        assert_eq!(pacer.deferred(10, 0.5), Duration::from_millis(1_500));
-        assert_eq!(pacer.deferred(1, 0.5), MIN_DEFERRAL);
     }
 
     fn object(generation: i64, reconciling: Option<&str>) -> ApplicationEncryption {
