@@ -44,7 +44,7 @@ pub struct RunArgs {
     /// over the mean reconcile time) that resyncs of converged resources may ask for: with more
     /// resources the resync period is stretched to resources x mean reconcile / (share x
     /// concurrency), so that new resources and spec changes are never starved.
-    #[arg(long, env = "MSF_CMK_RESYNC_SHARE", default_value = "0.5", value_parser = parse_share)]
+    #[arg(long, env = "MSF_CMK_RESYNC_SHARE", default_value_t = crate::controller::resync::DEFAULT_SHARE, value_parser = parse_share)]
     pub resync_share: f64,
 
     /// After a key policy write, how long to let it propagate in KMS (eventually consistent)

@@ -112,9 +112,22 @@ impl KubeContext {
             .unwrap_or(0)
     }
 
-    /// How many resources the controller of `namespace` caches: its resync demand.
+    /// How many resources controller `controller` caches: its resync demand.
     fn resources_of(&self, controller: usize) -> usize {
         self.stores.get(controller).map_or(0, Store::len)
+    }
+
+    /// When a resource of `controller` that converged (or is blocked) is resynced
+    /// ([`Pacer::next_resync`]); keeps the gauge of the period current.
+    fn next_resync(&self, controller: usize) -> Duration {
+        let resources = self.resources_of(controller);
+        let after = self
+            .resync
+            .next_resync(controller, resources, rand::random::<f64>());
+        self.core
+            .metrics
+            .set_resync_period(self.resync.longest_period());
+        after
     }
 
     /// Asks the watch to reconcile `obj` again as soon as what it waits for happens.
@@ -299,7 +312,7 @@ async fn apply(
     ctx: &KubeContext,
 ) -> Result<Action, Error> {
     let controller = ctx.controller_of(&obj.namespace().unwrap_or_default());
-    // Held until the status is written: resyncs never take every slot (`resync`).
+    // Held until this reconcile ends: resyncs never take every slot (`resync`).
     let _resync_slot = match resync_slot(&obj, ctx, controller) {
         Ok(slot) => slot,
         Err(later) => return Ok(Action::requeue(later)),
@@ -378,17 +391,7 @@ async fn apply(
             ctx.core.backoff.reset(&key);
             budget_requeue(&ctx.core, &ns, &obj.spec)
         }
-        next => {
-            let resync = ctx.resync.next_resync(
-                controller,
-                ctx.resources_of(controller),
-                rand::random::<f64>(),
-            );
-            ctx.core
-                .metrics
-                .set_resync_period(ctx.resync.longest_period());
-            requeue_or_resync(&ctx.core, &key, next, resync)
-        }
+        next => requeue_or_resync(&ctx.core, &key, next, ctx.next_resync(controller)),
     };
     if let Next::Waiting(_) = outcome.next
         && let Some(awaited) = run_watch::awaited(

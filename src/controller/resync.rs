@@ -43,9 +43,11 @@ use crate::api::{ApplicationEncryption, RETRY_UPDATE_ANNOTATION, condition_types
 pub const DEFAULT_SHARE: f64 = 0.5;
 /// The largest extra delay added to a resync, as a share of the period.
 pub const JITTER: f64 = 0.2;
-/// The mean reconcile time assumed before one is measured (the first resyncs after a restart
-/// are deferred with it). Reconciles against AWS take a few hundred milliseconds.
-pub const ASSUMED_RECONCILE: Duration = Duration::from_millis(500);
+/// The mean reconcile time assumed before one is measured: what spaces the turns of the
+/// resyncs a restarted controller defers in its first moments (a period is only computed after
+/// a reconcile was measured). Short on purpose: a turn given too early is given again (a
+/// deferral costs microseconds), a turn given too late would leave resync slots idle.
+pub const ASSUMED_RECONCILE: Duration = Duration::from_millis(100);
 /// The weight of the latest reconcile in the mean (about the last 20 count).
 const SMOOTHING: f64 = 0.05;
 /// The shortest spacing of deferred resyncs' turns.
