@@ -509,7 +509,7 @@ fn plan_key_policy(
         );
         return false;
     };
-    let doc = match PolicyDocument::parse(text) {
+    let doc = match policy::parse_shared(text) {
         Ok(d) => d,
         Err(e) => {
             b.block(
@@ -609,7 +609,7 @@ fn plan_key_policy(
         }
     };
     let after = policy::check(&merged, &key.arn, &reqs);
-    if merged == doc || !after.compliant {
+    if merged == *doc || !after.compliant {
         // Only a statement the controller does not own (a human's Deny, say) can stop the
         // merged policy from granting the access: say which, and write nothing.
         let (reason, summary) = missing_summary(&after);
@@ -716,7 +716,7 @@ use crate::arn::{self, Arn, KeyRef};
 use crate::domain::{AppliedKeyType, ErrorCategory, KeyManager, KeyState};
 use crate::policy::merge::{Grant, MergeError};
 use crate::policy::requirements::MsfRequirements;
-use crate::policy::{self, ComplianceReport, Decision, PolicyDocument};
+use crate::policy::{self, ComplianceReport, Decision};
 
 /// Accumulates steps and conditions; `finish` derives Ready from the other three.
 #[derive(Default)]

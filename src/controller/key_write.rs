@@ -32,7 +32,7 @@ use crate::controller::key_locks::KeyGuard;
 use crate::controller::observe;
 use crate::controller::reconcile::Note;
 use crate::domain::Observed;
-use crate::policy::{PolicyDocument, Statement};
+use crate::policy::Statement;
 
 /// Event reason of both detections.
 pub const REASON: &str = "ConcurrentKeyPolicyEdit";
@@ -164,7 +164,7 @@ impl OthersChanges {
 /// The statements the controller does not own; `None` when the text is not a policy the
 /// controller can parse.
 pub fn others_statements(text: &str) -> Option<Vec<Statement>> {
-    let doc = PolicyDocument::parse(text).ok()?;
+    let doc = crate::policy::parse_shared(text).ok()?;
     Some(
         doc.statements()
             .iter()

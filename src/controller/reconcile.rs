@@ -744,6 +744,8 @@ async fn co_tenants(
 ) -> Vec<CoTenant> {
     let mut out: Vec<CoTenant> = Vec::new();
     let losers = claims::losers(core, peers);
+    // Parsed once, not per peer: a key shared by 50 applications has 50 peers per reconcile.
+    let key_arn = crate::arn::Arn::parse(&key.arn).ok();
     for (p, loses) in peers.iter().zip(&losers) {
         if (p.namespace == subject.namespace && p.name == subject.name)
             || p.deleting
@@ -791,10 +793,12 @@ async fn co_tenants(
         {
             continue;
         }
-        let Some(application_arn) = observe::application_arn_for_key(&key.arn, &s.application_name)
-        else {
+        let Some(k) = &key_arn else {
             continue;
         };
+        let application_arn =
+            crate::arn::Arn::application(&k.partition, &k.region, &k.account, &s.application_name)
+                .to_string();
         // A peer's own role is granted only if the guard admits it (its reconcile refuses it).
         if let Some(role) = s.key_policy.operator_role_arn.as_deref()
             && core
@@ -816,11 +820,14 @@ async fn co_tenants(
             application_arn,
             operator_role_arn,
         };
-        if !out.contains(&t) {
-            out.push(t);
-        }
+        out.push(t);
     }
-    out.sort_by(|a, b| a.application_arn.cmp(&b.application_arn));
+    out.sort_by(|a, b| {
+        (&a.application_arn, &a.operator_role_arn).cmp(&(&b.application_arn, &b.operator_role_arn))
+    });
+    // Two resources naming one application (a conflict) or one peer listed twice give one
+    // co-tenant.
+    out.dedup();
     out
 }
 

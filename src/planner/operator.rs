@@ -22,7 +22,7 @@ use crate::domain::{
 };
 use crate::identity::CallerIdentity;
 use crate::policy::requirements::MsfRequirements;
-use crate::policy::{self, PolicyDocument};
+use crate::policy;
 
 use super::{Builder, ConditionStatus, Defaults, Plan, Step, WAIT_AFTER_TRANSIENT};
 
@@ -194,7 +194,7 @@ fn leaving(input: &OperatorInput<'_>, app: &ObservedApplication) -> Leaving {
         return Leaving::Usable;
     };
     let (Ok(doc), Ok(reqs)) = (
-        PolicyDocument::parse(text),
+        policy::parse_shared(text),
         MsfRequirements::for_application(&app.arn, role),
     ) else {
         // A policy our engine cannot read is not evidence of a refusal.

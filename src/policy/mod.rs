@@ -20,6 +20,7 @@ pub mod iam_fleet;
 pub mod instance;
 pub mod merge;
 mod owned;
+mod parsed;
 mod principal;
 pub mod requirements;
 mod sid;
@@ -30,6 +31,7 @@ pub use compliance::{AccessCheck, ComplianceReport, check, check_many};
 pub use document::{Effect, ParseError, PolicyDocument, Statement};
 pub use evaluator::{Decision, Evaluation, Request, evaluate};
 pub use findings::Finding;
+pub use parsed::parse_shared;
 pub use instance::InstanceName;
 pub use principal::Principal;
 
