@@ -52,7 +52,9 @@ mod tests {
     #[test]
     fn a_text_is_parsed_once_and_shared() {
         let a = parse_shared(POLICY).unwrap();
-        let b = parse_shared(&POLICY.to_string()).unwrap();
+        // Another allocation of the same text: looked up by content, not by address.
+        let copy = String::from(POLICY);
+        let b = parse_shared(&copy).unwrap();
         assert!(Arc::ptr_eq(&a, &b), "the second caller gets the first parse");
         assert_eq!(*a, PolicyDocument::parse(POLICY).unwrap());
     }
