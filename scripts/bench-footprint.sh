@@ -19,7 +19,8 @@
 # NAME_PREFIX (footprint-app-), LATENCY_MS (0: injected on every AWS call), HALF_RUNNING (0: all
 # READY; 1: every other application RUNNING, so its update restarts it), BIN, IDLE_SECS,
 # STEADY_SECS, CONVERGE_TIMEOUT_SECS, POLL_SECS, RESYNC (5m: `run`'s default), RUN_ARGS (extra
-# flags for `run`), EMULATOR_BIN
+# flags for `run`), APPLY_BESIDE (0; 1: `apply` with its defaults converges the same set-up on
+# an emulator of its own just before `run`'s cold start, for the run/apply ratio), EMULATOR_BIN
 # (default BIN; a binary built with the `emulator` feature, for when BIN is a production build
 # without it, as the container image is: the emulator runs as a process of its own either way).
 # Everything listens on 127.0.0.1 and is stopped by PID on exit. Figures go to stdout;
@@ -71,17 +72,25 @@ eval "$(tests/e2e/cluster up)"
 "$KUBECTL_BIN" apply -f crds/ >/dev/null
 "$KUBECTL_BIN" wait --for=condition=Established crd/applicationencryptions.msfcmk.dev --timeout=60s >/dev/null
 
-# The AWS side.
-"$EMULATOR_BIN" emulator --port 0 --update-delay-ms 200 --caller-arn "$ROLE" \
-  >"$WORK/emulator.out" 2>"$WORK/emulator.err" &
-PIDS+=($!)
-for _ in $(seq 1 100); do grep -q '^endpoint: ' "$WORK/emulator.out" && break; sleep 0.1; done
-ENDPOINT=$(sed -n 's/^endpoint: //p' "$WORK/emulator.out")
-[ -n "$ENDPOINT" ] || { echo "emulator did not start ($EMULATOR_BIN):" >&2; cat "$WORK/emulator.err" >&2; exit 1; }
-
-# N applications and KEYS keys (default key policy: none of MSF's statements), the manifests;
-# unsigned seeding calls are not counted against quotas.
-python3 - "$ENDPOINT" "$N" "$KEYS" "$WORK/manifests.yaml" "$NAME_PREFIX" "$HALF_RUNNING" <<'PY'
+# The AWS side: an emulator (standalone, quotas on) holding N applications and KEYS keys (default
+# key policy: none of MSF's statements), and the manifests naming them; unsigned seeding calls
+# are not counted against quotas. Sets EMU_ENDPOINT.
+emulator_up() { # <directory>
+  mkdir -p "$1"
+  "$EMULATOR_BIN" emulator --port 0 --update-delay-ms 200 --caller-arn "$ROLE" \
+    >"$1/emulator.out" 2>"$1/emulator.err" &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do grep -q '^endpoint: ' "$1/emulator.out" && break; sleep 0.1; done
+  EMU_ENDPOINT=$(sed -n 's/^endpoint: //p' "$1/emulator.out")
+  [ -n "$EMU_ENDPOINT" ] || { echo "emulator did not start ($EMULATOR_BIN):" >&2; cat "$1/emulator.err" >&2; exit 1; }
+  seed "$EMU_ENDPOINT" "$1/manifests.yaml"
+  sleep 1 # STARTING -> RUNNING (update delay 200 ms)
+  if [ "$LATENCY_MS" -gt 0 ]; then
+    curl -fsS -X PUT "$EMU_ENDPOINT/_emulator/faults/*" -d "{\"latency_ms\": $LATENCY_MS}" >/dev/null
+  fi
+}
+seed() { # <endpoint> <manifests file>
+python3 - "$1" "$N" "$KEYS" "$2" "$NAME_PREFIX" "$HALF_RUNNING" <<'PY'
 import json, sys, urllib.request
 endpoint, n, keys, out, prefix, half = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6] == "1"
 def call(target, body):
@@ -110,10 +119,9 @@ spec:
 """)
 open(out, "w").write("---\n".join(docs))
 PY
-sleep 1 # STARTING -> RUNNING (update delay 200 ms)
-if [ "$LATENCY_MS" -gt 0 ]; then
-  curl -fsS -X PUT "$ENDPOINT/_emulator/faults/*" -d "{\"latency_ms\": $LATENCY_MS}" >/dev/null
-fi
+}
+emulator_up "$WORK"
+ENDPOINT=$EMU_ENDPOINT
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 CTRL=
@@ -163,6 +171,22 @@ IDLE_HWM=$(hwm_mib)
 IDLE_MEM=$(mem_detail)
 IDLE_CPU=$(py "f'{($c1-$c0)/$IDLE_SECS*1000:.1f}'")
 stop_controller
+
+# 1b. `apply` beside (APPLY_BESIDE=1): the same set-up on a fresh emulator of its own, converged
+# by `apply` with its default flags, right before `run`'s cold start: the "within 1.5x of
+# apply's" comparison of issue 10 in one run, on the same machine load.
+APPLY_LINE=
+if [ "${APPLY_BESIDE:-0}" = 1 ]; then
+  emulator_up "$WORK/apply"
+  a0=$(date +%s.%N)
+  "$BIN" apply -f "$WORK/apply/manifests.yaml" --region us-east-1 --operator-role-arn "$ROLE" \
+    --aws-endpoint-url "$EMU_ENDPOINT" --output json >"$WORK/apply/out.json" 2>"$WORK/apply/err.txt" \
+    || { echo "apply failed:" >&2; tail -5 "$WORK/apply/err.txt" >&2; exit 1; }
+  a1=$(date +%s.%N)
+  APPLY_WALL=$(py "f'{$a1-$a0:.1f}'")
+  kill "${PIDS[-1]}" 2>/dev/null || true
+  APPLY_LINE="apply (defaults) on the same set-up, just before: ${APPLY_WALL}s"
+fi
 
 # 2. Cold start: the resources exist before the controller starts.
 "$KUBECTL_BIN" apply -f "$WORK/manifests.yaml" >/dev/null
@@ -214,6 +238,9 @@ echo "idle (0 resources): RSS ${IDLE_RSS} MiB (peak ${IDLE_HWM} MiB), CPU ${IDLE
 echo "cold start with $N: converged in ${CONVERGE_WALL}s from the controller's start (polled every ${POLL_SECS}s; Kubernetes says $KUBE_READY/$N Ready), CPU ${CONVERGE_CPU}s, peak RSS ${PEAK} MiB"
 echo "cold start AWS calls: $CONVERGE_COUNTS"
 echo "steady ($N converged): RSS ${STEADY_RSS} MiB (peak so far ${STEADY_PEAK} MiB), CPU ${STEADY_CPU} millicores (over ${STEADY_SECS}s), AWS calls: $(counts)"
+if [ -n "$APPLY_LINE" ]; then
+  echo "$APPLY_LINE; run/apply = $(py "f'{$CONVERGE_WALL/$APPLY_WALL:.2f}'")x"
+fi
 echo "memory idle: $IDLE_MEM"
 echo "memory at convergence: $CONVERGE_MEM"
 echo "memory in steady state: $STEADY_MEM"
