@@ -41,7 +41,8 @@ CONVERGE_TIMEOUT_SECS=${CONVERGE_TIMEOUT_SECS:-1800}
 # and kubectl more CPU than the controller on a 2-core machine. kubectl confirms the end once.
 POLL_SECS=${POLL_SECS:-1}
 # At N = 10,000 a 5-minute resync asks ~33 reconciles/s, more than the default concurrency of 8
-# serves on this machine; the converged resources' resyncs then starve the rest (BENCHMARKS.md).
+# serves on this machine; `run` stretches the period to keep resyncs within --resync-share of its
+# capacity (docs/controller.md, "Resyncs at scale"), so the default holds at any N.
 RESYNC=${RESYNC:-5m}
 RUN_ARGS=${RUN_ARGS:-}
 ROLE=arn:aws:iam::123456789012:role/msf-cmk-controller
