@@ -21,8 +21,8 @@ use crate::domain::{
     AppliedKeyType, ErrorCategory, KeyState, Observed, ObservedApplication, ObservedKey,
 };
 use crate::identity::CallerIdentity;
-use crate::policy::requirements::MsfRequirements;
 use crate::policy;
+use crate::policy::requirements::MsfRequirements;
 
 use super::{Builder, ConditionStatus, Defaults, Plan, Step, WAIT_AFTER_TRANSIENT};
 

@@ -31,8 +31,8 @@ pub use compliance::{AccessCheck, ComplianceReport, check, check_many};
 pub use document::{Effect, ParseError, PolicyDocument, Statement};
 pub use evaluator::{Decision, Evaluation, Request, evaluate};
 pub use findings::Finding;
-pub use parsed::parse_shared;
 pub use instance::InstanceName;
+pub use parsed::parse_shared;
 pub use principal::Principal;
 
 /// KMS's limit for a key policy, in bytes of the document as sent.

@@ -55,7 +55,10 @@ mod tests {
         // Another allocation of the same text: looked up by content, not by address.
         let copy = String::from(POLICY);
         let b = parse_shared(&copy).unwrap();
-        assert!(Arc::ptr_eq(&a, &b), "the second caller gets the first parse");
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second caller gets the first parse"
+        );
         assert_eq!(*a, PolicyDocument::parse(POLICY).unwrap());
     }
 
@@ -84,6 +87,10 @@ mod tests {
             let text = POLICY.replace("Root", &format!("R{i}{filler}"));
             parse_shared(&text).unwrap();
         }
-        assert!(PARSED.weight() <= TEXT_BYTES, "{} bytes kept", PARSED.weight());
+        assert!(
+            PARSED.weight() <= TEXT_BYTES,
+            "{} bytes kept",
+            PARSED.weight()
+        );
     }
 }
