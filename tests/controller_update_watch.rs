@@ -72,6 +72,22 @@ async fn ready_count(c: &TestCluster, ns: &str) -> usize {
         .count()
 }
 
+/// Waits (bounded) until all `n` resources of `ns` are Ready; the controller's log on failure.
+async fn all_ready(c: &TestCluster, ns: &str, n: usize, ctl: &RunningController) {
+    wait_until_async(
+        &format!("{n} resources Ready"),
+        Duration::from_secs(240),
+        Duration::from_millis(300),
+        || async {
+            match ready_count(c, ns).await {
+                r if r == n => Ok(()),
+                r => Err(format!("{r}/{n} Ready\n{}", ctl.process.log())),
+            }
+        },
+    )
+    .await;
+}
+
 /// The controller's counters whose name starts with `prefix`, by their whole series line.
 fn series(ctl: &RunningController, prefix: &str) -> BTreeMap<String, f64> {
     let (_, body) = ctl.get("/metrics").unwrap_or_default();
@@ -111,18 +127,7 @@ async fn run_reconciles_a_resource_when_the_list_shows_its_update_ended_or_a_slo
     c.apply_yaml(&docs, &ns).expect("apply");
     let ctl = controller(c, &emu, &ns);
 
-    wait_until_async(
-        &format!("{n} resources Ready"),
-        Duration::from_secs(240),
-        Duration::from_millis(300),
-        || async {
-            match ready_count(c, &ns).await {
-                r if r == n => Ok(()),
-                r => Err(format!("{r}/{n} Ready\n{}", ctl.process.log())),
-            }
-        },
-    )
-    .await;
+    all_ready(c, &ns, n, &ctl).await;
 
     let calls = emu.call_counts();
     // One update per application: waking early never repeats one.
@@ -185,18 +190,7 @@ async fn run_describes_a_few_updates_in_a_large_region_instead_of_listing_it() {
     c.apply_yaml(&docs, &ns).expect("apply");
     let ctl = controller(c, &emu, &ns);
 
-    wait_until_async(
-        &format!("{n} resources Ready"),
-        Duration::from_secs(240),
-        Duration::from_millis(300),
-        || async {
-            match ready_count(c, &ns).await {
-                r if r == n => Ok(()),
-                r => Err(format!("{r}/{n} Ready\n{}", ctl.process.log())),
-            }
-        },
-    )
-    .await;
+    all_ready(c, &ns, n, &ctl).await;
 
     let calls = emu.call_counts();
     assert_eq!(
