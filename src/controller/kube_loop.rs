@@ -196,11 +196,7 @@ pub async fn run_controllers(
     for (index, api) in apis.iter().enumerate() {
         let (reader, writer) = reflector::store();
         let (synced, seen) = (arrivals.clone(), arrivals.clone());
-        // The initial list is paged (kube-runtime's 500 objects a page, a consistent read):
-        // `any_semantic` (resourceVersion 0) is served whole from the apiserver's cache, and
-        // at 10,000 resources that one response and its full objects (managedFields, the
-        // last-applied annotation) set the process's peak memory before anything is stripped.
-        let stream = watcher(api.clone(), watcher::Config::default())
+        let stream = watcher(api.clone(), watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(strip_unused)
             .reflect(writer)
