@@ -11,7 +11,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use msf_cmk_controller::api::ApplicationEncryption;
 use msf_cmk_controller::domain::{ApplicationStatus, AppliedKeyType};
-use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use msf_cmk_controller::emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault};
 use support::cluster::TestCluster;
 use support::controller::{ControllerOptions, RunningController, start_controller};
 use support::wait::{wait_until, wait_until_async};
@@ -423,4 +423,71 @@ async fn drift_made_in_aws_is_corrected_at_the_next_resync() {
         },
     );
     assert_eq!(emu.call_count("PutKeyPolicy"), before + 1);
+}
+
+/// `run`'s cache keeps no observations (`status.application`, `status.keyPolicy`): when a read
+/// fails, the status written still carries the last ones, read back from the stored status,
+/// rather than dropping them (a server-side apply without a field removes it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_read_keeps_the_last_observations() {
+    let c = TestCluster::shared();
+    let emu = emulator().await;
+    emu.create_application(REGION, "blind", "FLINK-1_20", ApplicationStatus::Ready)
+        .unwrap();
+    let key = emu.create_key(REGION, None).unwrap();
+    let ns = c.create_namespace("ctl-blind");
+    let ctl = start_controller(
+        c,
+        ControllerOptions {
+            identity: "blind-0".into(),
+            resync_period: "2s".into(),
+            leader_election: false,
+            env: vec![],
+        }
+        .env("MSF_CMK_AWS_ENDPOINT_URL", &emu.endpoint())
+        .env("MSF_CMK_NAMESPACES", &ns)
+        .env(
+            "MSF_CMK_OPERATOR_ROLE_ARN",
+            &format!("arn:aws:iam::{}:role/msf-cmk-operator", emu.account_id()),
+        ),
+    );
+    let client = c.client().await;
+    let api: Api<ApplicationEncryption> = Api::namespaced(client, &ns);
+    c.apply_yaml(&manifest("blind", &key), &ns).expect("apply");
+    let converged = wait_ready(&api, "blind", || ctl.process.log()).await;
+    let before = converged.status.unwrap();
+    assert!(before.application.is_some() && before.key_policy.is_some());
+
+    // Every read of the application and of the key policy now fails (an IAM change, say).
+    let reads = |op| emu.call_count(op);
+    let (describes, gets) = (reads("DescribeApplication"), reads("GetKeyPolicy"));
+    for op in ["DescribeApplication", "GetKeyPolicy"] {
+        emu.set_fault(
+            op,
+            Fault {
+                deny: true,
+                ..Fault::default()
+            },
+        );
+    }
+    let failed = wait_until_async(
+        "a resync to report the failed reads",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let o = api.get("blind").await.map_err(|e| e.to_string())?;
+            let status = o.status.clone().unwrap_or_default();
+            match status.conditions.iter().find(|c| c.type_ == "Ready") {
+                Some(r) if r.status == "False" => Ok(status),
+                other => Err(format!("{other:?}\n{}", ctl.process.log())),
+            }
+        },
+    )
+    .await;
+    assert!(
+        reads("DescribeApplication") > describes && reads("GetKeyPolicy") > gets,
+        "both reads were made and failed"
+    );
+    assert_eq!(failed.application, before.application, "{failed:#?}");
+    assert_eq!(failed.key_policy, before.key_policy, "{failed:#?}");
 }

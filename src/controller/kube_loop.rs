@@ -354,8 +354,17 @@ async fn apply(
         conflict,
         retry_update: retry_annotation(&obj),
     };
-    let outcome =
+    let mut outcome =
         reconcile::reconcile(&ctx.core, &subject, &peers, Mode::Execute, Utc::now()).await;
+    if outcome.failed_reads.any() {
+        // The cache keeps no observations (`strip_unused`): the stored status has them.
+        let stored = api.get(&name).await.map_err(Error::Status)?;
+        reconcile::keep_last_observed(
+            &mut outcome.status,
+            stored.status.as_ref(),
+            outcome.failed_reads,
+        );
+    }
 
     // Status last, so it tells what this reconcile found and did.
     let patch = serde_json::json!({
@@ -382,7 +391,6 @@ async fn apply(
     };
     ctx.core.metrics.reconciled(result, timer.seconds());
     ctx.resync.measured(timer.seconds());
-    ctx.core.metrics.set_ready(&key, Some(outcome.ready()));
     ctx.core
         .metrics
         .set_resource(&ns, &name, &obj.spec, Some(&outcome.status));
@@ -444,8 +452,9 @@ fn is_arrival(o: &ApplicationEncryption) -> bool {
 
 /// Drops what no reconcile reads before the object enters the cache: `managedFields` and every
 /// annotation but ours (`kubectl apply` keeps a full copy of the object in one), labels, owner
-/// references and the conditions' messages. The cache holds every resource for the life of the
-/// process, so this is most of its memory.
+/// references, the conditions' messages and the status' observations (`application`,
+/// `keyPolicy`, `lastSyncTime`). The cache holds every resource for the life of the process, so
+/// this is most of its memory.
 fn strip_unused(o: &mut ApplicationEncryption) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
@@ -465,6 +474,13 @@ fn strip_unused(o: &mut ApplicationEncryption) {
         for c in &mut status.conditions {
             c.message = String::new();
         }
+        // Written afresh by every reconcile from what it reads; a failed read keeps the last
+        // observation by reading the stored status again (`reconcile::keep_last_observed`).
+        // `keyPolicy.ownedSids` alone repeats every Sid of the key's policy in each of its
+        // resources.
+        status.application = None;
+        status.key_policy = None;
+        status.last_sync_time = None;
     }
 }
 
@@ -561,7 +577,6 @@ async fn clean(obj: Arc<ApplicationEncryption>, ctx: &KubeContext) -> Result<Act
             cleanup::forget(&ctx.core, &subject);
             publish(ctx, &obj, &notes).await;
             ctx.core.backoff.reset(&key);
-            ctx.core.metrics.set_ready(&key, None);
             ctx.core.metrics.set_resource(&ns, &name, &obj.spec, None);
             Ok(Action::await_change())
         }
@@ -719,6 +734,15 @@ mod tests {
             observed_generation: Some(1),
             conditions: vec![ready.clone()],
             last_update: Some(record.clone()),
+            application: Some(crate::api::ApplicationObservation {
+                arn: Some("arn:aws:kinesisanalytics:us-east-1:123456789012:application/a".into()),
+                ..Default::default()
+            }),
+            key_policy: Some(crate::api::KeyPolicyObservation {
+                owned_sids: vec!["MsfCmkOperatorUseKey-op".into()],
+                ..Default::default()
+            }),
+            last_sync_time: Some("2026-01-01T00:00:00Z".into()),
             ..Default::default()
         });
         strip_unused(&mut o);
@@ -736,6 +760,9 @@ mod tests {
         assert_eq!(status.conditions, vec![stripped]);
         assert!(is_incumbent(&o));
         assert_eq!(status.last_update, Some(record));
+        assert_eq!(status.application, None);
+        assert_eq!(status.key_policy, None);
+        assert_eq!(status.last_sync_time, None);
         let mut plain = object(1, None);
         plain.metadata.annotations = Some([("x".to_string(), "y".to_string())].into());
         strip_unused(&mut plain);

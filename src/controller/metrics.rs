@@ -52,7 +52,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{ApplicationEncryptionSpec, ApplicationEncryptionStatus};
+use crate::api::{ApplicationEncryptionSpec, ApplicationEncryptionStatus, KeyType};
 use crate::aws::{AccountLimiters, AwsError, KmsApi, MsfApi};
 use crate::controller::identity::CallerCell;
 use crate::domain::{
@@ -105,13 +105,60 @@ pub struct RegionLabels {
     pub account: String,
 }
 
+/// One resource's `resource_ready` series. Kept for every resource for the life of the process,
+/// twice (the family's key and [`Metrics::objects`], to remove the series when its labels
+/// change), so the texts are shared rather than copied: at 10,000 resources `String`s cost
+/// about 5 MiB more (BENCHMARKS.md, "Controller footprint").
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResourceLabels {
-    pub namespace: String,
-    pub name: String,
-    pub application: String,
-    pub key_type: String,
-    pub reason: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub application: Arc<str>,
+    pub key_type: &'static str,
+    pub reason: Arc<str>,
+}
+
+/// What the metrics remember of one resource.
+#[derive(Debug)]
+struct ObjectSeries {
+    ready: ReadyState,
+    labels: ResourceLabels,
+}
+
+/// The Ready condition's status, as `msf_cmk_resources` counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadyState {
+    True,
+    False,
+    Unknown,
+}
+
+impl ReadyState {
+    const ALL: [ReadyState; 3] = [ReadyState::True, ReadyState::False, ReadyState::Unknown];
+
+    fn of(status: Option<&str>) -> ReadyState {
+        match status {
+            Some("True") => ReadyState::True,
+            Some("False") => ReadyState::False,
+            _ => ReadyState::Unknown,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            ReadyState::True => "True",
+            ReadyState::False => "False",
+            ReadyState::Unknown => "Unknown",
+        }
+    }
+}
+
+/// The text of `new`, reusing `old`'s allocation when it is the same.
+fn shared(old: Option<&Arc<str>>, new: &str) -> Arc<str> {
+    match old {
+        Some(o) if &**o == new => o.clone(),
+        _ => Arc::from(new),
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,10 +198,9 @@ pub struct Metrics {
     pacing: Mutex<Vec<(CallerCell, AccountLimiters)>>,
     restart_slots: Family<RegionLabels, Gauge>,
     resync_period: Gauge<f64, AtomicU64>,
-    /// Ready state per object, so the gauge can be recomputed when an object changes state.
-    ready_by_object: Mutex<HashMap<String, String>>,
-    /// The `resource_ready` series of each object, removed when its labels change.
-    resource_series: Mutex<HashMap<String, ResourceLabels>>,
+    /// Each object's Ready state (counted in `resources`) and `resource_ready` series (removed
+    /// when its labels change), by `namespace/name`.
+    objects: Mutex<HashMap<String, ObjectSeries>>,
     /// Calls per operation, all outcomes: for the summaries `apply` and `demo` print.
     call_totals: Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -282,8 +328,7 @@ impl Metrics {
             pacing: Mutex::default(),
             restart_slots,
             resync_period,
-            ready_by_object: Mutex::default(),
-            resource_series: Mutex::default(),
+            objects: Mutex::default(),
             call_totals: Mutex::default(),
         }
     }
@@ -322,7 +367,8 @@ impl Metrics {
         }
     }
 
-    /// Records one resource's readiness (`status: None`: the resource is gone).
+    /// Records one resource's readiness (`status: None`: the resource is gone): its
+    /// `resource_ready` series and its count in `resources`.
     pub fn set_resource(
         &self,
         namespace: &str,
@@ -331,17 +377,16 @@ impl Metrics {
         status: Option<&ApplicationEncryptionStatus>,
     ) {
         let object = format!("{namespace}/{name}");
-        let mut series = self
-            .resource_series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut objects = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         let Some(status) = status else {
-            if let Some(old) = series.remove(&object) {
-                self.resource_ready.remove(&old);
+            if let Some(old) = objects.remove(&object) {
+                self.resource_ready.remove(&old.labels);
+                self.count_ready(&objects);
             }
             return;
         };
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        let state = ReadyState::of(ready.map(|c| c.status.as_str()));
         let reason = ready.map_or("Unknown", |c| c.reason.as_str());
         // Reasons are CamelCase words from the code; anything else would be unbounded.
         let reason = if !reason.is_empty()
@@ -352,21 +397,46 @@ impl Metrics {
         } else {
             "Other"
         };
+        let old = objects.get(&object).map(|o| &o.labels);
         let labels = ResourceLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            application: spec.application_name.clone(),
-            key_type: format!("{:?}", spec.key_type),
-            reason: reason.to_string(),
+            namespace: shared(old.map(|l| &l.namespace), namespace),
+            name: shared(old.map(|l| &l.name), name),
+            application: shared(old.map(|l| &l.application), &spec.application_name),
+            key_type: match spec.key_type {
+                KeyType::AwsOwnedKey => "AwsOwnedKey",
+                KeyType::CustomerManagedKey => "CustomerManagedKey",
+            },
+            reason: shared(old.map(|l| &l.reason), reason),
         };
-        if let Some(old) = series.insert(object, labels.clone())
-            && old != labels
+        let entry = ObjectSeries {
+            ready: state,
+            labels: labels.clone(),
+        };
+        let previous = objects.insert(object, entry);
+        if let Some(old) = &previous
+            && old.labels != labels
         {
-            self.resource_ready.remove(&old);
+            self.resource_ready.remove(&old.labels);
         }
         self.resource_ready
             .get_or_create(&labels)
-            .set(i64::from(ready.is_some_and(|c| c.status == "True")));
+            .set(i64::from(state == ReadyState::True));
+        if previous.is_none_or(|p| p.ready != state) {
+            self.count_ready(&objects);
+        }
+    }
+
+    /// `resources{ready}`: counted again only when an object's state changes (a resync that
+    /// finds it converged again does not scan every object).
+    fn count_ready(&self, objects: &HashMap<String, ObjectSeries>) {
+        for state in ReadyState::ALL {
+            let n = objects.values().filter(|o| o.ready == state).count();
+            self.resources
+                .get_or_create(&ReadyLabels {
+                    ready: state.label().to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn reconciled(&self, result: &str, seconds: f64) {
@@ -437,26 +507,6 @@ impl Metrics {
                 kind: kind.to_string(),
             })
             .inc();
-    }
-
-    /// Records the Ready state of one object (`None`: the object is gone).
-    pub fn set_ready(&self, object: &str, ready: Option<&str>) {
-        let mut map = self
-            .ready_by_object
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match ready {
-            Some(r) => map.insert(object.to_string(), r.to_string()),
-            None => map.remove(object),
-        };
-        for state in ["True", "False", "Unknown"] {
-            let n = map.values().filter(|v| v.as_str() == state).count();
-            self.resources
-                .get_or_create(&ReadyLabels {
-                    ready: state.to_string(),
-                })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
     }
 
     /// Reports the lanes of `pacing` (one account's) under `caller`'s account when scraped.
@@ -726,16 +776,31 @@ impl Timer {
 mod tests {
     use super::*;
 
+    fn ready_status(ready: &str, reason: &str) -> ApplicationEncryptionStatus {
+        serde_json::from_value(serde_json::json!({
+            "conditions": [{
+                "type": "Ready", "status": ready, "reason": reason, "message": "",
+                "lastTransitionTime": "2026-11-26T12:00:00Z"
+            }]
+        }))
+        .unwrap()
+    }
+
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::new();
         m.reconciled("converged", 0.05);
         m.aws_call("111122223333", "kms", "PutKeyPolicy", "ok");
         m.drift_corrected("key_policy");
-        m.set_ready("ns/a", Some("True"));
-        m.set_ready("ns/b", Some("False"));
-        m.set_ready("ns/c", Some("True"));
-        m.set_ready("ns/c", None);
+        let spec: ApplicationEncryptionSpec = serde_json::from_value(serde_json::json!({
+            "applicationName": "orders",
+            "keyType": "AwsOwnedKey"
+        }))
+        .unwrap();
+        m.set_resource("ns", "a", &spec, Some(&ready_status("True", "Converged")));
+        m.set_resource("ns", "b", &spec, Some(&ready_status("False", "Updating")));
+        m.set_resource("ns", "c", &spec, Some(&ready_status("True", "Converged")));
+        m.set_resource("ns", "c", &spec, None);
         let text = m.encode();
         for needle in [
             r#"msf_cmk_reconciles_total{result="converged"} 1"#,
@@ -793,15 +858,7 @@ mod tests {
             "keyType": "AwsOwnedKey"
         }))
         .unwrap();
-        let status = |ready: &str, reason: &str| -> ApplicationEncryptionStatus {
-            serde_json::from_value(serde_json::json!({
-                "conditions": [{
-                    "type": "Ready", "status": ready, "reason": reason, "message": "",
-                    "lastTransitionTime": "2026-11-26T12:00:00Z"
-                }]
-            }))
-            .unwrap()
-        };
+        let status = ready_status;
         m.set_resource(
             "team-a",
             "orders",
@@ -829,8 +886,22 @@ mod tests {
             &spec,
             Some(&status("False", "not a reason!")),
         );
-        assert!(m.encode().contains(r#"reason="Other"} 0"#));
+        let text = m.encode();
+        assert!(text.contains(r#"reason="Other"} 0"#));
+        assert!(
+            text.contains(r#"msf_cmk_resources{ready="False"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"msf_cmk_resources{ready="True"} 0"#),
+            "{text}"
+        );
         m.set_resource("team-a", "orders", &spec, None);
-        assert!(!m.encode().contains("msf_cmk_resource_ready{"));
+        let text = m.encode();
+        assert!(!text.contains("msf_cmk_resource_ready{"));
+        assert!(
+            text.contains(r#"msf_cmk_resources{ready="False"} 0"#),
+            "{text}"
+        );
     }
 }

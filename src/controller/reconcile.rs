@@ -145,6 +145,23 @@ pub struct Outcome {
     pub accepted: Option<ApplicationDescription>,
     /// What this reconcile's own DescribeApplication said (none when it used a hint).
     pub described: Option<ApplicationDescription>,
+    /// The reads that failed, whose last observations the status keeps
+    /// ([`keep_last_observed`]).
+    pub failed_reads: FailedReads,
+}
+
+/// Which of a reconcile's reads failed (the status keeps their last observations).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailedReads {
+    pub application: bool,
+    pub key_policy: bool,
+}
+
+impl FailedReads {
+    /// Whether the status needs a previous observation that the read could not renew.
+    pub fn any(self) -> bool {
+        self.application || self.key_policy
+    }
 }
 
 impl Outcome {
@@ -542,16 +559,11 @@ pub async fn reconcile_observed(
     if policy_written.is_some() {
         status.last_key_policy_write = policy_written;
     }
-    // A failed read says nothing new: keep what was last observed rather than blank it (the
-    // conditions say the read failed).
-    if let Some(prev) = subject.previous {
-        if matches!(obs.application, Observed::Failed { .. }) {
-            status.application = prev.application.clone();
-        }
-        if matches!(obs.key_policy, Observed::Failed { .. }) && status.key_policy.is_none() {
-            status.key_policy = prev.key_policy.clone();
-        }
-    }
+    let failed_reads = FailedReads {
+        application: matches!(obs.application, Observed::Failed { .. }),
+        key_policy: matches!(obs.key_policy, Observed::Failed { .. }),
+    };
+    keep_last_observed(&mut status, subject.previous, failed_reads);
     if matches!(next, Next::Blocked | Next::Failed(_))
         && let Some(ready) = conditions
             .iter()
@@ -582,6 +594,26 @@ pub async fn reconcile_observed(
         desired_key_arn,
         accepted: updated,
         described,
+        failed_reads,
+    }
+}
+
+/// A failed read says nothing new: the status keeps what was last observed rather than blank
+/// it (the conditions say the read failed). `previous` must hold the observations: `run`'s
+/// cache drops them (`kube_loop::strip_unused`), so it reads the stored status again when
+/// [`Outcome::failed_reads`] says one is needed, which is rare, instead of keeping every
+/// resource's observations in memory for it.
+pub fn keep_last_observed(
+    status: &mut ApplicationEncryptionStatus,
+    previous: Option<&ApplicationEncryptionStatus>,
+    failed: FailedReads,
+) {
+    let Some(prev) = previous else { return };
+    if failed.application && status.application.is_none() {
+        status.application = prev.application.clone();
+    }
+    if failed.key_policy && status.key_policy.is_none() {
+        status.key_policy = prev.key_policy.clone();
     }
 }
 
@@ -727,6 +759,7 @@ fn not_admitted(
         desired_key_arn: None,
         accepted: None,
         described: None,
+        failed_reads: FailedReads::default(),
     }
 }
 
