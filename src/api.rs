@@ -4,6 +4,7 @@
 //! The CRD YAML in `crds/` is generated from these types (`msf-cmk-controller crd`) and a test
 //! fails when it drifts.
 
+use compact_str::CompactString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -275,24 +276,28 @@ pub struct KeyPolicyObservation {
     pub owned_sids: Vec<String>,
 }
 
+// Texts are `CompactString`s (the same JSON and schema as `String`): type, status, reason and
+// transition time are at most 24 bytes, kept inline instead of in four allocations each. `run`
+// caches six conditions per resource for the life of the process: at 10,000 resources that is
+// 240,000 allocations fewer (BENCHMARKS.md, "Controller footprint").
 /// A status condition, in the shape of Kubernetes' metav1.Condition.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     /// Ready, KeyUsable, KeyPolicyCompliant or EncryptionApplied.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: CompactString,
     /// True, False or Unknown.
     #[schemars(regex(pattern = r"^(True|False|Unknown)$"))]
-    pub status: String,
+    pub status: CompactString,
     /// A CamelCase word a user can search for.
-    pub reason: String,
+    pub reason: CompactString,
     /// What happened and what to do about it.
     #[serde(default)]
-    pub message: String,
+    pub message: CompactString,
     /// When status last changed (RFC 3339).
     #[schemars(extend("format" = "date-time"))]
-    pub last_transition_time: String,
+    pub last_transition_time: CompactString,
     /// The metadata.generation this condition was computed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -90,7 +90,11 @@ fn manifest(namespace: &str, name: &str, spec: ApplicationEncryptionSpec) -> Man
 
 fn ready(o: &Outcome) -> (String, String, String) {
     let c = status::ready(&o.status).expect("a Ready condition");
-    (c.status.clone(), c.reason.clone(), c.message.clone())
+    (
+        c.status.to_string(),
+        c.reason.to_string(),
+        c.message.to_string(),
+    )
 }
 
 fn options() -> ApplyOptions {

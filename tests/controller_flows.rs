@@ -171,7 +171,7 @@ fn subject(spec: &ApplicationEncryptionSpec) -> Subject<'_> {
 
 fn ready(o: &Outcome) -> (String, String) {
     let c = status::ready(&o.status).expect("a Ready condition");
-    (c.status.clone(), c.reason.clone())
+    (c.status.to_string(), c.reason.to_string())
 }
 
 fn condition<'a>(o: &'a Outcome, t: &str) -> &'a msf_cmk_controller::api::Condition {

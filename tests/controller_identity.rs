@@ -136,7 +136,11 @@ fn condition(o: &Outcome, type_: &str) -> (String, String, String) {
         .iter()
         .find(|c| c.type_ == type_)
         .unwrap_or_else(|| panic!("no {type_} in {:#?}", o.status));
-    (c.status.clone(), c.reason.clone(), c.message.clone())
+    (
+        c.status.to_string(),
+        c.reason.to_string(),
+        c.message.to_string(),
+    )
 }
 
 #[tokio::test]

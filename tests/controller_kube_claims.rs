@@ -49,7 +49,7 @@ async fn ready_reason(
                 .as_ref()
                 .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
             match ready {
-                Some(c) if c.status == "True" || c.reason == "Conflict" => Ok(c.reason.clone()),
+                Some(c) if c.status == "True" || c.reason == "Conflict" => Ok(c.reason.to_string()),
                 other => Err(format!("{other:?}\nlog:\n{}", log())),
             }
         },
@@ -112,7 +112,7 @@ async fn run_and_apply_choose_the_same_winner_across_namespaces() {
     let plans = batch::plan_all(&core, &[spec(&late), spec(&early)], 2).await;
     let planned: Vec<String> = plans
         .iter()
-        .map(|o| status::ready(&o.status).unwrap().reason.clone())
+        .map(|o| status::ready(&o.status).unwrap().reason.to_string())
         .collect();
     assert_eq!(planned[0], "Conflict", "plan: the later namespace loses");
     assert_ne!(

@@ -150,7 +150,7 @@ impl Env {
 
 fn ready(o: &Outcome) -> (String, String) {
     let c = status::ready(&o.status).expect("a Ready condition");
-    (c.status.clone(), c.reason.clone())
+    (c.status.to_string(), c.reason.to_string())
 }
 
 fn condition<'a>(o: &'a Outcome, t: &str) -> &'a msf_cmk_controller::api::Condition {

@@ -202,7 +202,7 @@ async fn pass(
 
 fn ready(o: &Outcome) -> (String, String) {
     let c = status::ready(&o.status).expect("a Ready condition");
-    (c.status.clone(), c.reason.clone())
+    (c.status.to_string(), c.reason.to_string())
 }
 
 #[tokio::test]

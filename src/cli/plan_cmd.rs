@@ -236,12 +236,12 @@ pub async fn apply_with_progress(
 
 fn ready_of(o: &Outcome) -> (String, String) {
     status::ready(&o.status).map_or(("Unknown".into(), String::new()), |c| {
-        (c.status.clone(), c.reason.clone())
+        (c.status.to_string(), c.reason.to_string())
     })
 }
 
 fn ready_message(o: &Outcome) -> String {
-    status::ready(&o.status).map_or(String::new(), |c| c.message.clone())
+    status::ready(&o.status).map_or(String::new(), |c| c.message.to_string())
 }
 
 /// A write step, or a transient wait: the resource is not in its desired state yet.

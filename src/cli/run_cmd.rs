@@ -205,8 +205,13 @@ pub fn load_tenancy(path: Option<&PathBuf>) -> anyhow::Result<Tenancy> {
     Ok(Tenancy(Some(cfg)))
 }
 
+/// Bytes of policy text whose parse `run` keeps (`apply` keeps 1 MiB):
+/// 8 policies at KMS's 32 KB limit, more than the keys of the reconciles running at once.
+const RUN_PARSE_CACHE_BYTES: u64 = 256 << 10;
+
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     init_logging(a.log_format, "info");
+    crate::policy::limit_parse_cache(RUN_PARSE_CACHE_BYTES);
     let tenancy = load_tenancy(a.tenancy_config.as_ref())?;
     let accounts = accounts_arg::load(a.accounts_config.as_ref())?;
     if tenancy.admits_all() {

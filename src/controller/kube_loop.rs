@@ -10,6 +10,7 @@
 //!   that resyncs stay under a share of the reconcile capacity, [`resync`]), per-object
 //!   backoff with jitter on transient errors.
 
+use compact_str::CompactString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -450,14 +451,18 @@ fn is_arrival(o: &ApplicationEncryption) -> bool {
         && (!ours || observed.is_some_and(|g| Some(g) != o.meta().generation))
 }
 
-/// Drops what no reconcile reads before the object enters the cache: `managedFields` and every
-/// annotation but ours (`kubectl apply` keeps a full copy of the object in one), labels, owner
+/// Drops what no reconcile reads before the object enters the cache: `managedFields`, the
+/// `resourceVersion`, every annotation but ours (`kubectl apply` keeps a full copy of the object in one), labels, owner
 /// references, the conditions' messages and the status' observations (`application`,
 /// `keyPolicy`, `lastSyncTime`). The cache holds every resource for the life of the process, so
 /// this is most of its memory.
 fn strip_unused(o: &mut ApplicationEncryption) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
+    // The watcher resumes from the versions of its own events, before this; an object's
+    // version would be copied into every reference kube-runtime makes to it (store key,
+    // scheduled reconcile), and nothing here writes with a version precondition.
+    meta.resource_version = None;
     meta.labels = None;
     meta.owner_references = None;
     if let Some(annotations) = meta.annotations.as_mut() {
@@ -472,7 +477,7 @@ fn strip_unused(o: &mut ApplicationEncryption) {
     // ARN, are about a quarter of a converged resource's cached bytes (BENCHMARKS.md).
     if let Some(status) = o.status.as_mut() {
         for c in &mut status.conditions {
-            c.message = String::new();
+            c.message = CompactString::default();
         }
         // Written afresh by every reconcile from what it reads; a failed read keeps the last
         // observation by reading the stored status again (`reconcile::keep_last_observed`).
@@ -713,6 +718,7 @@ mod tests {
         );
         meta.labels = Some([("team".to_string(), "a".to_string())].into());
         meta.managed_fields = Some(vec![Default::default()]);
+        meta.resource_version = Some("42".into());
         meta.finalizers = Some(vec![FINALIZER.into()]);
         let ready = crate::api::Condition {
             type_: "Ready".into(),
@@ -750,11 +756,12 @@ mod tests {
         assert_eq!(o.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
         assert_eq!(o.metadata.labels, None);
         assert_eq!(o.metadata.managed_fields, None);
+        assert_eq!(o.metadata.resource_version, None);
         assert_eq!(o.metadata.finalizers, Some(vec![FINALIZER.to_string()]));
         let status = o.status.as_ref().unwrap();
         // Only the message goes: reconciles read the rest of the previous conditions.
         let stripped = crate::api::Condition {
-            message: String::new(),
+            message: Default::default(),
             ..ready
         };
         assert_eq!(status.conditions, vec![stripped]);

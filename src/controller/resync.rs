@@ -413,7 +413,7 @@ mod tests {
                 type_: condition_types::RECONCILING.into(),
                 status: s.into(),
                 reason: "Converged".into(),
-                message: String::new(),
+                message: Default::default(),
                 last_transition_time: "2026-01-01T00:00:00Z".into(),
                 observed_generation: Some(1),
             }],

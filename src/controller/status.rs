@@ -119,12 +119,12 @@ pub fn build_conditions(
             .iter()
             .find(|p| p.type_ == report.type_ && p.status == status)
             .map(|p| p.last_transition_time.clone())
-            .unwrap_or_else(|| rfc3339(now));
+            .unwrap_or_else(|| rfc3339(now).into());
         out.push(Condition {
-            type_: report.type_.to_string(),
-            status: status.to_string(),
-            reason: report.reason.clone(),
-            message: report.message.clone(),
+            type_: report.type_.into(),
+            status: status.into(),
+            reason: report.reason.as_str().into(),
+            message: report.message.as_str().into(),
             last_transition_time,
             observed_generation: generation,
         });

@@ -32,7 +32,7 @@ pub use document::{Effect, ParseError, PolicyDocument, Statement};
 pub use evaluator::{Decision, Evaluation, Request, evaluate};
 pub use findings::Finding;
 pub use instance::InstanceName;
-pub use parsed::parse_shared;
+pub use parsed::{limit_parse_cache, parse_shared};
 pub use principal::Principal;
 
 /// KMS's limit for a key policy, in bytes of the document as sent.

@@ -10,16 +10,20 @@
 //! Errors are not remembered: a policy that does not parse is rare and its reconcile stops
 //! there anyway.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
 use super::{ParseError, PolicyDocument};
 
-/// Bytes of policy text kept (about 4x that in parsed form): 32 policies at KMS's 32 KB limit,
-/// 300 of the size of a key shared by 5 applications.
-const TEXT_BYTES: u64 = 1 << 20;
+/// Bytes of policy text kept by default (about 4x that in parsed form): 32 policies at KMS's
+/// 32 KB limit, 300 of the size of a key shared by 5 applications.
+pub const TEXT_BYTES: u64 = 1 << 20;
+
+/// The bound the cache is built with, at the first parse ([`limit_parse_cache`]).
+static LIMIT: AtomicU64 = AtomicU64::new(TEXT_BYTES);
 
 /// A guess for sizing the table; the weight bound is the real limit.
 const ESTIMATED_ENTRIES: usize = 64;
@@ -34,13 +38,30 @@ impl Weighter<String, Arc<PolicyDocument>> for TextLength {
     }
 }
 
-static PARSED: LazyLock<Cache<String, Arc<PolicyDocument>, TextLength>> =
-    LazyLock::new(|| Cache::with_weighter(ESTIMATED_ENTRIES, TEXT_BYTES, TextLength));
+static PARSED: OnceLock<Cache<String, Arc<PolicyDocument>, TextLength>> = OnceLock::new();
+
+/// Bounds the cache to `text_bytes` of policy text instead of [`TEXT_BYTES`]. Takes effect only
+/// before the first parse, when the cache is built: returns whether it did. `run` keeps less
+/// than `apply`: its reconciles of one key are spread over the resync period, so beyond the
+/// reconciles running at once a parsed policy is seldom asked for again before it would be
+/// evicted, and at 10,000 resources the default bound held about 5 MiB of parsed documents
+/// (BENCHMARKS.md, "Controller footprint").
+pub fn limit_parse_cache(text_bytes: u64) -> bool {
+    LIMIT.store(text_bytes.max(1), Ordering::Relaxed);
+    PARSED.get().is_none()
+}
 
 /// [`PolicyDocument::parse`] of `text`, shared with every other caller that parsed the same
 /// text while it is remembered. Concurrent callers of one new text wait for a single parse.
 pub fn parse_shared(text: &str) -> Result<Arc<PolicyDocument>, ParseError> {
-    PARSED.get_or_insert_with(text, || PolicyDocument::parse(text).map(Arc::new))
+    cache().get_or_insert_with(text, || PolicyDocument::parse(text).map(Arc::new))
+}
+
+fn cache() -> &'static Cache<String, Arc<PolicyDocument>, TextLength> {
+    PARSED.get_or_init(|| {
+        let limit = LIMIT.load(Ordering::Relaxed);
+        Cache::with_weighter(ESTIMATED_ENTRIES, limit, TextLength)
+    })
 }
 
 #[cfg(test)]
@@ -63,6 +84,12 @@ mod tests {
     }
 
     #[test]
+    fn the_bound_is_set_before_the_first_parse_only() {
+        parse_shared(POLICY).unwrap();
+        assert!(!limit_parse_cache(TEXT_BYTES), "the cache is built already");
+    }
+
+    #[test]
     fn a_different_text_is_a_different_document() {
         let other = POLICY.replace("Root", "Other");
         let a = parse_shared(POLICY).unwrap();
@@ -76,7 +103,7 @@ mod tests {
         let bad = r#"{"Statement": 3}"#;
         let e = parse_shared(bad).unwrap_err();
         assert_eq!(e, PolicyDocument::parse(bad).unwrap_err());
-        assert!(PARSED.get(bad).is_none());
+        assert!(cache().get(bad).is_none());
     }
 
     #[test]
@@ -88,9 +115,9 @@ mod tests {
             parse_shared(&text).unwrap();
         }
         assert!(
-            PARSED.weight() <= TEXT_BYTES,
+            cache().weight() <= TEXT_BYTES,
             "{} bytes kept",
-            PARSED.weight()
+            cache().weight()
         );
     }
 }
