@@ -320,13 +320,15 @@ async fn no_budget_restarts_everything_at_once() {
 }
 
 /// `run` after a restart: before its first reconcile it reads every status in its cache, and an
-/// update of ours recorded in progress on an application last seen UPDATING holds a slot.
+/// update of ours recorded in progress on an application last seen UPDATING holds a slot. The
+/// objects are as run's cache holds them (`kube_loop::strip_unused`, which drops most of the
+/// status' observations).
 #[tokio::test]
 async fn run_seeds_the_budget_from_the_statuses_once() {
     use msf_cmk_controller::api::{
         ApplicationEncryption, ApplicationObservation, LastUpdate, UpdateOutcome,
     };
-    use msf_cmk_controller::controller::lifecycle;
+    use msf_cmk_controller::controller::{kube_loop, lifecycle};
     let emu = emulator(Duration::from_secs(3600)).await;
     let key = emu.create_key(REGION, None).unwrap();
     let core = core(&emu, 1).await;
@@ -351,6 +353,7 @@ async fn run_seeds_the_budget_from_the_statuses_once() {
             }),
             ..ApplicationEncryptionStatus::default()
         });
+        kube_loop::strip_unused(&mut o);
         std::sync::Arc::new(o)
     };
     let objects = vec![

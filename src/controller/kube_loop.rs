@@ -26,7 +26,7 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::Instrument;
 
-use crate::api::{ApplicationEncryption, FINALIZER, RETRY_UPDATE_ANNOTATION};
+use crate::api::{ApplicationEncryption, FINALIZER, RETRY_UPDATE_ANNOTATION, UpdateOutcome};
 use crate::controller::arrivals::Arrivals;
 use crate::controller::claims;
 use crate::controller::context::Core;
@@ -456,7 +456,7 @@ fn is_arrival(o: &ApplicationEncryption) -> bool {
 /// references, the conditions' messages and the status' observations (`application`,
 /// `keyPolicy`, `lastSyncTime`). The cache holds every resource for the life of the process, so
 /// this is most of its memory.
-fn strip_unused(o: &mut ApplicationEncryption) {
+pub fn strip_unused(o: &mut ApplicationEncryption) {
     let meta = o.meta_mut();
     meta.managed_fields = None;
     // The watcher resumes from the versions of its own events, before this; an object's
@@ -482,8 +482,16 @@ fn strip_unused(o: &mut ApplicationEncryption) {
         // Written afresh by every reconcile from what it reads; a failed read keeps the last
         // observation by reading the stored status again (`reconcile::keep_last_observed`).
         // `keyPolicy.ownedSids` alone repeats every Sid of the key's policy in each of its
-        // resources.
-        status.application = None;
+        // resources. The application's stays while our update is in progress: a new process
+        // seeds the rollout budget from it (`lifecycle::seed_restart_budget`), and those are
+        // few (the updates in flight).
+        let in_progress = status
+            .last_update
+            .as_ref()
+            .is_some_and(|u| u.outcome == UpdateOutcome::InProgress);
+        if !in_progress {
+            status.application = None;
+        }
         status.key_policy = None;
         status.last_sync_time = None;
     }
@@ -770,6 +778,26 @@ mod tests {
         assert_eq!(status.application, None);
         assert_eq!(status.key_policy, None);
         assert_eq!(status.last_sync_time, None);
+        // While our update is in progress, the application's observation stays (the rollout
+        // budget is seeded from it after a restart).
+        let mut updating = object(1, None);
+        let record: crate::api::LastUpdate = serde_json::from_value(serde_json::json!({
+            "keyType": "AwsOwnedKey",
+            "time": "2026-01-01T00:00:00Z",
+            "outcome": "InProgress",
+        }))
+        .unwrap();
+        let seen = crate::api::ApplicationObservation {
+            status: Some("UPDATING".into()),
+            ..Default::default()
+        };
+        updating.status = Some(crate::api::ApplicationEncryptionStatus {
+            application: Some(seen.clone()),
+            last_update: Some(record),
+            ..Default::default()
+        });
+        strip_unused(&mut updating);
+        assert_eq!(updating.status.unwrap().application, Some(seen));
         let mut plain = object(1, None);
         plain.metadata.annotations = Some([("x".to_string(), "y".to_string())].into());
         strip_unused(&mut plain);
